@@ -1,0 +1,61 @@
+//! The application core handed to every transport: the store plus the limits that bound
+//! what one request may do. Use cases are `impl App` blocks in their own modules
+//! (`directory`, `access`, ...).
+
+use crate::domain::access::Principal;
+use crate::domain::directory::RegionPath;
+use crate::domain::money::Amount;
+use crate::domain::role::Action;
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// Bounds that apply to every use case, from config.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest amount a single payment, refund or transfer may move.
+    pub max_transaction_amount: Amount,
+    /// Largest page a listing returns.
+    pub max_page_size: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_transaction_amount: Amount::from_fen(5_000_000).expect("50,000.00 yuan is a valid amount"),
+            max_page_size: 200,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct App {
+    pub store: Store,
+    pub limits: Limits,
+}
+
+impl App {
+    pub fn new(store: Store, limits: Limits) -> App {
+        App { store, limits }
+    }
+}
+
+/// Refuse a principal whose role may not do `action` at all (checked before any lookup,
+/// so it reveals nothing about objects).
+pub(crate) fn require(principal: &Principal, action: Action) -> Result<()> {
+    if principal.may(action) { Ok(()) } else { Err(Error::RoleNotAllowed { role: principal.role }) }
+}
+
+/// Hand an object to the caller only when it lies within their scope. A missing object and
+/// one outside the scope give the same answer to a scoped caller, so ids cannot be probed.
+pub(crate) fn within_scope<T>(
+    principal: &Principal,
+    found: Option<T>,
+    what: &'static str,
+    path: impl Fn(&T) -> &RegionPath,
+) -> Result<T> {
+    match found {
+        Some(object) if principal.sees(path(&object)) => Ok(object),
+        None if principal.scope == crate::domain::directory::Scope::All => Err(Error::NotFound { what }),
+        _ => Err(Error::OutOfScope),
+    }
+}

@@ -1,0 +1,130 @@
+//! The `carepay` command line.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::access::NewToken;
+use crate::app::{App, Limits};
+use crate::config::{DatabaseConfig, ServeConfig};
+use crate::domain::directory::Name;
+use crate::domain::ids::RegionId;
+use crate::domain::role::Role;
+use crate::store::Store;
+
+#[derive(Parser, Debug)]
+#[command(name = "carepay", version, about = "Digital-RMB settlement for elder-care facilities")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service (REST API for the back office; migrations are applied first).
+    Serve {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        serve: ServeConfig,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        database: DatabaseConfig,
+    },
+    /// Manage back-office API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print the OpenAPI document of the REST API.
+    Openapi,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Issue a token and print it once. Needs only database access, so it creates the
+    /// first admin credential.
+    Create {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// admin, facility_manager, subsidy_clerk, subsidy_approver, accountant or auditor.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Confine the token to this region and below (default: every region).
+        #[arg(long)]
+        region: Option<String>,
+        /// A note saying whose token this is.
+        #[arg(long, default_value = "created on the command line")]
+        label: String,
+        /// Days until it expires (default: never).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3_650))]
+        lifetime_days: Option<u32>,
+    },
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    Role::parse(raw).ok_or_else(|| {
+        let names: Vec<_> = Role::ALL.iter().map(|role| role.as_str()).collect();
+        format!("unknown role {raw:?}; one of {}", names.join(", "))
+    })
+}
+
+async fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
+    let store = Store::connect(&database.url(), &database.pool_settings())
+        .await
+        .context("cannot open the database (check --database-url / DATABASE_URL or --sqlite-path)")?;
+    store.migrate().await.context("cannot apply database migrations")?;
+    Ok(store)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { database, serve } => {
+            crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
+            let store = open_store(&database).await?;
+            tracing::info!(backend = store.backend().as_str(), "database ready");
+            let app = App::new(store.clone(), serve.limits());
+            let listener = tokio::net::TcpListener::bind(serve.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (CAREPAY_LISTEN / --listen)", serve.listen))?;
+            tracing::info!(address = %listener.local_addr()?, "carepay listening");
+            crate::server::serve(
+                app,
+                &serve.http_settings(),
+                listener,
+                crate::server::shutdown_signal(),
+                Duration::from_millis(serve.shutdown_grace_ms),
+            )
+            .await?;
+            store.close().await;
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Command::Migrate { database } => {
+            let store = open_store(&database).await?;
+            println!("migrations applied ({})", store.backend().as_str());
+            Ok(())
+        }
+        Command::Token { command: TokenCommand::Create { database, role, region, label, lifetime_days } } => {
+            let store = open_store(&database).await?;
+            let app = App::new(store, Limits::default());
+            let scope_region_id =
+                region.as_deref().map(RegionId::parse).transpose().map_err(|error| anyhow::anyhow!("--region {error}"))?;
+            let label = Name::parse(&label).map_err(|error| anyhow::anyhow!("--label {error}"))?;
+            let issued = app
+                .issue_token_unchecked(NewToken { role, scope_region_id, label, lifetime_days }, None)
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            eprintln!("issued {} token {} (shown once; store it now):", issued.token.role, issued.token.id);
+            println!("{}", issued.secret.expose());
+            Ok(())
+        }
+        Command::Openapi => {
+            println!("{}", crate::http::openapi().to_pretty_json()?);
+            Ok(())
+        }
+    }
+}

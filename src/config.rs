@@ -1,0 +1,116 @@
+//! Configuration: every setting has a default that runs with no setup, and is overridden
+//! by an environment variable or a command-line flag (flag wins). Values are validated at
+//! start; a bad one stops the process with a message naming the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::app::Limits;
+use crate::domain::money::Amount;
+use crate::http::HttpSettings;
+use crate::store::PoolSettings;
+use crate::telemetry::LogFormat;
+
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseConfig {
+    /// PostgreSQL (`postgres://user@host/db`) or SQLite (`sqlite://path?mode=rwc`) url.
+    /// When unset, carepay uses the SQLite file at --sqlite-path.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// The embedded database file used when no database url is given.
+    #[arg(long, env = "CAREPAY_SQLITE_PATH", default_value = "./carepay.db")]
+    pub sqlite_path: PathBuf,
+
+    /// Most database connections this instance holds open.
+    #[arg(long, env = "CAREPAY_DB_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub db_max_connections: u32,
+
+    /// How long a request waits for a free database connection before failing.
+    #[arg(long, env = "CAREPAY_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub db_acquire_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => crate::store::Store::sqlite_url(&self.sqlite_path),
+        }
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.db_max_connections,
+            acquire_timeout_ms: self.db_acquire_timeout_ms,
+            ..PoolSettings::default()
+        }
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeConfig {
+    /// Address for the REST API (and, on the same port, terminal gRPC).
+    #[arg(long, env = "CAREPAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "CAREPAY_MAX_BODY_BYTES", default_value_t = 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1_024..=268_435_456))]
+    pub max_body_bytes: u64,
+
+    /// Longest a request may take before it is abandoned with 503.
+    #[arg(long, env = "CAREPAY_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub request_timeout_ms: u64,
+
+    /// Requests served at once; beyond this, 503 with Retry-After.
+    #[arg(long, env = "CAREPAY_MAX_IN_FLIGHT_REQUESTS", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_in_flight_requests: u64,
+
+    /// Largest amount one payment, refund or transfer may move, in yuan.
+    #[arg(long, env = "CAREPAY_MAX_TRANSACTION_AMOUNT", default_value = "50000.00", value_parser = parse_amount)]
+    pub max_transaction_amount: Amount,
+
+    /// How long to let in-flight requests finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "CAREPAY_SHUTDOWN_GRACE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub shutdown_grace_ms: u64,
+
+    #[command(flatten)]
+    pub log: LogConfig,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct LogConfig {
+    /// Log line format.
+    #[arg(long, env = "CAREPAY_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Which events to log (tracing `EnvFilter` syntax).
+    #[arg(long, env = "CAREPAY_LOG", default_value = "info,sqlx=warn")]
+    pub log_filter: String,
+}
+
+fn parse_amount(raw: &str) -> Result<Amount, String> {
+    Amount::parse(raw).and_then(Amount::ensure_nonzero).map_err(|error| error.to_string())
+}
+
+impl ServeConfig {
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
+            request_timeout_ms: self.request_timeout_ms,
+            max_in_flight_requests: usize::try_from(self.max_in_flight_requests).unwrap_or(usize::MAX),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits { max_transaction_amount: self.max_transaction_amount, ..Limits::default() }
+    }
+}

@@ -1,0 +1,11 @@
+//! Pure types and rules: no I/O, no async, no SQL, no HTTP. Everything here can be
+//! unit- and property-tested in isolation, and everything outside parses into these types
+//! at the edge so the core never re-validates.
+
+pub mod access;
+pub mod directory;
+pub mod ids;
+pub mod ledger;
+pub mod money;
+pub mod role;
+pub mod time;

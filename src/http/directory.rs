@@ -1,0 +1,251 @@
+//! Back-office routes for the region tree, organisations and facilities.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiResult, Problem};
+use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
+use super::views::{FacilityView, OrganisationView, Page, RegionView};
+use crate::directory::{FacilityChange, NewFacility, NewOrganisation, NewRegion, PageRequest};
+use crate::domain::directory::{FacilityKind, Name, RegionLevel, WalletId};
+use crate::domain::ids::{FacilityId, OrganisationId, RegionId};
+use crate::error::Error;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_region, list_regions))
+        .routes(routes!(get_region))
+        .routes(routes!(create_organisation, list_organisations))
+        .routes(routes!(get_organisation))
+        .routes(routes!(create_facility, list_facilities))
+        .routes(routes!(get_facility, change_facility))
+}
+
+/// `?after=<id>&limit=<n>` on every listing.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Return items after this id (the previous page's `next_after`).
+    pub after: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<u32>,
+}
+
+impl ListParams {
+    pub fn page(self) -> PageRequest {
+        PageRequest { after: self.after, limit: self.limit }
+    }
+}
+
+pub(crate) fn name_field(field: &str, raw: &str) -> Result<Name, Error> {
+    Name::parse(raw).map_err(|error| Error::invalid(field, "INVALID_NAME", error))
+}
+
+pub(crate) fn id_field<T>(field: &str, raw: &str, parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>) -> Result<T, Error> {
+    parse(raw).map_err(|error| Error::invalid(field, "INVALID_ID", error))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRegion {
+    /// The parent region; omit to create a district (needs an all-regions token).
+    pub parent_id: Option<String>,
+    pub level: RegionLevel,
+    #[schema(example = "松陵街道")]
+    pub name: String,
+}
+
+#[utoipa::path(post, path = "/v1/regions", tag = "directory", request_body = CreateRegion,
+    responses((status = 201, body = RegionView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn create_region(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictJson(body): StrictJson<CreateRegion>,
+) -> ApiResult<(StatusCode, Json<RegionView>)> {
+    let new = NewRegion {
+        parent_id: body.parent_id.as_deref().map(|raw| id_field("parent_id", raw, RegionId::parse)).transpose()?,
+        level: body.level,
+        name: name_field("name", &body.name)?,
+    };
+    let region = state.app.create_region(&caller, new).await?;
+    Ok((StatusCode::CREATED, Json(region.into())))
+}
+
+#[utoipa::path(get, path = "/v1/regions", tag = "directory", params(ListParams),
+    responses((status = 200, body = Page<RegionView>), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn list_regions(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictQuery(params): StrictQuery<ListParams>,
+) -> ApiResult<Json<Page<RegionView>>> {
+    let request = params.page();
+    let regions = state.app.regions(&caller, &request).await?;
+    let limit = state.app.page(&request).limit;
+    Ok(Json(Page::new(regions, limit, |r| r.id.to_string(), RegionView::from)))
+}
+
+#[utoipa::path(get, path = "/v1/regions/{id}", tag = "directory", params(("id" = String, Path)),
+    responses((status = 200, body = RegionView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn get_region(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictPath(id): StrictPath<RegionId>,
+) -> ApiResult<Json<RegionView>> {
+    Ok(Json(state.app.region(&caller, &id).await?.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganisation {
+    pub region_id: String,
+    #[schema(example = "吴江颐家养老服务有限公司")]
+    pub name: String,
+}
+
+#[utoipa::path(post, path = "/v1/organisations", tag = "directory", request_body = CreateOrganisation,
+    responses((status = 201, body = OrganisationView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn create_organisation(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictJson(body): StrictJson<CreateOrganisation>,
+) -> ApiResult<(StatusCode, Json<OrganisationView>)> {
+    let new = NewOrganisation {
+        region_id: id_field("region_id", &body.region_id, RegionId::parse)?,
+        name: name_field("name", &body.name)?,
+    };
+    let organisation = state.app.create_organisation(&caller, new).await?;
+    Ok((StatusCode::CREATED, Json(organisation.into())))
+}
+
+#[utoipa::path(get, path = "/v1/organisations", tag = "directory", params(ListParams),
+    responses((status = 200, body = Page<OrganisationView>), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn list_organisations(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictQuery(params): StrictQuery<ListParams>,
+) -> ApiResult<Json<Page<OrganisationView>>> {
+    let request = params.page();
+    let organisations = state.app.organisations(&caller, &request).await?;
+    let limit = state.app.page(&request).limit;
+    Ok(Json(Page::new(organisations, limit, |o| o.id.to_string(), OrganisationView::from)))
+}
+
+#[utoipa::path(get, path = "/v1/organisations/{id}", tag = "directory", params(("id" = String, Path)),
+    responses((status = 200, body = OrganisationView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn get_organisation(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictPath(id): StrictPath<OrganisationId>,
+) -> ApiResult<Json<OrganisationView>> {
+    Ok(Json(state.app.organisation(&caller, &id).await?.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFacility {
+    pub region_id: String,
+    pub organisation_id: Option<String>,
+    #[schema(example = "松陵镇中心敬老院")]
+    pub name: String,
+    pub kind: FacilityKind,
+    /// The facility's e-CNY merchant wallet: 16 digits.
+    #[schema(example = "0021000000000001")]
+    pub merchant_wallet_id: String,
+}
+
+#[utoipa::path(post, path = "/v1/facilities", tag = "directory", request_body = CreateFacility,
+    responses((status = 201, body = FacilityView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn create_facility(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictJson(body): StrictJson<CreateFacility>,
+) -> ApiResult<(StatusCode, Json<FacilityView>)> {
+    let new = NewFacility {
+        region_id: id_field("region_id", &body.region_id, RegionId::parse)?,
+        organisation_id: body
+            .organisation_id
+            .as_deref()
+            .map(|raw| id_field("organisation_id", raw, OrganisationId::parse))
+            .transpose()?,
+        name: name_field("name", &body.name)?,
+        kind: body.kind,
+        merchant_wallet_id: WalletId::parse(&body.merchant_wallet_id)
+            .map_err(|error| Error::invalid("merchant_wallet_id", "INVALID_WALLET_ID", error))?,
+    };
+    let facility = state.app.create_facility(&caller, new).await?;
+    Ok((StatusCode::CREATED, Json(facility.into())))
+}
+
+#[utoipa::path(get, path = "/v1/facilities", tag = "directory", params(ListParams),
+    responses((status = 200, body = Page<FacilityView>), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn list_facilities(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictQuery(params): StrictQuery<ListParams>,
+) -> ApiResult<Json<Page<FacilityView>>> {
+    let request = params.page();
+    let facilities = state.app.facilities(&caller, &request).await?;
+    let limit = state.app.page(&request).limit;
+    Ok(Json(Page::new(facilities, limit, |f| f.id.to_string(), FacilityView::from)))
+}
+
+#[utoipa::path(get, path = "/v1/facilities/{id}", tag = "directory", params(("id" = String, Path)),
+    responses((status = 200, body = FacilityView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn get_facility(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictPath(id): StrictPath<FacilityId>,
+) -> ApiResult<Json<FacilityView>> {
+    Ok(Json(state.app.facility(&caller, &id).await?.into()))
+}
+
+/// Fields to change; omitted fields stay as they are. `organisation_id: null` detaches
+/// the facility from its organisation.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeFacility {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub organisation_id: Option<Option<String>>,
+}
+
+/// Tell `"field": null` (Some(None)) apart from an absent field (None).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+#[utoipa::path(patch, path = "/v1/facilities/{id}", tag = "directory", params(("id" = String, Path)),
+    request_body = ChangeFacility,
+    responses((status = 200, body = FacilityView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn change_facility(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictPath(id): StrictPath<FacilityId>,
+    StrictJson(body): StrictJson<ChangeFacility>,
+) -> ApiResult<Json<FacilityView>> {
+    let change = FacilityChange {
+        name: body.name.as_deref().map(|raw| name_field("name", raw)).transpose()?,
+        organisation_id: body
+            .organisation_id
+            .map(|inner| inner.as_deref().map(|raw| id_field("organisation_id", raw, OrganisationId::parse)).transpose())
+            .transpose()?,
+    };
+    Ok(Json(state.app.change_facility(&caller, &id, change).await?.into()))
+}

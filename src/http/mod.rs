@@ -1,0 +1,178 @@
+//! The back-office REST API (axum): routes, middleware, the OpenAPI document. Transport
+//! only: handlers parse requests into domain types, call a use case on [`App`], and turn
+//! the result or error into a response. No SQL and no business rules live here.
+
+pub mod directory;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod terminals;
+pub mod tokens;
+pub mod views;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::App;
+use error::ApiError;
+
+/// Bounds on what one HTTP request may cost; from config.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    pub max_body_bytes: usize,
+    pub request_timeout_ms: u64,
+    /// Requests served at once; more are refused with 503 and `Retry-After` rather than
+    /// queued without bound.
+    pub max_in_flight_requests: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings { max_body_bytes: 1024 * 1024, request_timeout_ms: 30_000, max_in_flight_requests: 512 }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub app: App,
+    in_flight: Arc<Semaphore>,
+    request_timeout: Duration,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "carepay back-office API",
+        description = "Digital-RMB (e-CNY) settlement for elder-care facilities. Amounts are decimal \
+                       strings of yuan (\"12.50\"); times are RFC 3339 in Asia/Shanghai; errors are \
+                       application/problem+json with a stable `code`."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "directory", description = "Regions, organisations and facilities"),
+        (name = "terminals", description = "Counter terminals and their signing keys"),
+        (name = "tokens", description = "Back-office API tokens"),
+    ),
+    components(schemas(error::Problem))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("cpt_...").build()),
+        );
+    }
+}
+
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(directory::router())
+        .merge(terminals::router())
+        .merge(tokens::router())
+}
+
+/// The OpenAPI document, generated from the route annotations so it cannot drift.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+pub fn router(app: App, settings: &HttpSettings) -> Router {
+    // Install the recorder before the first request so no early sample is lost.
+    crate::telemetry::metrics();
+    let state = AppState {
+        app,
+        in_flight: Arc::new(Semaphore::new(settings.max_in_flight_requests)),
+        request_timeout: Duration::from_millis(settings.request_timeout_ms),
+    };
+    let (api_router, document) = api().split_for_parts();
+    let document = Arc::new(document);
+    let openapi_json = axum::routing::get(move || {
+        let document = Arc::clone(&document);
+        async move { axum::Json(document.as_ref().clone()) }
+    });
+
+    Router::new()
+        .merge(api_router)
+        .route("/openapi.json", openapi_json)
+        .merge(ops::router())
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), bound_request))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(CatchPanicLayer::custom(|_panic| {
+            tracing::error!("request handler panicked");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "something went wrong on our side").into_response()
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default();
+                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "NO_SUCH_ROUTE", "no such route; see /openapi.json")
+}
+
+/// Shed load past the in-flight bound and cut requests off at the timeout, both with a
+/// problem response instead of an unbounded queue or a hung client.
+async fn bound_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = state.in_flight.try_acquire() else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", "too many requests in flight; retry shortly")
+            .with_retry_after(1)
+            .into_response();
+    };
+    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT", "the request took too long and was abandoned")
+                .with_retry_after(1)
+                .into_response()
+        }
+    }
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| String::from("unmatched"));
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

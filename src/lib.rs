@@ -1,0 +1,18 @@
+//! carepay: digital-RMB (e-CNY) settlement for elder-care facilities.
+//!
+//! See ARCHITECTURE.md for the map: `domain` holds pure types and rules, `store` the only
+//! SQL, the use-case modules (`directory`, `access`) orchestrate them, and `http` is
+//! transport only.
+
+pub mod access;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod directory;
+pub mod domain;
+pub mod error;
+pub mod fuzzing;
+pub mod http;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,201 @@
+//! The double-entry ledger on disk: accounts, journal entries and their postings.
+//!
+//! Postings are the truth. Each account also carries running `debits_fen`/`credits_fen`
+//! totals, changed only here and only in the transaction that writes the postings, so a
+//! no-overdraft account is guarded by one compare-and-set UPDATE instead of a
+//! read-then-write race. [`Store::verify_ledger`] recomputes every total from the postings.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AnyConnection, Row as _};
+
+use super::{Store, StoreError};
+use crate::domain::ids::EntryId;
+use crate::domain::ledger::{AccountCode, JournalEntry, LedgerError, OverdraftPolicy, Side};
+use crate::domain::time::UnixMs;
+
+/// Running totals of one account. Balance is credits minus debits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountTotals {
+    pub debits_fen: i64,
+    pub credits_fen: i64,
+}
+
+impl AccountTotals {
+    pub fn balance_fen(self) -> i64 {
+        self.credits_fen - self.debits_fen
+    }
+}
+
+/// What a business event is, for the ledger: a kind (`payment`, `refund`, ...) and the id
+/// of the record it books. The pair is unique, so an event cannot be booked twice.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryRef<'a> {
+    pub kind: &'a str,
+    pub reference: &'a str,
+    pub memo: &'a str,
+}
+
+/// A disagreement between an account's running totals and the sum of its postings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerMismatch {
+    pub account: String,
+    pub stored: AccountTotals,
+    pub recomputed: AccountTotals,
+}
+
+fn overdraft_text(policy: OverdraftPolicy) -> &'static str {
+    match policy {
+        OverdraftPolicy::Allowed => "allowed",
+        OverdraftPolicy::Forbidden => "forbidden",
+    }
+}
+
+impl Store {
+    /// Open an account if it does not exist yet; opening it again changes nothing.
+    pub async fn open_ledger_account(
+        &self,
+        code: &AccountCode,
+        policy: OverdraftPolicy,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
+             VALUES ($1, $2, 0, 0, $3) ON CONFLICT (code) DO NOTHING",
+        )
+        .bind(code.as_str())
+        .bind(overdraft_text(policy))
+        .bind(now.0)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Book `entry` in its own transaction.
+    pub async fn post_journal_entry(
+        &self,
+        what: EntryRef<'_>,
+        entry: &JournalEntry,
+        now: UnixMs,
+    ) -> Result<EntryId, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let id = post_in(&mut tx, what, entry, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn account_totals(&self, code: &AccountCode) -> Result<Option<AccountTotals>, StoreError> {
+        let row = sqlx::query("SELECT debits_fen, credits_fen FROM ledger_accounts WHERE code = $1")
+            .bind(code.as_str())
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row
+            .map(|row| -> Result<_, sqlx::Error> {
+                Ok(AccountTotals { debits_fen: row.try_get(0)?, credits_fen: row.try_get(1)? })
+            })
+            .transpose()?)
+    }
+
+    /// Recompute every account's totals from its postings, and every entry's balance.
+    /// An empty answer means the ledger is consistent.
+    pub async fn verify_ledger(&self) -> Result<Vec<LedgerMismatch>, StoreError> {
+        // CAST: PostgreSQL's SUM(BIGINT) is NUMERIC, which the portable driver cannot read.
+        let rows = sqlx::query(
+            "SELECT a.code, a.debits_fen, a.credits_fen, \
+               CAST(COALESCE(SUM(CASE WHEN p.side = 'debit' THEN p.amount_fen ELSE 0 END), 0) AS BIGINT), \
+               CAST(COALESCE(SUM(CASE WHEN p.side = 'credit' THEN p.amount_fen ELSE 0 END), 0) AS BIGINT) \
+             FROM ledger_accounts a LEFT JOIN postings p ON p.account_code = a.code \
+             GROUP BY a.code, a.debits_fen, a.credits_fen ORDER BY a.code",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut mismatches = Vec::new();
+        for row in rows {
+            let stored = AccountTotals { debits_fen: row.try_get(1)?, credits_fen: row.try_get(2)? };
+            let recomputed = AccountTotals { debits_fen: row.try_get(3)?, credits_fen: row.try_get(4)? };
+            if stored != recomputed {
+                mismatches.push(LedgerMismatch { account: row.try_get(0)?, stored, recomputed });
+            }
+        }
+        let unbalanced = sqlx::query(
+            "SELECT entry_id FROM postings GROUP BY entry_id \
+             HAVING SUM(CASE WHEN side = 'debit' THEN amount_fen ELSE 0 END) \
+                 <> SUM(CASE WHEN side = 'credit' THEN amount_fen ELSE 0 END)",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        for row in unbalanced {
+            let entry: String = row.try_get(0)?;
+            mismatches.push(LedgerMismatch {
+                account: format!("entry {entry} is unbalanced"),
+                stored: AccountTotals { debits_fen: 0, credits_fen: 0 },
+                recomputed: AccountTotals { debits_fen: 0, credits_fen: 0 },
+            });
+        }
+        Ok(mismatches)
+    }
+}
+
+/// Book `entry` inside the caller's transaction, so the posting and the state change it
+/// records commit or roll back together. Accounts are updated in code order, so two
+/// concurrent entries touching the same accounts lock them in the same order and cannot
+/// deadlock.
+pub(crate) async fn post_in(
+    conn: &mut AnyConnection,
+    what: EntryRef<'_>,
+    entry: &JournalEntry,
+    now: UnixMs,
+) -> Result<EntryId, StoreError> {
+    let id = EntryId::generate();
+    sqlx::query(
+        "INSERT INTO journal_entries (id, kind, reference, memo, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id.as_str())
+    .bind(what.kind)
+    .bind(what.reference)
+    .bind(what.memo)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+
+    let mut per_account: BTreeMap<&AccountCode, AccountTotals> = BTreeMap::new();
+    for (seq, posting) in entry.postings().iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO postings (entry_id, seq, account_code, side, amount_fen) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.as_str())
+        .bind(seq as i64)
+        .bind(posting.account.as_str())
+        .bind(posting.side.as_str())
+        .bind(posting.amount.fen())
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation => {
+                StoreError::Ledger(LedgerError::UnknownAccount(posting.account.clone()))
+            }
+            _ => StoreError::from(error),
+        })?;
+        let totals = per_account.entry(&posting.account).or_insert(AccountTotals { debits_fen: 0, credits_fen: 0 });
+        match posting.side {
+            Side::Debit => totals.debits_fen += posting.amount.fen(),
+            Side::Credit => totals.credits_fen += posting.amount.fen(),
+        }
+    }
+
+    for (account, delta) in per_account {
+        let updated = sqlx::query(
+            "UPDATE ledger_accounts SET debits_fen = debits_fen + $1, credits_fen = credits_fen + $2 \
+             WHERE code = $3 AND (overdraft = 'allowed' OR credits_fen + $2 - debits_fen - $1 >= 0)",
+        )
+        .bind(delta.debits_fen)
+        .bind(delta.credits_fen)
+        .bind(account.as_str())
+        .execute(&mut *conn)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::Ledger(LedgerError::Overdraft { account: account.clone() }));
+        }
+    }
+    Ok(id)
+}

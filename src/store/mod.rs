@@ -1,0 +1,198 @@
+//! Persistence: the only module that holds SQL.
+//!
+//! One schema on two backends through sqlx's `Any` driver: SQLite (the embedded default)
+//! and PostgreSQL (production, several instances sharing one server). Queries use the
+//! portable subset both understand: `$n` parameters, BIGINT fen and unix-ms times, TEXT
+//! ids and enumerations, unique constraints for idempotency, `INSERT ... ON CONFLICT`,
+//! and compare-and-set `UPDATE ... WHERE state = $expected`. Where a backend needs its own
+//! SQL the two versions sit side by side and say so.
+
+pub mod directory;
+pub mod ledger;
+pub mod tokens;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Executor as _, Transaction};
+
+/// Which database server is behind the pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Pool bounds; named in config so an operator can see and change them.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    /// How long SQLite waits on a locked database before giving up.
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings { max_connections: 10, acquire_timeout_ms: 5_000, sqlite_busy_timeout_ms: 5_000 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database url must start with sqlite: or postgres://")]
+    UnsupportedUrl,
+    /// A unique constraint refused the write; the name is the logical constraint name from
+    /// the migrations, the same on both backends.
+    #[error("unique constraint {0} violated")]
+    Conflict(&'static str),
+    /// A compare-and-set or guarded update matched no row: someone else moved first, or a
+    /// guard (no overdraft, refund ceiling) held.
+    #[error("guarded update matched no row")]
+    GuardFailed,
+    /// The ledger refused an entry (overdraft, unknown account); nothing was written.
+    #[error("ledger refused the entry: {0}")]
+    Ledger(crate::domain::ledger::LedgerError),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error
+            && db.kind() == sqlx::error::ErrorKind::UniqueViolation
+            && let Some(name) = unique_constraint_name(db.as_ref())
+        {
+            return StoreError::Conflict(name);
+        }
+        StoreError::Database(error)
+    }
+}
+
+/// Unique constraints the code reacts to, with the columns SQLite names in its message
+/// (SQLite reports columns, PostgreSQL reports the constraint or index name).
+const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
+    ("facilities_merchant_wallet_id_key", "facilities.merchant_wallet_id"),
+    ("organisations_region_name_key", "organisations.region_id, organisations.name"),
+    ("regions_sibling_name_key", "index 'regions_sibling_name_key'"),
+    ("terminal_keys_public_key_key", "terminal_keys.public_key"),
+    ("terminal_keys_one_active_key", "terminal_keys.terminal_id"),
+    ("api_tokens_token_sha256_key", "api_tokens.token_sha256"),
+    ("journal_entries_kind_reference_key", "journal_entries.kind, journal_entries.reference"),
+    ("ledger_accounts_pkey", "ledger_accounts.code"),
+];
+
+fn unique_constraint_name(db: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
+    if let Some(constraint) = db.constraint() {
+        return UNIQUE_CONSTRAINTS.iter().find(|(name, _)| *name == constraint).map(|(name, _)| *name);
+    }
+    // SQLite: "UNIQUE constraint failed: facilities.merchant_wallet_id" or, for an
+    // expression index, "UNIQUE constraint failed: index 'regions_sibling_name_key'".
+    let columns = db.message().strip_prefix("UNIQUE constraint failed: ")?;
+    UNIQUE_CONSTRAINTS.iter().find(|(_, cols)| *cols == columns).map(|(name, _)| *name)
+}
+
+/// The connection pool and which backend it talks to.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl Store {
+    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let options: AnyConnectOptions = url.parse().map_err(StoreError::Database)?;
+        let busy_timeout_ms = settings.sqlite_busy_timeout_ms;
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; FULL makes a commit
+                        // durable across power loss, which money needs.
+                        let pragmas = format!(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+                             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_timeout_ms};"
+                        );
+                        conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// The SQLite url for a file path, creating the file when missing.
+    pub fn sqlite_url(path: &std::path::Path) -> String {
+        format!("sqlite://{}?mode=rwc", path.display())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Apply pending migrations; applied ones are checked against their checksums, so
+    /// running this on every start is safe.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Readiness: can we get a connection and run a query right now?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A transaction that will write. SQLite takes the write lock up front (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with
+    /// SQLITE_BUSY on the upgrade without ever waiting on the busy timeout.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
