@@ -111,8 +111,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token { command: TokenCommand::Create { database, role, region, label, lifetime_days } } => {
             let store = open_store(&database).await?;
             let app = App::new(store, Limits::default());
-            let scope_region_id =
-                region.as_deref().map(RegionId::parse).transpose().map_err(|error| anyhow::anyhow!("--region {error}"))?;
+            let scope_region_id = region
+                .as_deref()
+                .map(RegionId::parse)
+                .transpose()
+                .map_err(|error| anyhow::anyhow!("--region {error}"))?;
             let label = Name::parse(&label).map_err(|error| anyhow::anyhow!("--label {error}"))?;
             let issued = app
                 .issue_token_unchecked(NewToken { role, scope_region_id, label, lifetime_days }, None)

@@ -56,10 +56,7 @@ pub struct PageRequest {
 
 impl App {
     pub(crate) fn page<'a>(&self, request: &'a PageRequest) -> Page<'a> {
-        Page {
-            after: request.after.as_deref(),
-            limit: request.limit.unwrap_or(50).clamp(1, self.limits.max_page_size),
-        }
+        Page { after: request.after.as_deref(), limit: request.limit.unwrap_or(50).clamp(1, self.limits.max_page_size) }
     }
 
     pub async fn create_region(&self, principal: &Principal, new: NewRegion) -> Result<Region> {
@@ -71,7 +68,11 @@ impl App {
                     return Err(Error::OutOfScope);
                 }
                 if new.level != RegionLevel::District {
-                    return Err(Error::invalid("level", "INVALID_LEVEL", "a region without a parent must be a district"));
+                    return Err(Error::invalid(
+                        "level",
+                        "INVALID_LEVEL",
+                        "a region without a parent must be a district",
+                    ));
                 }
                 RegionPath::root_of(&id)
             }
@@ -96,18 +97,10 @@ impl App {
                 }
             }
         };
-        let region = Region {
-            id,
-            parent_id: new.parent_id,
-            level: new.level,
-            name: new.name,
-            path,
-            created_at: UnixMs::now(),
-        };
+        let region =
+            Region { id, parent_id: new.parent_id, level: new.level, name: new.name, path, created_at: UnixMs::now() };
         self.store.insert_region(&region).await.map_err(|error| match error {
-            StoreError::Conflict(_) => {
-                Error::conflict("REGION_NAME_TAKEN", "a sibling region already has this name")
-            }
+            StoreError::Conflict(_) => Error::conflict("REGION_NAME_TAKEN", "a sibling region already has this name"),
             other => other.into(),
         })?;
         Ok(region)
@@ -173,10 +166,9 @@ impl App {
             updated_at: now,
         };
         self.store.insert_facility(&facility).await.map_err(|error| match error {
-            StoreError::Conflict(_) => Error::conflict(
-                "WALLET_ALREADY_REGISTERED",
-                "this merchant wallet is already registered to a facility",
-            ),
+            StoreError::Conflict(_) => {
+                Error::conflict("WALLET_ALREADY_REGISTERED", "this merchant wallet is already registered to a facility")
+            }
             other => other.into(),
         })?;
         Ok(facility)

@@ -27,10 +27,7 @@ pub fn amount(data: &[u8]) {
         }
     };
 
-    assert!(
-        text.bytes().all(|b| b.is_ascii_digit() || b == b'.'),
-        "accepted a non-numeric amount {text:?}"
-    );
+    assert!(text.bytes().all(|b| b.is_ascii_digit() || b == b'.'), "accepted a non-numeric amount {text:?}");
     assert!(
         (0..=Amount::MAX_FEN).contains(&amount.fen()),
         "accepted {text:?} as {} fen, outside 0..={}",
@@ -39,15 +36,8 @@ pub fn amount(data: &[u8]) {
     );
 
     let formatted = amount.to_string();
-    assert_eq!(
-        Amount::parse(&formatted),
-        Ok(amount),
-        "{text:?} formats as {formatted:?}, which does not parse back"
-    );
-    if text
-        .split_once('.')
-        .is_some_and(|(_, frac)| frac.len() == 2)
-    {
+    assert_eq!(Amount::parse(&formatted), Ok(amount), "{text:?} formats as {formatted:?}, which does not parse back");
+    if text.split_once('.').is_some_and(|(_, frac)| frac.len() == 2) {
         assert_eq!(formatted, text, "two-decimal input changed when formatted");
     }
 

@@ -13,16 +13,11 @@ type FuzzBody = fn(&[u8]);
 const TARGETS: &[(&str, FuzzBody)] = &[("amount", carepay::fuzzing::amount)];
 
 fn corpus_files(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz")
-        .join("corpus")
-        .join(target);
-    let entries = fs::read_dir(&dir)
-        .unwrap_or_else(|err| panic!("cannot read the corpus of {target} at {dir:?}: {err}"));
-    let mut files: Vec<PathBuf> = entries
-        .map(|entry| entry.expect("readable corpus entry").path())
-        .filter(|path| path.is_file())
-        .collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus").join(target);
+    let entries =
+        fs::read_dir(&dir).unwrap_or_else(|err| panic!("cannot read the corpus of {target} at {dir:?}: {err}"));
+    let mut files: Vec<PathBuf> =
+        entries.map(|entry| entry.expect("readable corpus entry").path()).filter(|path| path.is_file()).collect();
     // A stable order makes a failure point at the same file every run.
     files.sort();
     files
@@ -33,10 +28,7 @@ fn every_fuzz_target_replays_its_seed_corpus_without_panicking() {
     let mut failures = Vec::new();
     for &(target, body) in TARGETS {
         let files = corpus_files(target);
-        assert!(
-            !files.is_empty(),
-            "the corpus of {target} is empty; commit seed inputs"
-        );
+        assert!(!files.is_empty(), "the corpus of {target} is empty; commit seed inputs");
         for path in files {
             let data = fs::read(&path).expect("readable corpus file");
             if panic::catch_unwind(|| body(&data)).is_err() {
@@ -44,8 +36,5 @@ fn every_fuzz_target_replays_its_seed_corpus_without_panicking() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "fuzz bodies panicked on: {failures:#?}"
-    );
+    assert!(failures.is_empty(), "fuzz bodies panicked on: {failures:#?}");
 }

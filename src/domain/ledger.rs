@@ -30,9 +30,7 @@ pub struct AccountCode(String);
 
 impl AccountCode {
     pub fn parse(s: &str) -> Result<AccountCode, LedgerError> {
-        let allowed = |b: u8| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b':' | b'.' | b'-')
-        };
+        let allowed = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b':' | b'.' | b'-');
         if s.is_empty() || s.len() > MAX_ACCOUNT_CODE_LEN || !s.bytes().all(allowed) {
             return Err(LedgerError::InvalidAccountCode);
         }
@@ -134,19 +132,11 @@ pub struct Posting {
 
 impl Posting {
     pub fn debit(account: AccountCode, amount: Amount) -> Posting {
-        Posting {
-            account,
-            side: Side::Debit,
-            amount,
-        }
+        Posting { account, side: Side::Debit, amount }
     }
 
     pub fn credit(account: AccountCode, amount: Amount) -> Posting {
-        Posting {
-            account,
-            side: Side::Credit,
-            amount,
-        }
+        Posting { account, side: Side::Credit, amount }
     }
 }
 
@@ -169,8 +159,7 @@ impl JournalEntry {
             return Err(LedgerError::ZeroPosting);
         }
         let side_total = |side: Side| {
-            Amount::sum(postings.iter().filter(|p| p.side == side).map(|p| p.amount))
-                .map_err(|_| LedgerError::Overflow)
+            Amount::sum(postings.iter().filter(|p| p.side == side).map(|p| p.amount)).map_err(|_| LedgerError::Overflow)
         };
         if side_total(Side::Debit)? != side_total(Side::Credit)? {
             return Err(LedgerError::UnbalancedEntry);
@@ -180,15 +169,8 @@ impl JournalEntry {
 
     /// Moves `amount` from `debit` to `credit`: the debited account's balance goes down, the
     /// credited account's goes up.
-    pub fn transfer(
-        debit: AccountCode,
-        credit: AccountCode,
-        amount: Amount,
-    ) -> Result<JournalEntry, LedgerError> {
-        JournalEntry::new(vec![
-            Posting::debit(debit, amount),
-            Posting::credit(credit, amount),
-        ])
+    pub fn transfer(debit: AccountCode, credit: AccountCode, amount: Amount) -> Result<JournalEntry, LedgerError> {
+        JournalEntry::new(vec![Posting::debit(debit, amount), Posting::credit(credit, amount)])
     }
 
     pub fn postings(&self) -> &[Posting] {
@@ -249,22 +231,11 @@ impl Ledger {
         Ledger::default()
     }
 
-    pub fn open_account(
-        &mut self,
-        code: AccountCode,
-        policy: OverdraftPolicy,
-    ) -> Result<(), LedgerError> {
+    pub fn open_account(&mut self, code: AccountCode, policy: OverdraftPolicy) -> Result<(), LedgerError> {
         if self.accounts.contains_key(&code) {
             return Err(LedgerError::DuplicateAccount);
         }
-        self.accounts.insert(
-            code,
-            AccountTotals {
-                policy,
-                debits_fen: 0,
-                credits_fen: 0,
-            },
-        );
+        self.accounts.insert(code, AccountTotals { policy, debits_fen: 0, credits_fen: 0 });
         Ok(())
     }
 
@@ -288,9 +259,7 @@ impl Ledger {
                 Side::Debit => &mut totals.debits_fen,
                 Side::Credit => &mut totals.credits_fen,
             };
-            *total_fen = total_fen
-                .checked_add(posting.amount.fen())
-                .ok_or(LedgerError::Overflow)?;
+            *total_fen = total_fen.checked_add(posting.amount.fen()).ok_or(LedgerError::Overflow)?;
         }
 
         for (&account, new_totals) in &updated {
@@ -302,9 +271,7 @@ impl Ledger {
                 new_totals.credits_fen - old_totals.credits_fen,
                 new_totals.debits_fen - old_totals.debits_fen,
             ) {
-                return Err(LedgerError::Overdraft {
-                    account: account.clone(),
-                });
+                return Err(LedgerError::Overdraft { account: account.clone() });
             }
         }
 
@@ -417,24 +384,14 @@ mod tests {
 
     #[test]
     fn account_codes_accept_only_the_documented_alphabet_and_length() {
-        for ok in [
-            "a",
-            "facility:f_1:wallet",
-            "operator.settlement",
-            "x-y",
-            "0",
-        ] {
+        for ok in ["a", "facility:f_1:wallet", "operator.settlement", "x-y", "0"] {
             assert_eq!(AccountCode::parse(ok).unwrap().as_str(), ok);
         }
         let longest = "a".repeat(MAX_ACCOUNT_CODE_LEN);
         assert!(AccountCode::parse(&longest).is_ok());
         let too_long = "a".repeat(MAX_ACCOUNT_CODE_LEN + 1);
         for bad in ["", "A", "a b", "a/b", "账户", "a\n", too_long.as_str()] {
-            assert_eq!(
-                AccountCode::parse(bad),
-                Err(LedgerError::InvalidAccountCode),
-                "{bad:?}"
-            );
+            assert_eq!(AccountCode::parse(bad), Err(LedgerError::InvalidAccountCode), "{bad:?}");
         }
     }
 
@@ -455,36 +412,21 @@ mod tests {
         for policy in [OverdraftPolicy::Allowed, OverdraftPolicy::Forbidden] {
             assert_eq!(OverdraftPolicy::parse(policy.as_str()), Ok(policy));
         }
-        assert_eq!(
-            OverdraftPolicy::parse(""),
-            Err(LedgerError::InvalidOverdraftPolicy)
-        );
+        assert_eq!(OverdraftPolicy::parse(""), Err(LedgerError::InvalidOverdraftPolicy));
     }
 
     #[test]
     fn journal_entries_must_be_balanced_bounded_and_nonzero() {
         let (a, b) = (code("a"), code("b"));
         assert_eq!(JournalEntry::new(vec![]), Err(LedgerError::TooFewPostings));
+        assert_eq!(JournalEntry::new(vec![Posting::debit(a.clone(), fen(1))]), Err(LedgerError::TooFewPostings));
+        assert_eq!(JournalEntry::transfer(a.clone(), b.clone(), Amount::ZERO), Err(LedgerError::ZeroPosting));
         assert_eq!(
-            JournalEntry::new(vec![Posting::debit(a.clone(), fen(1))]),
-            Err(LedgerError::TooFewPostings)
-        );
-        assert_eq!(
-            JournalEntry::transfer(a.clone(), b.clone(), Amount::ZERO),
-            Err(LedgerError::ZeroPosting)
-        );
-        assert_eq!(
-            JournalEntry::new(vec![
-                Posting::debit(a.clone(), fen(2)),
-                Posting::credit(b.clone(), fen(1)),
-            ]),
+            JournalEntry::new(vec![Posting::debit(a.clone(), fen(2)), Posting::credit(b.clone(), fen(1)),]),
             Err(LedgerError::UnbalancedEntry)
         );
         assert_eq!(
-            JournalEntry::new(vec![
-                Posting::debit(a.clone(), fen(1)),
-                Posting::debit(b.clone(), fen(1)),
-            ]),
+            JournalEntry::new(vec![Posting::debit(a.clone(), fen(1)), Posting::debit(b.clone(), fen(1)),]),
             Err(LedgerError::UnbalancedEntry)
         );
         assert_eq!(
@@ -503,16 +445,10 @@ mod tests {
             JournalEntry::new(postings)
         };
         assert!(split(MAX_POSTINGS_PER_ENTRY).is_ok());
-        assert_eq!(
-            split(MAX_POSTINGS_PER_ENTRY + 1),
-            Err(LedgerError::TooManyPostings)
-        );
+        assert_eq!(split(MAX_POSTINGS_PER_ENTRY + 1), Err(LedgerError::TooManyPostings));
 
         let entry = JournalEntry::transfer(a.clone(), b.clone(), fen(150)).unwrap();
-        assert_eq!(
-            entry.postings(),
-            [Posting::debit(a, fen(150)), Posting::credit(b, fen(150))]
-        );
+        assert_eq!(entry.postings(), [Posting::debit(a, fen(150)), Posting::credit(b, fen(150))]);
     }
 
     #[test]
@@ -535,17 +471,10 @@ mod tests {
         use OverdraftPolicy::*;
         let mut ledger = ledger_with(&[("operator", Allowed), ("wallet", Forbidden)]);
         let (operator, wallet) = (code("operator"), code("wallet"));
-        ledger
-            .apply(&JournalEntry::transfer(operator.clone(), wallet.clone(), fen(500)).unwrap())
-            .unwrap();
+        ledger.apply(&JournalEntry::transfer(operator.clone(), wallet.clone(), fen(500)).unwrap()).unwrap();
         let before = ledger.clone();
         let too_much = JournalEntry::transfer(wallet.clone(), operator.clone(), fen(501)).unwrap();
-        assert_eq!(
-            ledger.apply(&too_much),
-            Err(LedgerError::Overdraft {
-                account: wallet.clone()
-            })
-        );
+        assert_eq!(ledger.apply(&too_much), Err(LedgerError::Overdraft { account: wallet.clone() }));
         assert_eq!(ledger, before);
         let exactly_all = JournalEntry::transfer(wallet.clone(), operator, fen(500)).unwrap();
         ledger.apply(&exactly_all).unwrap();
@@ -558,10 +487,7 @@ mod tests {
         let mut ledger = ledger_with(&[("a", Allowed)]);
         let before = ledger.clone();
         let entry = JournalEntry::transfer(code("a"), code("ghost"), fen(1)).unwrap();
-        assert_eq!(
-            ledger.apply(&entry),
-            Err(LedgerError::UnknownAccount(code("ghost")))
-        );
+        assert_eq!(ledger.apply(&entry), Err(LedgerError::UnknownAccount(code("ghost"))));
         assert_eq!(ledger, before);
     }
 
@@ -569,10 +495,7 @@ mod tests {
     fn an_account_can_be_opened_only_once() {
         let mut ledger = ledger_with(&[("a", OverdraftPolicy::Allowed)]);
         let before = ledger.clone();
-        assert_eq!(
-            ledger.open_account(code("a"), OverdraftPolicy::Forbidden),
-            Err(LedgerError::DuplicateAccount)
-        );
+        assert_eq!(ledger.open_account(code("a"), OverdraftPolicy::Forbidden), Err(LedgerError::DuplicateAccount));
         assert_eq!(ledger, before);
     }
 
@@ -640,10 +563,7 @@ mod tests {
         let mut codes: Vec<_> = all.iter().map(LedgerError::code).collect();
         for code in &codes {
             assert!(code.starts_with("LEDGER_"), "{code}");
-            assert!(
-                code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
-                "{code}"
-            );
+            assert!(code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{code}");
         }
         codes.sort_unstable();
         codes.dedup();
@@ -654,9 +574,7 @@ mod tests {
 
     /// A small pool of names, so random operations collide on the same accounts; names past
     /// the ones a test opens stay unknown.
-    const NAMES: [&str; 6] = [
-        "cash", "operator", "wallet:a", "wallet:b", "subsidy", "ghost",
-    ];
+    const NAMES: [&str; 6] = ["cash", "operator", "wallet:a", "wallet:b", "subsidy", "ghost"];
 
     #[derive(Clone, Debug)]
     enum Op {
@@ -669,10 +587,7 @@ mod tests {
     }
 
     fn policy() -> impl Strategy<Value = OverdraftPolicy> {
-        prop_oneof![
-            Just(OverdraftPolicy::Allowed),
-            Just(OverdraftPolicy::Forbidden)
-        ]
+        prop_oneof![Just(OverdraftPolicy::Allowed), Just(OverdraftPolicy::Forbidden)]
     }
 
     fn side() -> impl Strategy<Value = Side> {
@@ -711,13 +626,7 @@ mod tests {
 
     /// What `JournalEntry::new` should decide, computed independently in i128.
     fn expected_entry_ok(postings: &[(usize, Side, i64)]) -> bool {
-        let total = |side: Side| -> i128 {
-            postings
-                .iter()
-                .filter(|p| p.1 == side)
-                .map(|p| i128::from(p.2))
-                .sum()
-        };
+        let total = |side: Side| -> i128 { postings.iter().filter(|p| p.1 == side).map(|p| i128::from(p.2)).sum() };
         let ceiling = i128::from(Amount::MAX_FEN);
         (2..=MAX_POSTINGS_PER_ENTRY).contains(&postings.len())
             && postings.iter().all(|p| p.2 > 0)
@@ -728,11 +637,7 @@ mod tests {
     fn build(postings: &[(usize, Side, i64)]) -> Result<JournalEntry, LedgerError> {
         let postings = postings
             .iter()
-            .map(|&(n, side, amount_fen)| Posting {
-                account: code(NAMES[n]),
-                side,
-                amount: fen(amount_fen),
-            })
+            .map(|&(n, side, amount_fen)| Posting { account: code(NAMES[n]), side, amount: fen(amount_fen) })
             .collect();
         JournalEntry::new(postings)
     }
@@ -764,8 +669,7 @@ mod tests {
             let credits = ledger.credits(account).unwrap();
             let balance = ledger.balance(account).unwrap();
             prop_assert_eq!(balance, credits - debits);
-            let (history_debits, history_credits) =
-                recomputed.get(account).copied().unwrap_or_default();
+            let (history_debits, history_credits) = recomputed.get(account).copied().unwrap_or_default();
             prop_assert_eq!(i128::from(debits), history_debits);
             prop_assert_eq!(i128::from(credits), history_credits);
             if ledger.policy(account) == Some(OverdraftPolicy::Forbidden) {
@@ -774,11 +678,7 @@ mod tests {
             sum_of_balances += i128::from(balance);
         }
         for account in recomputed.keys() {
-            prop_assert!(
-                ledger.balance(account).is_some(),
-                "posting to unopened {}",
-                account
-            );
+            prop_assert!(ledger.balance(account).is_some(), "posting to unopened {}", account);
         }
         // Money is only ever moved, so across all accounts it sums to zero.
         prop_assert_eq!(sum_of_balances, 0);

@@ -105,20 +105,12 @@ impl Amount {
     pub fn checked_add(self, other: Amount) -> Result<Amount, AmountError> {
         // Both operands are at most MAX_FEN, so the i64 sum cannot wrap.
         let sum_fen = self.0 + other.0;
-        if sum_fen > Self::MAX_FEN {
-            Err(AmountError::Overflow)
-        } else {
-            Ok(Amount(sum_fen))
-        }
+        if sum_fen > Self::MAX_FEN { Err(AmountError::Overflow) } else { Ok(Amount(sum_fen)) }
     }
 
     /// `self - other`, or `None` when that would be negative.
     pub fn checked_sub(self, other: Amount) -> Option<Amount> {
-        if other.0 > self.0 {
-            None
-        } else {
-            Some(Amount(self.0 - other.0))
-        }
+        if other.0 > self.0 { None } else { Some(Amount(self.0 - other.0)) }
     }
 
     pub fn is_zero(self) -> bool {
@@ -127,26 +119,17 @@ impl Amount {
 
     /// Refuses zero where moving no money makes no sense (a payment, a refund, a subsidy).
     pub fn ensure_nonzero(self) -> Result<Amount, AmountError> {
-        if self.is_zero() {
-            Err(AmountError::Zero)
-        } else {
-            Ok(self)
-        }
+        if self.is_zero() { Err(AmountError::Zero) } else { Ok(self) }
     }
 
     /// Refuses amounts above a configured limit (per payment, per batch line, ...).
     pub fn ensure_at_most(self, max: Amount) -> Result<Amount, AmountError> {
-        if self > max {
-            Err(AmountError::OverLimit { max })
-        } else {
-            Ok(self)
-        }
+        if self > max { Err(AmountError::OverLimit { max }) } else { Ok(self) }
     }
 
     /// Sum of all amounts, refusing totals above the ceiling.
     pub fn sum<I: IntoIterator<Item = Amount>>(iter: I) -> Result<Amount, AmountError> {
-        iter.into_iter()
-            .try_fold(Amount::ZERO, |total, amount| total.checked_add(amount))
+        iter.into_iter().try_fold(Amount::ZERO, |total, amount| total.checked_add(amount))
     }
 }
 
@@ -343,10 +326,7 @@ mod tests {
     fn from_fen_refuses_negative_and_above_ceiling() {
         assert_eq!(Amount::from_fen(-1), Err(AmountError::Negative));
         assert_eq!(Amount::from_fen(i64::MIN), Err(AmountError::Negative));
-        assert_eq!(
-            Amount::from_fen(Amount::MAX_FEN + 1),
-            Err(AmountError::TooLarge)
-        );
+        assert_eq!(Amount::from_fen(Amount::MAX_FEN + 1), Err(AmountError::TooLarge));
         assert_eq!(Amount::from_fen(i64::MAX), Err(AmountError::TooLarge));
         assert_eq!(Amount::from_fen(Amount::MAX_FEN), Ok(Amount::MAX));
         assert_eq!(Amount::from_fen(0), Ok(Amount::ZERO));
@@ -365,16 +345,10 @@ mod tests {
         assert_eq!(Amount::ZERO.ensure_nonzero(), Err(AmountError::Zero));
         assert_eq!(fen(1).ensure_nonzero(), Ok(fen(1)));
         assert_eq!(fen(500).ensure_at_most(fen(500)), Ok(fen(500)));
-        assert_eq!(
-            fen(501).ensure_at_most(fen(500)),
-            Err(AmountError::OverLimit { max: fen(500) })
-        );
+        assert_eq!(fen(501).ensure_at_most(fen(500)), Err(AmountError::OverLimit { max: fen(500) }));
         assert_eq!(Amount::sum([]), Ok(Amount::ZERO));
         assert_eq!(Amount::sum([fen(1), fen(2), fen(3)]), Ok(fen(6)));
-        assert_eq!(
-            Amount::sum([Amount::MAX, fen(1)]),
-            Err(AmountError::Overflow)
-        );
+        assert_eq!(Amount::sum([Amount::MAX, fen(1)]), Err(AmountError::Overflow));
     }
 
     #[test]
@@ -400,10 +374,7 @@ mod tests {
         let mut codes: Vec<_> = all.iter().map(AmountError::code).collect();
         for code in &codes {
             assert!(code.starts_with("AMOUNT_"), "{code}");
-            assert!(
-                code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'),
-                "{code}"
-            );
+            assert!(code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{code}");
         }
         codes.sort_unstable();
         codes.dedup();
@@ -411,11 +382,7 @@ mod tests {
         for err in &all {
             assert!(!err.to_string().is_empty());
         }
-        assert!(
-            AmountError::TooLarge
-                .to_string()
-                .contains("10000000000000.00")
-        );
+        assert!(AmountError::TooLarge.to_string().contains("10000000000000.00"));
     }
 
     #[test]
@@ -432,27 +399,16 @@ mod tests {
     fn serde_refuses_json_numbers_and_says_amounts_are_strings() {
         for json in ["12", "12.5", "-1", "1e3", "true", "null", "[]"] {
             let err = serde_json::from_str::<Amount>(json).unwrap_err();
-            assert!(
-                err.to_string()
-                    .contains(r#"string of yuan such as "12.50""#),
-                "{json}: {err}"
-            );
+            assert!(err.to_string().contains(r#"string of yuan such as "12.50""#), "{json}: {err}");
         }
     }
 
     #[test]
     fn serde_surfaces_the_parse_error_message() {
         let err = serde_json::from_str::<Amount>(r#""1.234""#).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains(&AmountError::TooManyDecimals.to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&AmountError::TooManyDecimals.to_string()), "{err}");
         let err = serde_json::from_str::<Amount>(r#""-5""#).unwrap_err();
-        assert!(
-            err.to_string().contains(&AmountError::Negative.to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&AmountError::Negative.to_string()), "{err}");
     }
 
     /// Valid wire strings whose value is at most the ceiling (at most 13 integer digits).

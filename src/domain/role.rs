@@ -91,12 +91,7 @@ mod tests {
 
     #[test]
     fn auditors_only_read() {
-        for action in [
-            Action::ManageRegions,
-            Action::ManageFacilities,
-            Action::ManageTerminals,
-            Action::ManageTokens,
-        ] {
+        for action in [Action::ManageRegions, Action::ManageFacilities, Action::ManageTerminals, Action::ManageTokens] {
             assert!(!Role::Auditor.may(action));
         }
         assert!(Role::Auditor.may(Action::ReadDirectory));

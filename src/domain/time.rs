@@ -18,12 +18,9 @@ impl UnixMs {
 
     pub fn to_rfc3339_shanghai(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;
-        let instant = OffsetDateTime::from_unix_timestamp_nanos(nanos)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-            .to_offset(SHANGHAI);
-        instant
-            .format(&Rfc3339)
-            .unwrap_or_else(|_| String::from("1970-01-01T08:00:00+08:00"))
+        let instant =
+            OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH).to_offset(SHANGHAI);
+        instant.format(&Rfc3339).unwrap_or_else(|_| String::from("1970-01-01T08:00:00+08:00"))
     }
 }
 

@@ -47,7 +47,11 @@ pub(crate) fn name_field(field: &str, raw: &str) -> Result<Name, Error> {
     Name::parse(raw).map_err(|error| Error::invalid(field, "INVALID_NAME", error))
 }
 
-pub(crate) fn id_field<T>(field: &str, raw: &str, parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>) -> Result<T, Error> {
+pub(crate) fn id_field<T>(
+    field: &str,
+    raw: &str,
+    parse: impl Fn(&str) -> Result<T, crate::domain::ids::IdError>,
+) -> Result<T, Error> {
     parse(raw).map_err(|error| Error::invalid(field, "INVALID_ID", error))
 }
 
@@ -244,7 +248,9 @@ async fn change_facility(
         name: body.name.as_deref().map(|raw| name_field("name", raw)).transpose()?,
         organisation_id: body
             .organisation_id
-            .map(|inner| inner.as_deref().map(|raw| id_field("organisation_id", raw, OrganisationId::parse)).transpose())
+            .map(|inner| {
+                inner.as_deref().map(|raw| id_field("organisation_id", raw, OrganisationId::parse)).transpose()
+            })
             .transpose()?,
     };
     Ok(Json(state.app.change_facility(&caller, &id, change).await?.into()))

@@ -51,7 +51,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(json_error)?;
     deserializer.end().map_err(|error| {
-        ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_JSON", format!("trailing characters after the JSON value: {error}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "MALFORMED_JSON",
+            format!("trailing characters after the JSON value: {error}"),
+        )
     })?;
     Ok(value)
 }

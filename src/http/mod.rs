@@ -120,18 +120,14 @@ pub fn router(app: App, settings: &HttpSettings) -> Router {
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_panic| {
             tracing::error!("request handler panicked");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "something went wrong on our side").into_response()
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", "something went wrong on our side")
+                .into_response()
         }))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|request: &Request| {
-                let request_id = request
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or_default();
-                tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            let request_id =
+                request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or_default();
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
+        }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
@@ -146,9 +142,13 @@ async fn not_found() -> ApiError {
 /// problem response instead of an unbounded queue or a hung client.
 async fn bound_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Ok(_permit) = state.in_flight.try_acquire() else {
-        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED", "too many requests in flight; retry shortly")
-            .with_retry_after(1)
-            .into_response();
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "OVERLOADED",
+            "too many requests in flight; retry shortly",
+        )
+        .with_retry_after(1)
+        .into_response();
     };
     match tokio::time::timeout(state.request_timeout, next.run(request)).await {
         Ok(response) => response,

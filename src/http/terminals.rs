@@ -77,7 +77,8 @@ async fn list_terminals(
     Caller(caller): Caller,
     StrictQuery(params): StrictQuery<TerminalListParams>,
 ) -> ApiResult<Json<Page<TerminalView>>> {
-    let facility = params.facility_id.as_deref().map(|raw| id_field("facility_id", raw, FacilityId::parse)).transpose()?;
+    let facility =
+        params.facility_id.as_deref().map(|raw| id_field("facility_id", raw, FacilityId::parse)).transpose()?;
     let request = PageRequest { after: params.after, limit: params.limit };
     let terminals = state.app.terminals(&caller, facility.as_ref(), &request).await?;
     let limit = state.app.page(&request).limit;

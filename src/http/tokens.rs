@@ -44,7 +44,11 @@ async fn issue_token(
 ) -> ApiResult<(StatusCode, Json<IssuedTokenView>)> {
     let new = NewToken {
         role: body.role,
-        scope_region_id: body.region_id.as_deref().map(|raw| id_field("region_id", raw, RegionId::parse)).transpose()?,
+        scope_region_id: body
+            .region_id
+            .as_deref()
+            .map(|raw| id_field("region_id", raw, RegionId::parse))
+            .transpose()?,
         label: name_field("label", &body.label)?,
         lifetime_days: body.lifetime_days,
     };

@@ -5,8 +5,8 @@ use sqlx::any::AnyRow;
 
 use super::{Store, StoreError};
 use crate::domain::directory::{
-    Facility, FacilityKind, Name, Organisation, PublicKey, Region, RegionLevel, RegionPath, Terminal,
-    TerminalStatus, WalletId,
+    Facility, FacilityKind, Name, Organisation, PublicKey, Region, RegionLevel, RegionPath, Terminal, TerminalStatus,
+    WalletId,
 };
 use crate::domain::ids::{FacilityId, OrganisationId, RegionId, TerminalId, TerminalKeyId};
 use crate::domain::time::UnixMs;
@@ -53,9 +53,7 @@ fn facility_from_row(row: &AnyRow) -> Result<Facility, sqlx::Error> {
         id: FacilityId::from_trusted(row.try_get("id")?),
         region_id: RegionId::from_trusted(row.try_get("region_id")?),
         region_path: RegionPath::from_trusted(row.try_get("region_path")?),
-        organisation_id: row
-            .try_get::<Option<String>, _>("organisation_id")?
-            .map(OrganisationId::from_trusted),
+        organisation_id: row.try_get::<Option<String>, _>("organisation_id")?.map(OrganisationId::from_trusted),
         name: Name::from_trusted(row.try_get("name")?),
         kind: FacilityKind::parse(&kind).ok_or_else(|| corrupt("facilities.kind", &kind))?,
         merchant_wallet_id: WalletId::from_trusted(row.try_get("merchant_wallet_id")?),
@@ -109,12 +107,10 @@ impl Store {
     }
 
     pub async fn region(&self, id: &RegionId) -> Result<Option<Region>, StoreError> {
-        let row = sqlx::query(
-            "SELECT id, parent_id, level, name, path, created_at_ms FROM regions WHERE id = $1",
-        )
-        .bind(id.as_str())
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query("SELECT id, parent_id, level, name, path, created_at_ms FROM regions WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?;
         Ok(row.as_ref().map(region_from_row).transpose()?)
     }
 
@@ -193,21 +189,13 @@ impl Store {
     }
 
     pub async fn facility(&self, id: &FacilityId) -> Result<Option<Facility>, StoreError> {
-        let sql = format!(
-            "SELECT {FACILITY_COLUMNS} FROM facilities f JOIN regions r ON r.id = f.region_id WHERE f.id = $1"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+        let sql =
+            format!("SELECT {FACILITY_COLUMNS} FROM facilities f JOIN regions r ON r.id = f.region_id WHERE f.id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(self.pool()).await?;
         Ok(row.as_ref().map(facility_from_row).transpose()?)
     }
 
-    pub async fn list_facilities(
-        &self,
-        scope: ScopeFilter<'_>,
-        page: Page<'_>,
-    ) -> Result<Vec<Facility>, StoreError> {
+    pub async fn list_facilities(&self, scope: ScopeFilter<'_>, page: Page<'_>) -> Result<Vec<Facility>, StoreError> {
         let sql = format!(
             "SELECT {FACILITY_COLUMNS} FROM facilities f JOIN regions r ON r.id = f.region_id \
              WHERE ($1 IS NULL OR substr(r.path, 1, length($1)) = $1) AND ($2 IS NULL OR f.id > $2) \
@@ -272,10 +260,7 @@ impl Store {
 
     pub async fn terminal(&self, id: &TerminalId) -> Result<Option<Terminal>, StoreError> {
         let sql = format!("{TERMINAL_SELECT} WHERE t.id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(self.pool()).await?;
         Ok(row.as_ref().map(terminal_from_row).transpose()?)
     }
 

@@ -147,35 +147,31 @@ pub(crate) async fn post_in(
     now: UnixMs,
 ) -> Result<EntryId, StoreError> {
     let id = EntryId::generate();
-    sqlx::query(
-        "INSERT INTO journal_entries (id, kind, reference, memo, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id.as_str())
-    .bind(what.kind)
-    .bind(what.reference)
-    .bind(what.memo)
-    .bind(now.0)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("INSERT INTO journal_entries (id, kind, reference, memo, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+        .bind(id.as_str())
+        .bind(what.kind)
+        .bind(what.reference)
+        .bind(what.memo)
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await?;
 
     let mut per_account: BTreeMap<&AccountCode, AccountTotals> = BTreeMap::new();
     for (seq, posting) in entry.postings().iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO postings (entry_id, seq, account_code, side, amount_fen) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id.as_str())
-        .bind(seq as i64)
-        .bind(posting.account.as_str())
-        .bind(posting.side.as_str())
-        .bind(posting.amount.fen())
-        .execute(&mut *conn)
-        .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation => {
-                StoreError::Ledger(LedgerError::UnknownAccount(posting.account.clone()))
-            }
-            _ => StoreError::from(error),
-        })?;
+        sqlx::query("INSERT INTO postings (entry_id, seq, account_code, side, amount_fen) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id.as_str())
+            .bind(seq as i64)
+            .bind(posting.account.as_str())
+            .bind(posting.side.as_str())
+            .bind(posting.amount.fen())
+            .execute(&mut *conn)
+            .await
+            .map_err(|error| match &error {
+                sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation => {
+                    StoreError::Ledger(LedgerError::UnknownAccount(posting.account.clone()))
+                }
+                _ => StoreError::from(error),
+            })?;
         let totals = per_account.entry(&posting.account).or_insert(AccountTotals { debits_fen: 0, credits_fen: 0 });
         match posting.side {
             Side::Debit => totals.debits_fen += posting.amount.fen(),

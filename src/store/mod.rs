@@ -192,6 +192,13 @@ impl Store {
         Ok(tx)
     }
 
+    /// Run one statement built at run time (administrative use: creating test databases).
+    /// Never pass it anything derived from a request.
+    pub async fn execute_raw(&self, statement: &str) -> Result<(), StoreError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned())).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -53,19 +53,13 @@ impl Store {
     /// takes effect at once on every instance sharing the database.
     pub async fn token_by_sha256(&self, token_sha256: &str) -> Result<Option<ApiToken>, StoreError> {
         let sql = format!("{TOKEN_SELECT} WHERE t.token_sha256 = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(token_sha256)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(token_sha256).fetch_optional(self.pool()).await?;
         Ok(row.as_ref().map(token_from_row).transpose()?)
     }
 
     pub async fn token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
         let sql = format!("{TOKEN_SELECT} WHERE t.id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(self.pool()).await?;
         Ok(row.as_ref().map(token_from_row).transpose()?)
     }
 

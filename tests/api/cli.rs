@@ -1,0 +1,104 @@
+//! The binary itself: the first admin token from the command line, and a graceful stop on
+//! SIGTERM.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use carepay::store::Backend;
+use reqwest::StatusCode;
+
+use crate::helpers::{TestDatabase, spawn_app_with};
+
+fn carepay() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_carepay"));
+    command.env_remove("DATABASE_URL").env_remove("CAREPAY_LISTEN");
+    command
+}
+
+async fn the_first_admin_token_comes_from_the_command_line(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let output = carepay()
+        .args(["token", "create", "--role", "admin", "--label", "首个管理员", "--database-url", &db.url])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("cpt_"));
+    assert!(!String::from_utf8_lossy(&output.stderr).contains(&token), "the secret goes to stdout only");
+
+    let app = spawn_app_with(db, Default::default()).await;
+    let district = app.create_region(&token, None, "district", "吴江区").await;
+    app.get(&format!("/v1/regions/{district}"), &token).await.expect(StatusCode::OK);
+
+    let refused =
+        carepay().args(["token", "create", "--role", "superuser", "--database-url", &app.db.url]).output().unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("unknown role"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_admin_token_comes_from_the_command_line_on_sqlite() {
+    the_first_admin_token_comes_from_the_command_line(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_admin_token_comes_from_the_command_line_on_postgres() {
+    the_first_admin_token_comes_from_the_command_line(Backend::Postgres).await;
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm_and_bad_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("carepay.db");
+    let mut child = carepay()
+        .args(["serve", "--listen", "127.0.0.1:0", "--sqlite-path"])
+        .arg(&db_path)
+        .env("CAREPAY_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["message"] == "carepay listening" {
+            break event["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let health = reqwest::blocking_get(&format!("http://{address}/healthz"));
+    assert_eq!(health, "ok\n");
+    assert!(db_path.exists(), "the SQLite file is where it was told to be");
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "serve did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+
+    let bad =
+        carepay().args(["serve", "--sqlite-path"]).arg(&db_path).env("CAREPAY_MAX_BODY_BYTES", "12").output().unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("max-body-bytes"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+mod reqwest {
+    pub use ::reqwest::*;
+
+    /// A tiny blocking GET for the one synchronous test, without reqwest's blocking feature.
+    pub fn blocking_get(url: &str) -> String {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
+    }
+}

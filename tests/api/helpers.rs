@@ -1,0 +1,270 @@
+//! A real server on port 0 over a fresh database per test, and a client with one method
+//! per endpoint family.
+
+use std::time::Duration;
+
+use carepay::app::{App, Limits};
+use carepay::http::HttpSettings;
+use carepay::store::{Backend, PoolSettings, Store};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// Where PostgreSQL tests create their databases; `.ci/run` sets it, and the default is the
+/// local development server.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| String::from("postgres://postgres@127.0.0.1:5432/postgres"))
+}
+
+/// A fresh, empty database for one test. Dropping it removes a SQLite file; PostgreSQL
+/// databases are named `carepay_test_*` and removed by `.ci/run` after the run.
+pub struct TestDatabase {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    pub async fn new(backend: Backend) -> TestDatabase {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = Store::sqlite_url(&dir.path().join("carepay.db"));
+                TestDatabase { url, _dir: Some(dir) }
+            }
+            Backend::Postgres => {
+                let admin_url = postgres_admin_url();
+                let name = format!("carepay_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = Store::connect(&admin_url, &PoolSettings { max_connections: 1, ..PoolSettings::default() })
+                    .await
+                    .unwrap_or_else(|error| panic!("PostgreSQL for tests at {admin_url}: {error}"));
+                admin.execute_raw(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+                admin.close().await;
+                let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+                TestDatabase { url: format!("{base}/{name}"), _dir: None }
+            }
+        }
+    }
+
+    /// A plain pool, for tests that inspect or tamper with what is stored.
+    pub async fn raw_pool(&self) -> sqlx::AnyPool {
+        sqlx::any::install_default_drivers();
+        sqlx::AnyPool::connect(&self.url).await.expect("connect to test database")
+    }
+
+    pub async fn store(&self) -> Store {
+        let store = Store::connect(&self.url, &PoolSettings::default()).await.expect("connect to test database");
+        store.migrate().await.expect("migrate test database");
+        store
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub app: App,
+    pub db: TestDatabase,
+    pub client: reqwest::Client,
+    /// An admin token that sees every region.
+    pub root_token: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(TestDatabase::new(backend).await, HttpSettings::default()).await
+}
+
+pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp {
+    let store = db.store().await;
+    let app = App::new(store, Limits::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let address = format!("http://{}", listener.local_addr().expect("local addr"));
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let server_app = app.clone();
+    let server = tokio::spawn(async move {
+        carepay::server::serve(
+            server_app,
+            &settings,
+            listener,
+            async move {
+                let _ = shutdown_rx.await;
+            },
+            Duration::from_secs(5),
+        )
+        .await
+    });
+    let root_token = issue_root_token(&app).await;
+    TestApp {
+        address,
+        app,
+        db,
+        client: reqwest::Client::new(),
+        root_token,
+        shutdown: Some(shutdown_tx),
+        server: Some(server),
+    }
+}
+
+async fn issue_root_token(app: &App) -> String {
+    let issued = app
+        .issue_token_unchecked(
+            carepay::access::NewToken {
+                role: carepay::domain::role::Role::Admin,
+                scope_region_id: None,
+                label: carepay::domain::directory::Name::parse("test root").unwrap(),
+                lifetime_days: None,
+            },
+            None,
+        )
+        .await
+        .expect("issue root token");
+    issued.secret.expose().to_owned()
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or_default()
+    }
+
+    pub fn id(&self) -> String {
+        self.body["id"].as_str().unwrap_or_else(|| panic!("no id in {}", self.text)).to_owned()
+    }
+
+    #[track_caller]
+    pub fn expect(self, status: StatusCode) -> Reply {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        self
+    }
+
+    #[track_caller]
+    pub fn expect_problem(self, status: StatusCode, code: &str) -> Reply {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(self.content_type, "application/problem+json", "body: {}", self.text);
+        assert_eq!(self.code(), code, "body: {}", self.text);
+        self
+    }
+}
+
+impl TestApp {
+    pub async fn raw(&self, method: Method, path: &str, token: Option<&str>, body: Option<(&str, Vec<u8>)>) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.address));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some((content_type, bytes)) = body {
+            request = request.header("content-type", content_type).body(bytes);
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let content_type =
+            response.headers().get("content-type").and_then(|value| value.to_str().ok()).unwrap_or_default().to_owned();
+        let text = response.text().await.expect("body read");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply { status, content_type, body, text }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let body = body.map(|value| ("application/json", serde_json::to_vec(&value).unwrap()));
+        self.raw(method, path, Some(token), body).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn create_region(&self, token: &str, parent: Option<&str>, level: &str, name: &str) -> String {
+        self.post("/v1/regions", token, json!({"parent_id": parent, "level": level, "name": name}))
+            .await
+            .expect(StatusCode::CREATED)
+            .id()
+    }
+
+    pub async fn create_organisation(&self, token: &str, region: &str, name: &str) -> String {
+        self.post("/v1/organisations", token, json!({"region_id": region, "name": name}))
+            .await
+            .expect(StatusCode::CREATED)
+            .id()
+    }
+
+    pub async fn create_facility(&self, token: &str, region: &str, name: &str, wallet: &str) -> String {
+        self.post(
+            "/v1/facilities",
+            token,
+            json!({"region_id": region, "name": name, "kind": "meal_canteen", "merchant_wallet_id": wallet}),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .id()
+    }
+
+    pub async fn register_terminal(&self, token: &str, facility: &str, public_key: &str) -> String {
+        self.post("/v1/terminals", token, json!({"facility_id": facility, "label": "收银台", "public_key": public_key}))
+            .await
+            .expect(StatusCode::CREATED)
+            .id()
+    }
+
+    pub async fn issue_token(&self, token: &str, role: &str, region: Option<&str>) -> String {
+        let reply = self
+            .post("/v1/tokens", token, json!({"role": role, "region_id": region, "label": format!("{role} token")}))
+            .await
+            .expect(StatusCode::CREATED);
+        reply.body["secret"].as_str().expect("secret").to_owned()
+    }
+
+    /// Stop the server gracefully and wait for it.
+    pub async fn stop(mut self) -> TestDatabase {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task").expect("server ran");
+        }
+        self.app.store.close().await;
+        self.db
+    }
+}
+
+/// A fresh Ed25519 key pair for a terminal: (pkcs8 document, base64 public key).
+pub fn terminal_key_pair() -> (ring::signature::Ed25519KeyPair, String) {
+    use base64::Engine as _;
+    use ring::signature::KeyPair as _;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("generate key");
+    let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("parse key");
+    let public = base64::engine::general_purpose::STANDARD.encode(pair.public_key().as_ref());
+    (pair, public)
+}
+
+/// Run a test body once on SQLite and once on PostgreSQL: `backend_tests!(name, ...)`
+/// expects `async fn name(app: TestApp)` in scope.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_sqlite() {
+                    super::$name($crate::helpers::spawn_app(carepay::store::Backend::Sqlite).await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_postgres() {
+                    super::$name($crate::helpers::spawn_app(carepay::store::Backend::Postgres).await).await;
+                }
+            }
+        )+
+    };
+}

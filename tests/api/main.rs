@@ -1,0 +1,13 @@
+//! End-to-end tests through the real HTTP transport, each on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod bad_input;
+mod cli;
+mod directory;
+mod ledger;
+mod ops;
+mod restart;
+mod scope;
+mod terminal_auth;
+mod tokens;
