@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod fuzzing;
 pub mod http;
+pub mod operator;
 pub mod server;
 pub mod store;
 pub mod telemetry;

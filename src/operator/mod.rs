@@ -1,0 +1,5 @@
+//! The wallet operator: the client carepay uses to move money (`client`), the signature
+//! scheme both directions share (`signing`), and the sandbox operator that implements the
+//! same contract in-process or as its own process (`sandbox`).
+
+pub mod types;
