@@ -12,6 +12,7 @@ pub mod directory;
 pub mod domain;
 pub mod error;
 pub mod fuzzing;
+pub mod grpc;
 pub mod http;
 pub mod operator;
 pub mod server;

@@ -103,6 +103,14 @@ typed_id!(
     TokenId, "tok"
 );
 typed_id!(
+    /// A payment taken at a terminal; also its `out_trade_no` towards the operator.
+    PaymentId, "pay"
+);
+typed_id!(
+    /// A refund of a payment; also its `out_refund_no` towards the operator.
+    RefundId, "rfd"
+);
+typed_id!(
     /// A ledger journal entry.
     EntryId, "je"
 );

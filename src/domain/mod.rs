@@ -7,5 +7,6 @@ pub mod directory;
 pub mod ids;
 pub mod ledger;
 pub mod money;
+pub mod payment;
 pub mod role;
 pub mod time;

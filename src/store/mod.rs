@@ -9,6 +9,7 @@
 
 pub mod directory;
 pub mod ledger;
+pub mod payments;
 pub mod tokens;
 
 use std::time::Duration;
@@ -101,6 +102,8 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
     ("api_tokens_token_sha256_key", "api_tokens.token_sha256"),
     ("journal_entries_kind_reference_key", "journal_entries.kind, journal_entries.reference"),
     ("ledger_accounts_pkey", "ledger_accounts.code"),
+    ("payments_out_trade_no_key", "payments.out_trade_no"),
+    ("refunds_out_refund_no_key", "refunds.out_refund_no"),
 ];
 
 fn unique_constraint_name(db: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {
