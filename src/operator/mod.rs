@@ -2,4 +2,6 @@
 //! scheme both directions share (`signing`), and the sandbox operator that implements the
 //! same contract in-process or as its own process (`sandbox`).
 
+pub mod clock;
+pub mod signing;
 pub mod types;
