@@ -2,4 +2,8 @@
 //! scheme both directions share (`signing`), and the sandbox operator that implements the
 //! same contract in-process or as its own process (`sandbox`).
 
+pub mod client;
+pub mod clock;
+pub mod sandbox;
+pub mod signing;
 pub mod types;

@@ -1,0 +1,173 @@
+//! Notification delivery: signed POSTs to the configured URL, retried on anything but a
+//! 2xx on the spec's schedule (scaled by `time_scale` for tests), with the notification
+//! faults applied (duplicate, delay, reorder, drop).
+//!
+//! Bounded: at most `max_pending` notifications are being delivered or waiting for a retry
+//! at once; past that new ones are dropped and counted (a real operator would queue them
+//! durably; the sandbox says so instead of growing without bound).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::faults::{Faults, NotificationFault};
+use crate::operator::signing::Signer;
+
+/// The spec's retry schedule: the wait before each retry after a failed attempt.
+pub const RETRY_SCHEDULE_S: [u64; 15] =
+    [15, 15, 30, 180, 600, 1_200, 1_800, 1_800, 1_800, 3_600, 10_800, 10_800, 10_800, 21_600, 21_600];
+
+#[derive(Clone, Debug)]
+pub struct NotifySettings {
+    /// Multiplies every retry wait: 1.0 is the spec; tests use e.g. 0.001 (15 s -> 15 ms).
+    pub time_scale: f64,
+    pub max_pending: usize,
+    /// One delivery attempt, all told.
+    pub attempt_timeout_ms: u64,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings { time_scale: 1.0, max_pending: 1_024, attempt_timeout_ms: 5_000 }
+    }
+}
+
+/// A notification ready to send: its event id and exact body bytes.
+#[derive(Clone, Debug)]
+pub struct Outgoing {
+    pub id: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Notifier {
+    settings: NotifySettings,
+    url: RwLock<Option<String>>,
+    http: reqwest::Client,
+    signer: Arc<Signer>,
+    faults: Arc<Faults>,
+    pending: Arc<Semaphore>,
+    /// A notification held back by a `Reorder` fault until the next one has gone.
+    held: Mutex<Option<(Outgoing, OwnedSemaphorePermit)>>,
+    dropped: AtomicU64,
+    attempts: AtomicU64,
+}
+
+impl Notifier {
+    pub fn new(settings: NotifySettings, url: Option<String>, signer: Arc<Signer>, faults: Arc<Faults>) -> Notifier {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
+        let pending = Arc::new(Semaphore::new(settings.max_pending.max(1)));
+        Notifier {
+            settings,
+            url: RwLock::new(url),
+            http,
+            signer,
+            faults,
+            pending,
+            held: Mutex::new(None),
+            dropped: AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+        }
+    }
+
+    pub fn set_url(&self, url: Option<String>) {
+        *self.url.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = url;
+    }
+
+    fn url(&self) -> Option<String> {
+        self.url.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Notifications dropped because too many were pending (faults excluded).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Delivery attempts made so far (retries and duplicates included).
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Starts delivering `outgoing` in the background. Needs a Tokio runtime.
+    pub fn send(self: &Arc<Self>, outgoing: Outgoing) {
+        let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(event_id = %outgoing.id, "sandbox notification dropped: too many pending");
+            return;
+        };
+        let mut batch = vec![(outgoing.clone(), permit)];
+        let mut delay = Duration::ZERO;
+        match self.faults.take_notification() {
+            None => {}
+            Some(NotificationFault::Drop) => return,
+            Some(NotificationFault::Delay { delay_ms }) => delay = Duration::from_millis(delay_ms),
+            Some(NotificationFault::Duplicate { copies }) => {
+                // Each copy takes its own pending slot, so duplicates count against the bound.
+                for _ in 0..copies {
+                    if let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() {
+                        batch.push((outgoing.clone(), permit));
+                    }
+                }
+            }
+            Some(NotificationFault::Reorder) => {
+                let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if held.is_none() {
+                    *held = batch.pop();
+                    return;
+                }
+            }
+        }
+        if let Some(held) = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() {
+            batch.push(held);
+        }
+        let notifier = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // First attempts go out in order, one after the other, so a reorder or a
+            // duplicate arrives exactly as arranged; retries then run independently.
+            for (outgoing, permit) in batch {
+                if !notifier.attempt(&outgoing).await {
+                    let retrier = Arc::clone(&notifier);
+                    tokio::spawn(async move { retrier.retry(outgoing, permit).await });
+                }
+            }
+        });
+    }
+
+    async fn retry(&self, outgoing: Outgoing, _permit: OwnedSemaphorePermit) {
+        for wait_s in RETRY_SCHEDULE_S {
+            tokio::time::sleep(Duration::from_secs(wait_s).mul_f64(self.settings.time_scale)).await;
+            if self.attempt(&outgoing).await {
+                return;
+            }
+        }
+        tracing::warn!(event_id = %outgoing.id, "sandbox notification abandoned after the last retry");
+    }
+
+    /// One signed POST; true on a 2xx.
+    async fn attempt(&self, outgoing: &Outgoing) -> bool {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let Some(url) = self.url() else {
+            return false;
+        };
+        let signature = self.signer.sign_response(&outgoing.body);
+        let mut request = self
+            .http
+            .post(url)
+            .timeout(Duration::from_millis(self.settings.attempt_timeout_ms))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(outgoing.body.clone());
+        for (name, value) in signature.pairs() {
+            request = request.header(name, value);
+        }
+        match request.send().await {
+            Ok(response) => response.status().is_success(),
+            Err(error) => {
+                tracing::debug!(event_id = %outgoing.id, %error, "sandbox notification attempt failed");
+                false
+            }
+        }
+    }
+}
