@@ -7,7 +7,11 @@ use crate::domain::directory::RegionPath;
 use crate::domain::money::Amount;
 use crate::domain::role::Action;
 use crate::error::{Error, Result};
+use crate::operator::client::OperatorClient;
+use crate::operator::signing::Verifier;
+use crate::payments::PaymentSettings;
 use crate::store::Store;
+use std::sync::Arc;
 
 /// Bounds that apply to every use case, from config.
 #[derive(Clone, Debug)]
@@ -27,15 +31,31 @@ impl Default for Limits {
     }
 }
 
+/// How carepay reaches the wallet operator: the client for calls out, and the verifier of
+/// the operator's signed notifications in.
+#[derive(Clone, Debug)]
+pub struct OperatorLink {
+    pub client: OperatorClient,
+    pub verifier: Arc<Verifier>,
+}
+
 #[derive(Clone, Debug)]
 pub struct App {
     pub store: Store,
     pub limits: Limits,
+    /// Absent only for offline commands (migrate, token create).
+    pub operator: Option<OperatorLink>,
+    pub payments: PaymentSettings,
 }
 
 impl App {
     pub fn new(store: Store, limits: Limits) -> App {
-        App { store, limits }
+        App { store, limits, operator: None, payments: PaymentSettings::default() }
+    }
+
+    pub fn with_operator(mut self, operator: OperatorLink) -> App {
+        self.operator = Some(operator);
+        self
     }
 }
 

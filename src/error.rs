@@ -26,6 +26,15 @@ pub enum Error {
     /// The request clashes with the current state (duplicate, concurrent change, wrong state).
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// The same idempotency key was used for a different request.
+    #[error("this request id was already used for a different request")]
+    IdempotencyMismatch,
+    /// The first request with this idempotency key is still being processed.
+    #[error("the first request with this id is still in progress; retry later")]
+    InFlight,
+    /// A dependency (the operator) did not answer; repeating the same request is safe.
+    #[error("{detail}")]
+    Unavailable { detail: String },
     #[error("internal error: {0}")]
     Internal(#[source] anyhow::Error),
 }

@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod grpc;
 pub mod http;
 pub mod operator;
+pub mod payments;
 pub mod server;
 pub mod store;
 pub mod telemetry;

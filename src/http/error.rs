@@ -83,6 +83,20 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("{field}: {detail}")).with_field(field)
             }
             Error::Conflict { code, detail } => ApiError::new(StatusCode::CONFLICT, code, detail),
+            Error::IdempotencyMismatch => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this idempotency key was already used with a different request",
+            ),
+            Error::InFlight => ApiError::new(
+                StatusCode::CONFLICT,
+                "REQUEST_IN_FLIGHT",
+                "the first request with this idempotency key is still in progress; retry later",
+            )
+            .with_retry_after(1),
+            Error::Unavailable { detail } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_UNAVAILABLE", detail).with_retry_after(5)
+            }
             Error::Internal(source) => {
                 tracing::error!(error = ?source, "internal error");
                 ApiError::new(

@@ -317,12 +317,13 @@ impl Store {
     pub async fn transition_payment(
         &self,
         id: &PaymentId,
+        from: &[PaymentStatus],
         to: PaymentStatus,
         facts: &TradeFacts,
         effects: Effects<'_>,
         now: UnixMs,
     ) -> Result<bool, StoreError> {
-        let from = PaymentStatus::predecessors(to);
+        let from: Vec<PaymentStatus> = from.iter().copied().filter(|status| status.may_become(to)).collect();
         if from.is_empty() {
             return Ok(false);
         }
