@@ -41,6 +41,8 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the REST API.
     Openapi,
+    /// Run the sandbox wallet operator (in memory; for development and tests only).
+    SandboxOperator(crate::operator::sandbox::run::SandboxOperatorArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -129,5 +131,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::http::openapi().to_pretty_json()?);
             Ok(())
         }
+        Command::SandboxOperator(args) => crate::operator::sandbox::run::run(args).await,
     }
 }

@@ -53,6 +53,7 @@ pub mod faults;
 pub mod notify;
 pub mod payer_codes;
 mod routes;
+pub mod run;
 pub mod state;
 pub mod statement;
 pub mod wallets;

@@ -57,6 +57,11 @@ pub struct Notifier {
 
 impl Notifier {
     pub fn new(settings: NotifySettings, url: Option<String>, signer: Arc<Signer>, faults: Arc<Faults>) -> Notifier {
+        // `Duration::mul_f64` panics on a negative or non-finite factor; fall back to the spec.
+        let mut settings = settings;
+        if !(settings.time_scale.is_finite() && settings.time_scale >= 0.0) {
+            settings.time_scale = 1.0;
+        }
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
         let pending = Arc::new(Semaphore::new(settings.max_pending.max(1)));
         Notifier {

@@ -663,9 +663,7 @@ impl Books {
                 format!("only {} of the trade is left to refund", Amount::from_fen(remaining_fen).unwrap_or_default()),
             ));
         }
-        if self.trades.len() + self.refunds.len() + self.transfers.len() >= self.rules.max_records {
-            return Err(Refusal::new(503, "SANDBOX_FULL", "the sandbox holds its maximum number of records"));
-        }
+        self.ensure_room()?;
         if let Some(trade) = self.trades.get_mut(&trade_key) {
             trade.refunded_fen += request.amount.fen();
         }
