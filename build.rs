@@ -10,6 +10,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     // gRPC reflection serves this descriptor set so standard tools can explore the service.
     std::fs::write(out_dir.join("terminal_descriptor.bin"), prost::Message::encode_to_vec(&descriptors))?;
-    tonic_prost_build::configure().build_server(true).build_client(true).build_transport(false).compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .build_transport(false)
+        .compile_fds(descriptors)?;
     Ok(())
 }

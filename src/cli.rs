@@ -7,10 +7,14 @@ use clap::{Parser, Subcommand};
 
 use crate::access::NewToken;
 use crate::app::{App, Limits};
-use crate::config::{DatabaseConfig, ServeConfig};
+use crate::config::{DatabaseConfig, OperatorConfig, ServeConfig};
 use crate::domain::directory::Name;
 use crate::domain::ids::RegionId;
 use crate::domain::role::Role;
+use crate::operator::clock::Clock;
+use crate::operator::sandbox::SandboxConfig;
+use crate::operator::setup::OperatorTarget;
+use crate::operator::signing::Signer;
 use crate::store::Store;
 
 #[derive(Parser, Debug)]
@@ -28,6 +32,8 @@ pub enum Command {
         database: DatabaseConfig,
         #[command(flatten)]
         serve: ServeConfig,
+        #[command(flatten)]
+        operator: OperatorConfig,
     },
     /// Apply pending database migrations and exit.
     Migrate {
@@ -74,6 +80,25 @@ fn parse_role(raw: &str) -> Result<Role, String> {
     })
 }
 
+/// carepay's key for signing operator requests: from the key file, or fresh.
+fn operator_signer(operator: &OperatorConfig) -> anyhow::Result<Signer> {
+    match &operator.operator_signing_key_file {
+        Some(path) => {
+            let seed = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --operator-signing-key-file {}", path.display()))?;
+            Signer::from_seed_base64(&operator.operator_key_id, seed.trim(), Clock::system())
+                .map_err(|error| anyhow::anyhow!("--operator-signing-key-file {}: {error:?}", path.display()))
+        }
+        None if operator.operator_url.is_some() => {
+            anyhow::bail!(
+                "--operator-signing-key-file (CAREPAY_OPERATOR_SIGNING_KEY_FILE) is required with --operator-url"
+            )
+        }
+        None => Signer::generate(&operator.operator_key_id, Clock::system())
+            .map_err(|error| anyhow::anyhow!("cannot generate a signing key: {error:?}")),
+    }
+}
+
 async fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
     let store = Store::connect(&database.url(), &database.pool_settings())
         .await
@@ -84,15 +109,41 @@ async fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { database, serve } => {
+        Command::Serve { database, serve, operator } => {
             crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
             let store = open_store(&database).await?;
             tracing::info!(backend = store.backend().as_str(), "database ready");
-            let app = App::new(store.clone(), serve.limits());
             let listener = tokio::net::TcpListener::bind(serve.listen)
                 .await
                 .with_context(|| format!("cannot listen on {} (CAREPAY_LISTEN / --listen)", serve.listen))?;
-            tracing::info!(address = %listener.local_addr()?, "carepay listening");
+            let address = listener.local_addr()?;
+            let signer = operator_signer(&operator)?;
+            let target = match &operator.operator_url {
+                None => OperatorTarget::InProcess(SandboxConfig::default()),
+                Some(url) => {
+                    OperatorTarget::Remote { base_url: url.clone(), public_keys: operator.operator_public_keys.clone() }
+                }
+            };
+            let notify_url = format!("http://{address}{}", crate::http::notifications::NOTIFICATIONS_PATH);
+            let setup = crate::operator::setup::connect(
+                target,
+                signer,
+                operator.client_settings(),
+                Some(notify_url),
+                Clock::system(),
+            )
+            .await?;
+            let mut app = App::new(store.clone(), serve.limits()).with_operator(setup.link);
+            app.payments = operator.payment_settings();
+            tracing::info!(%address, "carepay listening");
+
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let worker = tokio::spawn(crate::payments::worker::run(app.clone(), operator.worker_settings(), {
+                let mut stop_rx = stop_rx.clone();
+                async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                }
+            }));
             crate::server::serve(
                 app,
                 &serve.http_settings(),
@@ -101,6 +152,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Duration::from_millis(serve.shutdown_grace_ms),
             )
             .await?;
+            let _ = stop_tx.send(true);
+            let _ = worker.await;
             store.close().await;
             tracing::info!("stopped");
             Ok(())

@@ -114,3 +114,73 @@ impl ServeConfig {
         Limits { max_transaction_amount: self.max_transaction_amount, ..Limits::default() }
     }
 }
+
+/// How to reach the wallet operator.
+#[derive(Args, Clone, Debug)]
+pub struct OperatorConfig {
+    /// The operator's base URL. When unset, the sandbox operator runs in-process.
+    #[arg(long, env = "CAREPAY_OPERATOR_URL")]
+    pub operator_url: Option<String>,
+
+    /// The operator's public signing key(s) as KEY_ID=BASE64 (Ed25519); repeat or separate
+    /// with commas. Required with --operator-url.
+    #[arg(long = "operator-public-key", env = "CAREPAY_OPERATOR_PUBLIC_KEYS", value_delimiter = ',',
+          value_parser = crate::operator::setup::parse_public_key)]
+    pub operator_public_keys: Vec<(String, crate::operator::signing::PublicKey)>,
+
+    /// File holding the base64 32-byte Ed25519 seed carepay signs operator requests with.
+    /// When unset, a fresh key is generated at start (fine for the in-process sandbox).
+    #[arg(long, env = "CAREPAY_OPERATOR_SIGNING_KEY_FILE")]
+    pub operator_signing_key_file: Option<PathBuf>,
+
+    /// The key id the operator knows carepay's signing key by.
+    #[arg(long, env = "CAREPAY_OPERATOR_KEY_ID", default_value = "carepay-1")]
+    pub operator_key_id: String,
+
+    /// Longest one operator call may take; past it the outcome is unknown and resolved by query.
+    #[arg(long, env = "CAREPAY_OPERATOR_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub operator_timeout_ms: u64,
+
+    /// Operator calls in flight at once from this instance.
+    #[arg(long, env = "CAREPAY_OPERATOR_MAX_IN_FLIGHT", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub operator_max_in_flight: u64,
+
+    /// How often the payments worker looks for outcomes to resolve.
+    #[arg(long, env = "CAREPAY_PAYMENTS_POLL_INTERVAL_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub payments_poll_interval_ms: u64,
+
+    /// How many days terminal request ids are remembered for idempotency.
+    #[arg(long, env = "CAREPAY_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=365))]
+    pub idempotency_retention_days: u64,
+}
+
+impl OperatorConfig {
+    pub fn client_settings(&self) -> crate::operator::client::OperatorSettings {
+        crate::operator::client::OperatorSettings {
+            timeout_ms: self.operator_timeout_ms,
+            max_in_flight: usize::try_from(self.operator_max_in_flight).unwrap_or(usize::MAX),
+            ..Default::default()
+        }
+    }
+
+    pub fn payment_settings(&self) -> crate::payments::PaymentSettings {
+        let defaults = crate::payments::PaymentSettings::default();
+        crate::payments::PaymentSettings {
+            // The request owns its payment a little longer than one operator call can take.
+            request_lease_ms: i64::try_from(self.operator_timeout_ms).unwrap_or(i64::MAX / 2) + 5_000,
+            idempotency_retention_ms: i64::try_from(self.idempotency_retention_days).unwrap_or(365) * 86_400_000,
+            ..defaults
+        }
+    }
+
+    pub fn worker_settings(&self) -> crate::payments::worker::WorkerSettings {
+        crate::payments::worker::WorkerSettings {
+            poll_interval_ms: self.payments_poll_interval_ms,
+            ..Default::default()
+        }
+    }
+}

@@ -1,7 +1,6 @@
 //! The directory of who is who: regions, organisations, facilities and terminals, and the
 //! region scope that bounds what a back-office token may see.
 
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 

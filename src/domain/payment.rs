@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_succeeded_payment_can_only_be_reversed() {
-        assert_eq!(PaymentStatus::predecessors(PaymentStatus::Reversed).contains(&PaymentStatus::Succeeded), true);
+        assert!(PaymentStatus::predecessors(PaymentStatus::Reversed).contains(&PaymentStatus::Succeeded));
         for to in PaymentStatus::ALL {
             assert_eq!(PaymentStatus::Succeeded.may_become(*to), *to == PaymentStatus::Reversed);
         }
@@ -277,8 +277,8 @@ pub struct RequestId(String);
 
 impl RequestId {
     pub fn parse(raw: &str) -> Result<RequestId, &'static str> {
-        let valid = (1..=64).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let valid =
+            (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if valid { Ok(RequestId(raw.to_owned())) } else { Err("must be 1 to 64 characters of [A-Za-z0-9_-]") }
     }
 

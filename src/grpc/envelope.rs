@@ -49,9 +49,8 @@ impl Envelope {
         header: impl Fn(&str) -> Option<&'a str>,
         body: &[u8],
     ) -> Result<Envelope, EnvelopeError> {
-        let terminal_id = header(HEADER_TERMINAL_ID)
-            .and_then(|raw| TerminalId::parse(raw).ok())
-            .ok_or(EnvelopeError::TerminalId)?;
+        let terminal_id =
+            header(HEADER_TERMINAL_ID).and_then(|raw| TerminalId::parse(raw).ok()).ok_or(EnvelopeError::TerminalId)?;
         let timestamp_s = header(HEADER_TIMESTAMP)
             .filter(|raw| !raw.is_empty() && raw.len() <= 12 && raw.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|raw| raw.parse::<i64>().ok())
@@ -134,8 +133,8 @@ mod tests {
             (HEADER_NONCE, "n0nce0123456789abcdef"),
             (HEADER_SIGNATURE, SIGNATURE),
         ];
-        let envelope = Envelope::parse("/carepay.terminal.v1.TerminalService/Pay", headers(&pairs), &frame(b"\x0a\x01x"))
-            .unwrap();
+        let envelope =
+            Envelope::parse("/carepay.terminal.v1.TerminalService/Pay", headers(&pairs), &frame(b"\x0a\x01x")).unwrap();
         assert_eq!(envelope.message, b"\x0a\x01x");
         let expected = format!(
             "/carepay.terminal.v1.TerminalService/Pay\n{TERMINAL}\n1795900000\nn0nce0123456789abcdef\n\x0a\x01x"
@@ -160,7 +159,8 @@ mod tests {
             (HEADER_SIGNATURE, "not base64 at all", EnvelopeError::Signature),
         ];
         for (name, value, expected) in cases {
-            let pairs: Vec<_> = good.iter().map(|(key, v)| if *key == name { (*key, value) } else { (*key, *v) }).collect();
+            let pairs: Vec<_> =
+                good.iter().map(|(key, v)| if *key == name { (*key, value) } else { (*key, *v) }).collect();
             assert_eq!(Envelope::parse("/m", headers(&pairs), &frame(b"x")), Err(expected), "{name}={value}");
         }
         let mut compressed = frame(b"x");

@@ -5,6 +5,7 @@
 pub mod directory;
 pub mod error;
 pub mod extract;
+pub mod notifications;
 pub mod ops;
 pub mod terminals;
 pub mod tokens;
@@ -98,6 +99,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(app: App, settings: &HttpSettings) -> Router {
     // Install the recorder before the first request so no early sample is lost.
     crate::telemetry::metrics();
+    let grpc = crate::grpc::router(app.clone());
     let state = AppState {
         app,
         in_flight: Arc::new(Semaphore::new(settings.max_in_flight_requests)),
@@ -110,12 +112,16 @@ pub fn router(app: App, settings: &HttpSettings) -> Router {
         async move { axum::Json(document.as_ref().clone()) }
     });
 
-    Router::new()
+    let routes: Router = Router::new()
         .merge(api_router)
         .route("/openapi.json", openapi_json)
         .merge(ops::router())
+        .merge(notifications::router())
+        .with_state(state.clone());
+    routes
+        .merge(grpc)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), bound_request))
+        .layer(middleware::from_fn_with_state(state, bound_request))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_panic| {
@@ -131,7 +137,6 @@ pub fn router(app: App, settings: &HttpSettings) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
-        .with_state(state)
 }
 
 async fn not_found() -> ApiError {

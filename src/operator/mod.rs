@@ -5,5 +5,6 @@
 pub mod client;
 pub mod clock;
 pub mod sandbox;
+pub mod setup;
 pub mod signing;
 pub mod types;

@@ -26,7 +26,9 @@ use crate::error::{Error, Result};
 use crate::operator::client::{OperatorClient, OperatorError};
 use crate::operator::types::{CodePaymentRequest, OrderRequest, RefundRequest, TradeStatus};
 use crate::store::ledger::EntryRef;
-use crate::store::payments::{Begun, Effects, RequestKind, SeenRequest, TerminalRequest, TradeFacts};
+use crate::store::payments::{
+    Begun, Booking, Effects, RefundFacts, RequestKind, SeenRequest, TerminalRequest, TradeFacts,
+};
 
 /// Bounds and timings of the payment flows; from config.
 #[derive(Clone, Debug)]
@@ -105,6 +107,14 @@ pub struct ReverseCommand {
     pub payment_id: PaymentId,
 }
 
+/// What a new payment is, before it gets its id.
+struct NewPayment<'a> {
+    request_id: &'a RequestId,
+    method: PaymentMethod,
+    amount: Amount,
+    description: String,
+}
+
 /// The ledger account of money held by e-CNY payers outside carepay.
 fn payers_account() -> AccountCode {
     AccountCode::parse("ecny:payers").expect("constant account code")
@@ -124,13 +134,15 @@ fn payment_entry(payment: &Payment) -> Effects<'_> {
     let entry = JournalEntry::transfer(payers_account(), wallet_account(&payment.merchant_wallet_id), payment.amount)
         .expect("a payment amount is positive");
     let what = EntryRef { kind: "payment", reference: payment.id.as_str(), memo: "" };
-    Effects { entry: Some((what, entry, accounts(&payment.merchant_wallet_id))) }
+    Effects { booking: Some(Booking { what, entry, accounts: accounts(&payment.merchant_wallet_id) }) }
 }
 
 /// Money out: the facility's wallet back to the payer.
 fn refund_entry<'a>(kind: &'static str, reference: &'a str, wallet: &WalletId, amount: Amount) -> Effects<'a> {
     let entry = JournalEntry::transfer(wallet_account(wallet), payers_account(), amount).expect("positive refund");
-    Effects { entry: Some((EntryRef { kind, reference, memo: "" }, entry, accounts(wallet))) }
+    Effects {
+        booking: Some(Booking { what: EntryRef { kind, reference, memo: "" }, entry, accounts: accounts(wallet) }),
+    }
 }
 
 fn parse_operator_time(raw: Option<&str>) -> Option<UnixMs> {
@@ -205,16 +217,8 @@ impl App {
         Ok(refund)
     }
 
-    fn new_payment(
-        &self,
-        terminal: &Terminal,
-        wallet: WalletId,
-        request_id: &RequestId,
-        method: PaymentMethod,
-        amount: Amount,
-        description: String,
-        now: UnixMs,
-    ) -> Payment {
+    fn new_payment(&self, terminal: &Terminal, wallet: WalletId, spec: NewPayment<'_>, now: UnixMs) -> Payment {
+        let NewPayment { request_id, method, amount, description } = spec;
         let id = PaymentId::generate();
         Payment {
             out_trade_no: id.to_string(),
@@ -224,7 +228,11 @@ impl App {
             request_id: request_id.as_str().to_owned(),
             merchant_wallet_id: wallet,
             method,
-            status: if method == PaymentMethod::DynamicQr { PaymentStatus::AwaitingScan } else { PaymentStatus::Processing },
+            status: if method == PaymentMethod::DynamicQr {
+                PaymentStatus::AwaitingScan
+            } else {
+                PaymentStatus::Processing
+            },
             amount,
             refund_reserved: Amount::ZERO,
             refunded: Amount::ZERO,
@@ -258,7 +266,8 @@ impl App {
         let description = self.check_text("description", &command.description)?;
         let wallet = self.merchant_wallet(terminal).await?;
         let now = UnixMs::now();
-        let payment = self.new_payment(terminal, wallet, &command.request_id, command.method, amount, description, now);
+        let spec = NewPayment { request_id: &command.request_id, method: command.method, amount, description };
+        let payment = self.new_payment(terminal, wallet, spec, now);
         let request = TerminalRequest {
             terminal_id: &terminal.id,
             request_id: command.request_id.as_str(),
@@ -305,7 +314,14 @@ impl App {
             OperatorError::Rejected { code, .. } => {
                 let facts = TradeFacts { fail_code: Some(code), ..TradeFacts::default() };
                 self.store
-                    .transition_payment(&payment.id, &[payment.status], PaymentStatus::Failed, &facts, Effects::default(), now)
+                    .transition_payment(
+                        &payment.id,
+                        &[payment.status],
+                        PaymentStatus::Failed,
+                        &facts,
+                        Effects::default(),
+                        now,
+                    )
                     .await?;
             }
             OperatorError::Unknown { reason } => {
@@ -322,7 +338,12 @@ impl App {
 
     /// Apply what the operator says about a trade, moving the payment forward only, with
     /// its ledger entry when money moved. Stale or repeated news changes nothing.
-    pub(crate) async fn apply_trade_status(&self, payment: &Payment, to: PaymentStatus, facts: TradeFacts) -> Result<()> {
+    pub(crate) async fn apply_trade_status(
+        &self,
+        payment: &Payment,
+        to: PaymentStatus,
+        facts: TradeFacts,
+    ) -> Result<()> {
         let now = UnixMs::now();
         let current = self.store.payment(&payment.id).await?.ok_or(Error::NotFound { what: "payment" })?;
         if current.status == to {
@@ -392,8 +413,9 @@ impl App {
         }
         let wallet = self.merchant_wallet(terminal).await?;
         let now = UnixMs::now();
-        let payment =
-            self.new_payment(terminal, wallet, &command.request_id, PaymentMethod::DynamicQr, amount, description, now);
+        let spec =
+            NewPayment { request_id: &command.request_id, method: PaymentMethod::DynamicQr, amount, description };
+        let payment = self.new_payment(terminal, wallet, spec, now);
         let request = TerminalRequest {
             terminal_id: &terminal.id,
             request_id: command.request_id.as_str(),
@@ -422,7 +444,14 @@ impl App {
                     .unwrap_or(UnixMs(now.0 + i64::from(expires_in_s) * 1_000));
                 let next_check = UnixMs((now.0 + settings.check_interval_ms).min(expires_at.0));
                 self.store
-                    .set_payment_qr(&payment.id, &order.trade_no, &order.qr_payload, expires_at, next_check, UnixMs::now())
+                    .set_payment_qr(
+                        &payment.id,
+                        &order.trade_no,
+                        &order.qr_payload,
+                        expires_at,
+                        next_check,
+                        UnixMs::now(),
+                    )
                     .await?;
             }
             Err(error) => self.after_operator_error(&payment, error).await?,
@@ -533,14 +562,13 @@ impl App {
                 self.store.reschedule_refund(&refund.id, refund_no, next, now).await?;
             }
             RefundStatus::Succeeded => {
-                let effects =
-                    refund_entry("refund", refund.id.as_str(), &payment.merchant_wallet_id, refund.amount);
-                self.store
-                    .finish_refund(refund, status, refund_no, None, Some(succeeded_at.unwrap_or(now)), effects, now)
-                    .await?;
+                let effects = refund_entry("refund", refund.id.as_str(), &payment.merchant_wallet_id, refund.amount);
+                let facts = RefundFacts { refund_no, fail_code: None, succeeded_at: Some(succeeded_at.unwrap_or(now)) };
+                self.store.finish_refund(refund, status, &facts, effects, now).await?;
             }
             RefundStatus::Failed => {
-                self.store.finish_refund(refund, status, refund_no, fail_code, None, Effects::default(), now).await?;
+                let facts = RefundFacts { refund_no, fail_code, succeeded_at: None };
+                self.store.finish_refund(refund, status, &facts, Effects::default(), now).await?;
             }
         }
         Ok(())
@@ -589,14 +617,23 @@ impl App {
         match payment.status {
             PaymentStatus::Reversed => return Ok(payment),
             PaymentStatus::Failed | PaymentStatus::Closed => {
-                return Err(Error::conflict("PAYMENT_NOT_REVERSIBLE", format!("a {} payment cannot be reversed", payment.status)));
+                return Err(Error::conflict(
+                    "PAYMENT_NOT_REVERSIBLE",
+                    format!("a {} payment cannot be reversed", payment.status),
+                ));
             }
             PaymentStatus::Succeeded => {
                 if !payment.refund_reserved.is_zero() {
-                    return Err(Error::conflict("PAYMENT_HAS_REFUNDS", "a payment with refunds cannot be reversed; refund the rest"));
+                    return Err(Error::conflict(
+                        "PAYMENT_HAS_REFUNDS",
+                        "a payment with refunds cannot be reversed; refund the rest",
+                    ));
                 }
                 if business_day(payment.paid_at.unwrap_or(payment.created_at)) != business_day(now) {
-                    return Err(Error::conflict("REVERSAL_WINDOW_CLOSED", "a succeeded payment can only be reversed on the day it was paid; refund it instead"));
+                    return Err(Error::conflict(
+                        "REVERSAL_WINDOW_CLOSED",
+                        "a succeeded payment can only be reversed on the day it was paid; refund it instead",
+                    ));
                 }
             }
             PaymentStatus::Processing | PaymentStatus::Userpaying | PaymentStatus::AwaitingScan => {}
@@ -614,15 +651,23 @@ impl App {
             Err(OperatorError::Rejected { code, message, .. }) => {
                 // The operator knows better: learn the trade's real state.
                 tracing::info!(payment = %payment.id, %code, %message, "operator refused the reversal");
-                if let Ok(trade) = self.operator()?.query_trade(payment.merchant_wallet_id.as_str(), &payment.out_trade_no).await {
-                    let facts = TradeFacts { trade_no: Some(trade.trade_no), paid_at: parse_operator_time(trade.paid_at.as_deref()), ..TradeFacts::default() };
+                if let Ok(trade) =
+                    self.operator()?.query_trade(payment.merchant_wallet_id.as_str(), &payment.out_trade_no).await
+                {
+                    let facts = TradeFacts {
+                        trade_no: Some(trade.trade_no),
+                        paid_at: parse_operator_time(trade.paid_at.as_deref()),
+                        ..TradeFacts::default()
+                    };
                     self.apply_trade_status(payment, map_trade_status(trade.status), facts).await?;
                 }
                 Err(Error::conflict("REVERSAL_REFUSED", format!("the operator refused the reversal ({code})")))
             }
             Err(OperatorError::Unknown { reason }) => {
                 tracing::warn!(payment = %payment.id, %reason, "reversal outcome unknown");
-                Err(Error::Unavailable { detail: String::from("the operator did not answer; repeat the call with the same request_id") })
+                Err(Error::Unavailable {
+                    detail: String::from("the operator did not answer; repeat the call with the same request_id"),
+                })
             }
         }
     }

@@ -111,13 +111,18 @@ impl App {
                 }
                 if status.is_pending() && status == payment.status {
                     let next = match payment.expires_at {
-                        Some(expires) if status == PaymentStatus::AwaitingScan => {
-                            UnixMs(self.next_check(payment.check_attempts, now).0.min(expires.0 + 1_000).max(now.0 + 500))
-                        }
+                        Some(expires) if status == PaymentStatus::AwaitingScan => UnixMs(
+                            self.next_check(payment.check_attempts, now).0.min(expires.0 + 1_000).max(now.0 + 500),
+                        ),
                         _ => UnixMs(now.0 + self.payments.check_interval_ms),
                     };
                     self.store
-                        .reschedule_payment(&payment.id, status, &TradeFacts { next_check_at: Some(next), ..facts }, now)
+                        .reschedule_payment(
+                            &payment.id,
+                            status,
+                            &TradeFacts { next_check_at: Some(next), ..facts },
+                            now,
+                        )
                         .await?;
                     return Ok(());
                 }
@@ -143,7 +148,8 @@ impl App {
                     Err(reverse_error) if reverse_error.is_not_found() => {}
                     Err(_) => return self.reschedule(payment, now).await,
                 }
-                let facts = TradeFacts { fail_code: Some(String::from("NOT_RECEIVED_BY_OPERATOR")), ..TradeFacts::default() };
+                let facts =
+                    TradeFacts { fail_code: Some(String::from("NOT_RECEIVED_BY_OPERATOR")), ..TradeFacts::default() };
                 self.apply_trade_status(payment, PaymentStatus::Failed, facts).await
             }
             Err(error) => {
@@ -155,7 +161,8 @@ impl App {
 
     /// Ask again later, backing off.
     async fn reschedule(&self, payment: &Payment, now: UnixMs) -> Result<()> {
-        let facts = TradeFacts { next_check_at: Some(self.next_check(payment.check_attempts, now)), ..TradeFacts::default() };
+        let facts =
+            TradeFacts { next_check_at: Some(self.next_check(payment.check_attempts, now)), ..TradeFacts::default() };
         self.store.reschedule_payment(&payment.id, payment.status, &facts, now).await?;
         Ok(())
     }

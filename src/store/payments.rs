@@ -61,10 +61,25 @@ pub enum Begun<T> {
     Seen(SeenRequest),
 }
 
+/// A journal entry to book, and the accounts it needs (opened if missing).
+pub struct Booking<'a> {
+    pub what: EntryRef<'a>,
+    pub entry: JournalEntry,
+    pub accounts: Vec<(AccountCode, OverdraftPolicy)>,
+}
+
 /// Ledger entry and other effects that must commit with a state change, or not at all.
 #[derive(Default)]
 pub struct Effects<'a> {
-    pub entry: Option<(EntryRef<'a>, JournalEntry, Vec<(AccountCode, OverdraftPolicy)>)>,
+    pub booking: Option<Booking<'a>>,
+}
+
+/// What the operator said about a refund, recorded when it finishes.
+#[derive(Clone, Debug, Default)]
+pub struct RefundFacts<'a> {
+    pub refund_no: Option<&'a str>,
+    pub fail_code: Option<&'a str>,
+    pub succeeded_at: Option<UnixMs>,
 }
 
 /// Facts learnt from the operator that accompany a state change.
@@ -146,7 +161,10 @@ fn status_list(statuses: &[PaymentStatus]) -> String {
 }
 
 /// Insert the idempotency row; `Some(seen)` when the key already existed.
-async fn claim_request(conn: &mut AnyConnection, request: &TerminalRequest<'_>) -> Result<Option<SeenRequest>, StoreError> {
+async fn claim_request(
+    conn: &mut AnyConnection,
+    request: &TerminalRequest<'_>,
+) -> Result<Option<SeenRequest>, StoreError> {
     let inserted = sqlx::query(
         "INSERT INTO terminal_requests (terminal_id, request_id, request_sha256, kind, object_id, created_at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (terminal_id, request_id) DO NOTHING",
@@ -178,7 +196,7 @@ async fn claim_request(conn: &mut AnyConnection, request: &TerminalRequest<'_>) 
 }
 
 async fn apply_effects(conn: &mut AnyConnection, effects: Effects<'_>, now: UnixMs) -> Result<(), StoreError> {
-    if let Some((what, entry, accounts)) = effects.entry {
+    if let Some(Booking { what, entry, accounts }) = effects.booking {
         for (code, policy) in &accounts {
             sqlx::query(
                 "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
@@ -518,9 +536,7 @@ impl Store {
         &self,
         refund: &Refund,
         to: RefundStatus,
-        refund_no: Option<&str>,
-        fail_code: Option<&str>,
-        succeeded_at: Option<UnixMs>,
+        facts: &RefundFacts<'_>,
         effects: Effects<'_>,
         now: UnixMs,
     ) -> Result<bool, StoreError> {
@@ -531,9 +547,9 @@ impl Store {
              version = version + 1, updated_at_ms = $5 WHERE id = $6 AND status = 'processing'",
         )
         .bind(to.as_str())
-        .bind(refund_no)
-        .bind(fail_code)
-        .bind(succeeded_at.map(|at| at.0))
+        .bind(facts.refund_no)
+        .bind(facts.fail_code)
+        .bind(facts.succeeded_at.map(|at| at.0))
         .bind(now.0)
         .bind(refund.id.as_str())
         .execute(&mut *tx)
@@ -627,7 +643,10 @@ impl Store {
     }
 
     /// Record a reversal request's idempotency key (the reversal acts on an existing payment).
-    pub async fn claim_reversal_request(&self, request: &TerminalRequest<'_>) -> Result<Option<SeenRequest>, StoreError> {
+    pub async fn claim_reversal_request(
+        &self,
+        request: &TerminalRequest<'_>,
+    ) -> Result<Option<SeenRequest>, StoreError> {
         let mut tx = self.begin_write().await?;
         let seen = claim_request(&mut tx, request).await?;
         tx.commit().await?;

@@ -5,6 +5,14 @@ use std::time::Duration;
 
 use carepay::app::{App, Limits};
 use carepay::http::HttpSettings;
+use carepay::operator::client::OperatorSettings;
+use carepay::operator::clock::Clock;
+use carepay::operator::sandbox::notify::NotifySettings;
+use carepay::operator::sandbox::{Sandbox, SandboxConfig};
+use carepay::operator::setup::OperatorTarget;
+use carepay::operator::signing::Signer;
+use carepay::payments::PaymentSettings;
+use carepay::payments::worker::WorkerSettings;
 use carepay::store::{Backend, PoolSettings, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -61,11 +69,14 @@ impl TestDatabase {
 pub struct TestApp {
     pub address: String,
     pub app: App,
+    /// The in-process sandbox operator this app talks to.
+    pub sandbox: Sandbox,
     pub db: TestDatabase,
     pub client: reqwest::Client,
     /// An admin token that sees every region.
     pub root_token: String,
     shutdown: Option<oneshot::Sender<()>>,
+    worker_stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -73,11 +84,52 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(TestDatabase::new(backend).await, HttpSettings::default()).await
 }
 
+/// Payment timings scaled down so tests of timeouts and polling finish quickly.
+pub fn test_payment_settings() -> PaymentSettings {
+    PaymentSettings {
+        userpaying_timeout_ms: 1_500,
+        check_interval_ms: 100,
+        max_check_interval_ms: 1_000,
+        request_lease_ms: 2_000,
+        duplicate_wait_ms: 5_000,
+        not_found_grace_ms: 500,
+        ..PaymentSettings::default()
+    }
+}
+
+pub fn test_sandbox_config() -> SandboxConfig {
+    SandboxConfig {
+        confirm_delay_ms: 300,
+        hang_ms: 3_000,
+        notify: NotifySettings { time_scale: 0.01, ..NotifySettings::default() },
+        ..SandboxConfig::default()
+    }
+}
+
 pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp {
     let store = db.store().await;
-    let app = App::new(store, Limits::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
+    let signer = Signer::generate("carepay-test", Clock::system()).expect("signing key");
+    let operator = OperatorSettings { timeout_ms: 1_000, ..OperatorSettings::default() };
+    let notify_url = format!("{address}{}", carepay::http::notifications::NOTIFICATIONS_PATH);
+    let setup = carepay::operator::setup::connect(
+        OperatorTarget::InProcess(test_sandbox_config()),
+        signer,
+        operator,
+        Some(notify_url),
+        Clock::system(),
+    )
+    .await
+    .expect("sandbox operator");
+    let sandbox = setup.sandbox.expect("in-process sandbox");
+    let mut app = App::new(store, Limits::default()).with_operator(setup.link);
+    app.payments = test_payment_settings();
+    let worker_settings = WorkerSettings { poll_interval_ms: 50, ..WorkerSettings::default() };
+    let (worker_stop, worker_stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(carepay::payments::worker::run(app.clone(), worker_settings, async move {
+        let _ = worker_stop_rx.await;
+    }));
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let server_app = app.clone();
     let server = tokio::spawn(async move {
@@ -96,6 +148,8 @@ pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp
     TestApp {
         address,
         app,
+        sandbox,
+        worker_stop: Some(worker_stop),
         db,
         client: reqwest::Client::new(),
         root_token,
@@ -226,6 +280,9 @@ impl TestApp {
 
     /// Stop the server gracefully and wait for it.
     pub async fn stop(mut self) -> TestDatabase {
+        if let Some(stop) = self.worker_stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }

@@ -1,13 +1,16 @@
 //! End-to-end tests through the real HTTP transport, each on SQLite and on PostgreSQL.
 
 mod helpers;
+mod terminal_client;
 
 mod bad_input;
 mod cli;
 mod directory;
 mod ledger;
 mod ops;
+mod payments;
 mod restart;
 mod scope;
 mod terminal_auth;
+mod terminal_signing;
 mod tokens;
