@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 type FuzzBody = fn(&[u8]);
 
 /// (target name, as in `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`; its body).
-const TARGETS: &[(&str, FuzzBody)] = &[("amount", carepay::fuzzing::amount)];
+const TARGETS: &[(&str, FuzzBody)] = &[
+    ("amount", carepay::fuzzing::amount),
+    ("terminal_envelope", carepay::fuzzing::terminal_envelope),
+    ("operator_notification", carepay::fuzzing::operator_notification),
+];
 
 fn corpus_files(target: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz").join("corpus").join(target);
