@@ -2,6 +2,7 @@
 //! passes the signature check in [`auth`] before it reaches [`terminal::TerminalGrpc`].
 
 pub mod auth;
+pub mod client;
 pub mod envelope;
 pub mod error;
 pub mod terminal;

@@ -7,6 +7,7 @@
 //! 5xx is "unknown" and resolved by query, never failed on a guess; states only move forward;
 //! every success, refund and reversal posts a balanced ledger entry in the same transaction.
 
+pub mod bench;
 pub mod notifications;
 pub mod worker;
 

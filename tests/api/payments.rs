@@ -26,6 +26,7 @@ backend_tests!(
     a_dynamic_qr_is_paid_by_scan,
     a_dynamic_qr_that_is_not_paid_closes,
     bad_amounts_and_codes_are_refused_and_record_nothing,
+    a_charge_the_operator_never_received_fails_only_after_a_definite_answer,
 );
 
 const WALLET: &str = "0021000000000001";
@@ -284,4 +285,17 @@ async fn bad_amounts_and_codes_are_refused_and_record_nothing(app: TestApp) {
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert_eq!(count(&app, "SELECT COUNT(*) FROM payments").await, 0);
     assert_eq!(count(&app, "SELECT COUNT(*) FROM terminal_requests").await, 0);
+}
+
+async fn a_charge_the_operator_never_received_fails_only_after_a_definite_answer(app: TestApp) {
+    let till = terminal(&app, WALLET).await;
+    // Code ending 6000: HTTP 500 and nothing charged. carepay cannot tell that from a
+    // charge whose answer was lost, so it queries; "not found" past the grace period, then
+    // a reversal so a late arrival cannot charge, and only then "failed".
+    let payment = till.pay("r-1", "15.00", "013412345678906000").await.unwrap();
+    assert_eq!(payment.status, PaymentStatus::Processing as i32);
+    let failed = till.wait_for_status(&payment.payment_id, PaymentStatus::Failed).await;
+    assert_eq!(failed.fail_code, "NOT_RECEIVED_BY_OPERATOR");
+    assert_eq!(wallet_balance_fen(&app).await, 0);
+    assert_eq!(sandbox_balance(&app), "0.00");
 }

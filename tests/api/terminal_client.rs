@@ -1,8 +1,7 @@
 //! A signing terminal for tests: a real gRPC client that signs every request exactly as
 //! `proto/carepay/terminal/v1/terminal.proto` describes.
 
-use base64::Engine as _;
-use carepay::grpc::envelope::{HEADER_NONCE, HEADER_SIGNATURE, HEADER_TERMINAL_ID, HEADER_TIMESTAMP, signed_message};
+use carepay::grpc::client::now_s;
 use carepay::grpc::proto;
 use carepay::grpc::proto::terminal_service_client::TerminalServiceClient;
 use ring::signature::Ed25519KeyPair;
@@ -10,8 +9,6 @@ use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::helpers::{TestApp, terminal_key_pair};
-
-pub const SERVICE: &str = "/carepay.terminal.v1.TerminalService/";
 
 pub struct TestTerminal {
     pub id: String,
@@ -43,9 +40,7 @@ pub async fn connect(app: &TestApp) -> TerminalServiceClient<Channel> {
     TerminalServiceClient::new(channel)
 }
 
-pub fn nonce() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
+pub use carepay::grpc::client::new_nonce as nonce;
 
 impl TestTerminal {
     /// Wrap `message` with the four signature entries for `method`.
@@ -60,19 +55,7 @@ impl TestTerminal {
         nonce: &str,
         key: &Ed25519KeyPair,
     ) -> tonic::Request<M> {
-        let timestamp_s = time_now_s() + self.clock_skew_s;
-        let path = format!("{SERVICE}{method}");
-        let signature = key.sign(&signed_message(&path, &self.id, timestamp_s, nonce, &message.encode_to_vec()));
-        let mut request = tonic::Request::new(message);
-        let metadata = request.metadata_mut();
-        metadata.insert(HEADER_TERMINAL_ID, self.id.parse().unwrap());
-        metadata.insert(HEADER_TIMESTAMP, timestamp_s.to_string().parse().unwrap());
-        metadata.insert(HEADER_NONCE, nonce.parse().unwrap());
-        metadata.insert(
-            HEADER_SIGNATURE,
-            base64::engine::general_purpose::STANDARD.encode(signature.as_ref()).parse().unwrap(),
-        );
-        request
+        carepay::grpc::client::sign(&self.id, key, method, message, now_s() + self.clock_skew_s, nonce)
     }
 
     pub async fn pay(&self, request_id: &str, amount: &str, payer_code: &str) -> Result<proto::Payment, tonic::Status> {
@@ -143,8 +126,4 @@ impl TestTerminal {
         }
         panic!("payment never reached {status:?}; last seen {last:?}");
     }
-}
-
-pub fn time_now_s() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

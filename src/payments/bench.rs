@@ -1,0 +1,294 @@
+//! `carepay bench pay`: a load generator driving many signed terminals through real gRPC
+//! against the in-process sandbox operator (instant success), on SQLite and, when given a
+//! server, on PostgreSQL next to `pgbench`'s built-in TPC-B-like script at the same client
+//! count, in one run. Every payment is the full path: signature check, nonce, idempotency
+//! key, payment row, operator call, ledger entry.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+use crate::app::{App, Limits};
+use crate::directory::{NewFacility, NewRegion, NewTerminal};
+use crate::domain::access::Principal;
+use crate::domain::directory::{FacilityKind, Name, PublicKey, RegionLevel, Scope, WalletId};
+use crate::domain::ids::TokenId;
+use crate::domain::role::Role;
+use crate::grpc::client::{new_nonce, now_s, sign};
+use crate::grpc::proto;
+use crate::grpc::proto::terminal_service_client::TerminalServiceClient;
+use crate::http::HttpSettings;
+use crate::operator::client::OperatorSettings;
+use crate::operator::clock::Clock;
+use crate::operator::sandbox::SandboxConfig;
+use crate::operator::setup::OperatorTarget;
+use crate::operator::signing::Signer;
+use crate::store::{PoolSettings, Store};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Concurrent terminals, each with one request in flight; also pgbench's client count.
+    pub terminals: usize,
+    pub duration_s: u64,
+    /// A PostgreSQL server url: scratch databases are created there (and dropped).
+    pub postgres_url: Option<String>,
+}
+
+/// One backend's result.
+#[derive(Clone, Debug)]
+pub struct Measured {
+    pub label: String,
+    pub completed: u64,
+    pub errors: u64,
+    pub per_second: f64,
+    pub average_ms: f64,
+    /// Percentiles, where the tool reports them (pgbench reports only the average).
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+pub async fn run(options: BenchOptions) -> anyhow::Result<String> {
+    let mut rows = Vec::new();
+    let sqlite_path = std::env::temp_dir().join(format!("carepay-bench-{}.db", uuid::Uuid::new_v4().simple()));
+    let sqlite = measure_carepay("carepay pay, SQLite", &Store::sqlite_url(&sqlite_path), &options).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", sqlite_path.display()));
+    }
+    rows.push(sqlite?);
+    if let Some(server) = &options.postgres_url {
+        let scratch = ScratchDatabase::create(server, "carepay_bench").await?;
+        let measured = measure_carepay("carepay pay, PostgreSQL", &scratch.url, &options).await;
+        scratch.drop().await;
+        rows.push(measured?);
+        rows.push(measure_pgbench(server, &options).await?);
+    }
+    Ok(report(&options, &rows))
+}
+
+fn report(options: &BenchOptions, rows: &[Measured]) -> String {
+    let mut out = format!(
+        "{} concurrent terminals (pgbench: same client count), {} s each\n\n| run | completed | errors | per second | avg ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|\n",
+        options.terminals, options.duration_s
+    );
+    let ms = |value: Option<f64>| value.map(|ms| format!("{ms:.2}")).unwrap_or_else(|| String::from("-"));
+    for row in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.0} | {:.2} | {} | {} |\n",
+            row.label,
+            row.completed,
+            row.errors,
+            row.per_second,
+            row.average_ms,
+            ms(row.p50_ms),
+            ms(row.p99_ms)
+        ));
+    }
+    out
+}
+
+/// A database created for one measurement and dropped after it.
+struct ScratchDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDatabase {
+    async fn create(server: &str, prefix: &str) -> anyhow::Result<ScratchDatabase> {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        let admin = Store::connect(server, &PoolSettings { max_connections: 1, ..PoolSettings::default() }).await?;
+        admin.execute_raw(&format!("CREATE DATABASE {name}")).await?;
+        admin.close().await;
+        let base = server.rsplit_once('/').map(|(base, _)| base).unwrap_or(server);
+        Ok(ScratchDatabase { server: server.to_owned(), url: format!("{base}/{name}"), name })
+    }
+
+    async fn drop(self) {
+        if let Ok(admin) = Store::connect(&self.server, &PoolSettings { max_connections: 1, ..PoolSettings::default() }).await {
+            let _ = admin.execute_raw(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
+            admin.close().await;
+        }
+    }
+}
+
+async fn measure_carepay(label: &str, url: &str, options: &BenchOptions) -> anyhow::Result<Measured> {
+    let pool = PoolSettings { max_connections: options.terminals.clamp(2, 64) as u32, ..PoolSettings::default() };
+    let store = Store::connect(url, &pool).await?;
+    store.migrate().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let signer = Signer::generate("carepay-bench", Clock::system()).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    let sandbox = SandboxConfig { max_records: 10_000_000, ..SandboxConfig::default() };
+    let setup = crate::operator::setup::connect(
+        OperatorTarget::InProcess(sandbox),
+        signer,
+        OperatorSettings { max_in_flight: options.terminals.max(1), ..OperatorSettings::default() },
+        None,
+        Clock::system(),
+    )
+    .await?;
+    let app = App::new(store.clone(), Limits::default()).with_operator(setup.link);
+    let keys = register_terminals(&app, options.terminals).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_app = app.clone();
+    let server = tokio::spawn(async move {
+        let settings = HttpSettings { max_in_flight_requests: 100_000, ..HttpSettings::default() };
+        let stop = async move {
+            let _ = stop_rx.await;
+        };
+        crate::server::serve(server_app, &settings, listener, stop, Duration::from_secs(5)).await
+    });
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))?.connect().await?;
+    let deadline = Instant::now() + Duration::from_secs(options.duration_s);
+    let mut tasks = Vec::new();
+    for (terminal_id, key) in keys {
+        let client = TerminalServiceClient::new(channel.clone());
+        tasks.push(tokio::spawn(drive_terminal(client, terminal_id, key, deadline)));
+    }
+    let started = Instant::now();
+    let mut latencies_us: Vec<u32> = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (latencies, failed) = task.await?;
+        latencies_us.extend(latencies);
+        errors += failed;
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let _ = stop_tx.send(());
+    let _ = server.await;
+    store.close().await;
+    latencies_us.sort_unstable();
+    let percentile = |p: f64| -> Option<f64> {
+        let last = latencies_us.len().checked_sub(1)?;
+        let index = (last as f64 * p).round() as usize;
+        Some(f64::from(latencies_us[index]) / 1_000.0)
+    };
+    let total_us: u64 = latencies_us.iter().map(|us| u64::from(*us)).sum();
+    Ok(Measured {
+        label: label.to_owned(),
+        completed: latencies_us.len() as u64,
+        errors,
+        per_second: latencies_us.len() as f64 / elapsed_s,
+        average_ms: total_us as f64 / latencies_us.len().max(1) as f64 / 1_000.0,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+    })
+}
+
+/// One region, one facility, `count` terminals with fresh keys.
+async fn register_terminals(app: &App, count: usize) -> anyhow::Result<Vec<(String, Arc<Ed25519KeyPair>)>> {
+    let root = Principal { token_id: TokenId::generate(), role: Role::Admin, scope: Scope::All };
+    let name = |raw: &str| Name::parse(raw).map_err(|error| anyhow::anyhow!("{error}"));
+    let region = app
+        .create_region(&root, NewRegion { parent_id: None, level: RegionLevel::District, name: name("压测区")? })
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let facility = app
+        .create_facility(
+            &root,
+            NewFacility {
+                region_id: region.id,
+                organisation_id: None,
+                name: name("压测助餐点")?,
+                kind: FacilityKind::MealCanteen,
+                merchant_wallet_id: WalletId::parse("0021999900000001").map_err(|error| anyhow::anyhow!("{error}"))?,
+            },
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let rng = ring::rand::SystemRandom::new();
+    let mut terminals = Vec::with_capacity(count);
+    for n in 0..count {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("key generation failed"))?;
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("key parsing failed"))?;
+        use base64::Engine as _;
+        let public = base64::engine::general_purpose::STANDARD.encode(key.public_key().as_ref());
+        let terminal = app
+            .register_terminal(
+                &root,
+                NewTerminal {
+                    facility_id: facility.id.clone(),
+                    label: name(&format!("压测终端{n}"))?,
+                    public_key: PublicKey::parse(&public).map_err(|error| anyhow::anyhow!("{error}"))?,
+                },
+            )
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        terminals.push((terminal.id.to_string(), Arc::new(key)));
+    }
+    Ok(terminals)
+}
+
+/// Pay in a loop until the deadline; returns each success's latency and the error count.
+async fn drive_terminal(
+    mut client: TerminalServiceClient<tonic::transport::Channel>,
+    terminal_id: String,
+    key: Arc<Ed25519KeyPair>,
+    deadline: Instant,
+) -> (Vec<u32>, u64) {
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut sequence: u64 = 0;
+    while Instant::now() < deadline {
+        sequence += 1;
+        let message = proto::PayRequest {
+            request_id: format!("bench-{sequence}"),
+            amount: String::from("12.50"),
+            description: String::from("午餐"),
+            source: Some(proto::pay_request::Source::PayerCode(String::from("013400000000000000"))),
+        };
+        let request = sign(&terminal_id, &key, "Pay", message, now_s(), &new_nonce());
+        let started = Instant::now();
+        match client.pay(request).await {
+            Ok(response) if response.get_ref().status == proto::PaymentStatus::Succeeded as i32 => {
+                latencies.push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            _ => errors += 1,
+        }
+    }
+    (latencies, errors)
+}
+
+/// pgbench's built-in TPC-B-like script on a scratch database of the same server, with the
+/// same client count and duration.
+async fn measure_pgbench(server: &str, options: &BenchOptions) -> anyhow::Result<Measured> {
+    let scratch = ScratchDatabase::create(server, "carepay_pgbench").await?;
+    let url = scratch.url.clone();
+    let clients = options.terminals.to_string();
+    let duration = options.duration_s.to_string();
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let init = std::process::Command::new("pgbench").args(["-i", "-q", "-s", "10", &url]).output().context("running pgbench (install postgresql-contrib or the postgresql client)")?;
+        anyhow::ensure!(init.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+        let run = std::process::Command::new("pgbench")
+            .args(["-n", "-c", &clients, "-j", "2", "-T", &duration, "-r", &url])
+            .output()?;
+        anyhow::ensure!(run.status.success(), "pgbench failed: {}", String::from_utf8_lossy(&run.stderr));
+        Ok(String::from_utf8_lossy(&run.stdout).into_owned())
+    })
+    .await?;
+    scratch.drop().await;
+    let output = result?;
+    let number_after = |prefix: &str| -> f64 {
+        output
+            .lines()
+            .find_map(|line| line.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let tps = number_after("tps =");
+    Ok(Measured {
+        label: String::from("pgbench TPC-B-like, same PostgreSQL"),
+        completed: number_after("number of transactions actually processed:") as u64,
+        errors: number_after("number of failed transactions:") as u64,
+        per_second: tps,
+        average_ms: number_after("latency average ="),
+        p50_ms: None,
+        p99_ms: None,
+    })
+}
