@@ -47,8 +47,30 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the REST API.
     Openapi,
+    /// Measure throughput on scratch data.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Run the sandbox wallet operator (in memory; for development and tests only).
     SandboxOperator(crate::operator::sandbox::run::SandboxOperatorArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Signed terminal payments per second through gRPC, SQLite and PostgreSQL, next to pgbench.
+    Pay {
+        /// Concurrent terminals (and pgbench clients).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+        terminals: u64,
+        /// Seconds each measurement runs.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+        duration_s: u64,
+        /// A PostgreSQL server url: the bench creates (and drops) scratch databases there.
+        /// Without it, only SQLite is measured.
+        #[arg(long)]
+        postgres_url: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -178,6 +200,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
             eprintln!("issued {} token {} (shown once; store it now):", issued.token.role, issued.token.id);
             println!("{}", issued.secret.expose());
+            Ok(())
+        }
+        Command::Bench { command: BenchCommand::Pay { terminals, duration_s, postgres_url } } => {
+            let options = crate::payments::bench::BenchOptions {
+                terminals: usize::try_from(terminals)?,
+                duration_s,
+                postgres_url,
+            };
+            println!("{}", crate::payments::bench::run(options).await?);
             Ok(())
         }
         Command::Openapi => {
