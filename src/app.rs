@@ -2,6 +2,7 @@
 //! what one request may do. Use cases are `impl App` blocks in their own modules
 //! (`directory`, `access`, ...).
 
+use crate::callbacks::secrets::SecretBox;
 use crate::domain::access::Principal;
 use crate::domain::directory::RegionPath;
 use crate::domain::money::Amount;
@@ -31,11 +32,18 @@ impl Default for Limits {
 pub struct App {
     pub store: Store,
     pub limits: Limits,
+    /// Seals secrets kept at rest (callback signing secrets). `App::new` starts with a key
+    /// that lives as long as the process; `serve` installs the configured one.
+    pub secrets: SecretBox,
 }
 
 impl App {
     pub fn new(store: Store, limits: Limits) -> App {
-        App { store, limits }
+        App { store, limits, secrets: SecretBox::ephemeral() }
+    }
+
+    pub fn with_secrets(self, secrets: SecretBox) -> App {
+        App { secrets, ..self }
     }
 }
 

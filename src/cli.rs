@@ -84,9 +84,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { database, serve } => {
             crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
+            let worker_settings = serve.callbacks.worker_settings().map_err(anyhow::Error::msg)?;
+            let secrets = serve.callbacks.secret_box(&database)?;
             let store = open_store(&database).await?;
             tracing::info!(backend = store.backend().as_str(), "database ready");
-            let app = App::new(store.clone(), serve.limits());
+            let app = App::new(store.clone(), serve.limits()).with_secrets(secrets);
+            let worker = crate::callbacks::worker::spawn(app.clone(), worker_settings)?;
             let listener = tokio::net::TcpListener::bind(serve.listen)
                 .await
                 .with_context(|| format!("cannot listen on {} (CAREPAY_LISTEN / --listen)", serve.listen))?;
@@ -99,6 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Duration::from_millis(serve.shutdown_grace_ms),
             )
             .await?;
+            worker.stop().await;
             store.close().await;
             tracing::info!("stopped");
             Ok(())
