@@ -101,8 +101,13 @@ struct Job {
     claim: Arc<str>,
     delivery: ClaimedDelivery,
     endpoint: Arc<Endpoint>,
-    signer: Result<Arc<EndpointSigner>, ()>,
+    /// `None` when the endpoint's secrets could not be opened (wrong key): the attempt is
+    /// recorded as failed and retried on the schedule, so nothing is lost once fixed.
+    signer: Option<Arc<EndpointSigner>>,
 }
+
+/// The endpoints of one claim, each with what signs for it.
+type ClaimedEndpoints = HashMap<EndpointId, (Arc<Endpoint>, Option<Arc<EndpointSigner>>)>;
 
 async fn run(app: App, settings: Arc<WorkerSettings>, client: reqwest::Client, mut stopped: watch::Receiver<bool>) {
     let instance = format!("wrk_{}", uuid::Uuid::new_v4().simple());
@@ -163,11 +168,15 @@ async fn claim_round(
         return Ok(Vec::new());
     }
     let deliveries = app.store.claimed_deliveries(claim).await?;
-    let mut endpoints: HashMap<EndpointId, (Arc<Endpoint>, Result<Arc<EndpointSigner>, ()>)> = HashMap::new();
+    let mut endpoints = ClaimedEndpoints::new();
     for (endpoint, sealed) in app.store.claimed_endpoints(claim).await? {
-        let signer = open_signer(&app.secrets, &endpoint.id, &sealed, now).map(Arc::new).map_err(|error| {
-            tracing::error!(endpoint = %endpoint.id, %error, "cannot open an endpoint's signing secret");
-        });
+        let signer = match open_signer(&app.secrets, &endpoint.id, &sealed, now) {
+            Ok(signer) => Some(Arc::new(signer)),
+            Err(error) => {
+                tracing::error!(endpoint = %endpoint.id, %error, "cannot open an endpoint's signing secret");
+                None
+            }
+        };
         endpoints.insert(endpoint.id.clone(), (Arc::new(endpoint), signer));
     }
     let mut jobs = Vec::with_capacity(deliveries.len());
@@ -204,8 +213,8 @@ async fn attempt(job: &Job, client: &reqwest::Client, settings: &WorkerSettings)
     let started_at = UnixMs::now();
     let started = Instant::now();
     let (status_code, retry_after_ms, error, excerpt) = match &job.signer {
-        Err(()) => (None, None, Some("signing secret unavailable"), String::new()),
-        Ok(signer) => send(job, signer, client, started_at, settings.response_excerpt_bytes).await,
+        None => (None, None, Some("signing secret unavailable"), String::new()),
+        Some(signer) => send(job, signer, client, started_at, settings.response_excerpt_bytes).await,
     };
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let number = job.delivery.attempts + 1;

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod bad_input;
+mod callbacks;
 mod cli;
 mod directory;
 mod ledger;
