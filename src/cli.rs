@@ -41,6 +41,31 @@ pub enum Command {
     },
     /// Print the OpenAPI document of the REST API.
     Openapi,
+    /// Measure throughput on scratch data.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Signed callback deliveries per second to a receiver on loopback, draining a backlog.
+    Callbacks {
+        /// Events queued before the worker starts.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        events: u64,
+        /// A PostgreSQL server url: the bench creates (and drops) a scratch database there.
+        /// Default: a scratch SQLite file.
+        #[arg(long)]
+        postgres_url: Option<String>,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+        concurrency: u64,
+        /// Deliveries claimed per round and outcomes recorded per transaction.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=5_000))]
+        batch_size: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -127,6 +152,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
             eprintln!("issued {} token {} (shown once; store it now):", issued.token.role, issued.token.id);
             println!("{}", issued.secret.expose());
+            Ok(())
+        }
+        Command::Bench { command: BenchCommand::Callbacks { events, postgres_url, concurrency, batch_size } } => {
+            let worker = crate::callbacks::worker::WorkerSettings {
+                concurrency: usize::try_from(concurrency)?,
+                batch_size: u32::try_from(batch_size)?,
+                poll_interval_ms: 20,
+                ..Default::default()
+            };
+            let options = crate::callbacks::bench::BenchOptions { events, postgres_url, worker };
+            println!("{}", crate::callbacks::bench::run(options).await?);
             Ok(())
         }
         Command::Openapi => {
