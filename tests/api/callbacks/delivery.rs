@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
+use carepay::callbacks::worker::WorkerSettings;
 use carepay::callbacks::{EventOwner, EventType, NewEvent};
 use carepay::domain::callbacks::RetrySchedule;
 use carepay::domain::ids::FacilityId;
 use carepay::domain::time::UnixMs;
-use carepay::store::callbacks::HealthRules;
+use carepay::store::callbacks::{ClaimStrategy, HealthRules};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -319,7 +320,10 @@ async fn workers_sharing_a_database_never_send_the_same_delivery_twice(app: Test
         carepay::app::App::new(app.db.store().await, Default::default()).with_secrets(app.app.secrets.clone());
     let mut settings = fast_settings();
     settings.batch_size = 7;
-    let first = start_worker(&app, settings.clone());
+    // One claims with the portable compare-and-set, the other with the backend's best
+    // (SKIP LOCKED on PostgreSQL): both kinds of claim side by side.
+    let portable = WorkerSettings { claim_strategy: Some(ClaimStrategy::CompareAndSet), ..settings.clone() };
+    let first = start_worker(&app, portable);
     let second = carepay::callbacks::worker::spawn(second_app, settings).unwrap();
     const EVENTS: usize = 150;
     for n in 0..EVENTS {
