@@ -219,7 +219,10 @@ async fn attempt(job: &Job, client: &reqwest::Client, settings: &WorkerSettings)
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let number = job.delivery.attempts + 1;
     let result = AttemptResult { status_code, retry_after_ms };
-    let verdict = verdict(result, number, &settings.schedule, UnixMs::now(), jitter());
+    // Delays count from when the attempt ended, as recorded, so the record itself shows the
+    // schedule was kept.
+    let ended_at = UnixMs(started_at.0.saturating_add(latency_ms));
+    let verdict = verdict(result, number, &settings.schedule, ended_at, jitter());
     let outcome_label = match status_code {
         Some(200..=299) => "delivered",
         Some(_) => "http_error",
