@@ -2,6 +2,7 @@
 //! what one request may do. Use cases are `impl App` blocks in their own modules
 //! (`directory`, `access`, ...).
 
+use crate::callbacks::secrets::SecretBox;
 use crate::domain::access::Principal;
 use crate::domain::directory::RegionPath;
 use crate::domain::money::Amount;
@@ -46,16 +47,23 @@ pub struct App {
     /// Absent only for offline commands (migrate, token create).
     pub operator: Option<OperatorLink>,
     pub payments: PaymentSettings,
+    /// Seals secrets kept at rest (callback signing secrets). `App::new` starts with a key
+    /// that lives as long as the process; `serve` installs the configured one.
+    pub secrets: SecretBox,
 }
 
 impl App {
     pub fn new(store: Store, limits: Limits) -> App {
-        App { store, limits, operator: None, payments: PaymentSettings::default() }
+        App { store, limits, operator: None, payments: PaymentSettings::default(), secrets: SecretBox::ephemeral() }
     }
 
     pub fn with_operator(mut self, operator: OperatorLink) -> App {
         self.operator = Some(operator);
         self
+    }
+
+    pub fn with_secrets(self, secrets: SecretBox) -> App {
+        App { secrets, ..self }
     }
 }
 

@@ -27,14 +27,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the service (REST API for the back office; migrations are applied first).
-    Serve {
-        #[command(flatten)]
-        database: DatabaseConfig,
-        #[command(flatten)]
-        serve: ServeConfig,
-        #[command(flatten)]
-        operator: OperatorConfig,
-    },
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -56,6 +49,17 @@ pub enum Command {
     SandboxOperator(crate::operator::sandbox::run::SandboxOperatorArgs),
 }
 
+/// Everything `carepay serve` is told.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    database: DatabaseConfig,
+    #[command(flatten)]
+    serve: ServeConfig,
+    #[command(flatten)]
+    operator: OperatorConfig,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Signed terminal payments per second through gRPC, SQLite and PostgreSQL, next to pgbench.
@@ -70,6 +74,22 @@ pub enum BenchCommand {
         /// Without it, only SQLite is measured.
         #[arg(long)]
         postgres_url: Option<String>,
+    },
+    /// Signed callback deliveries per second to a receiver on loopback, draining a backlog.
+    Callbacks {
+        /// Events queued before the worker starts.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        events: u64,
+        /// A PostgreSQL server url: the bench creates (and drops) a scratch database there.
+        /// Default: a scratch SQLite file.
+        #[arg(long)]
+        postgres_url: Option<String>,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+        concurrency: u64,
+        /// Deliveries claimed per round and outcomes recorded per transaction.
+        #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=5_000))]
+        batch_size: u64,
     },
 }
 
@@ -131,8 +151,11 @@ async fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { database, serve, operator } => {
+        Command::Serve(args) => {
+            let ServeArgs { database, serve, operator } = *args;
             crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
+            let worker_settings = serve.callbacks.worker_settings().map_err(anyhow::Error::msg)?;
+            let secrets = serve.callbacks.secret_box(&database)?;
             let store = open_store(&database).await?;
             tracing::info!(backend = store.backend().as_str(), "database ready");
             let listener = tokio::net::TcpListener::bind(serve.listen)
@@ -155,17 +178,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Clock::system(),
             )
             .await?;
-            let mut app = App::new(store.clone(), serve.limits()).with_operator(setup.link);
+            let mut app = App::new(store.clone(), serve.limits()).with_operator(setup.link).with_secrets(secrets);
             app.payments = operator.payment_settings();
             tracing::info!(%address, "carepay listening");
 
+            let callbacks_worker = crate::callbacks::worker::spawn(app.clone(), worker_settings)?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-            let worker = tokio::spawn(crate::payments::worker::run(app.clone(), operator.worker_settings(), {
-                let mut stop_rx = stop_rx.clone();
-                async move {
-                    let _ = stop_rx.wait_for(|stop| *stop).await;
-                }
-            }));
+            let payments_worker =
+                tokio::spawn(crate::payments::worker::run(app.clone(), operator.worker_settings(), {
+                    let mut stop_rx = stop_rx.clone();
+                    async move {
+                        let _ = stop_rx.wait_for(|stop| *stop).await;
+                    }
+                }));
             crate::server::serve(
                 app,
                 &serve.http_settings(),
@@ -175,7 +200,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             let _ = stop_tx.send(true);
-            let _ = worker.await;
+            let _ = payments_worker.await;
+            callbacks_worker.stop().await;
             store.close().await;
             tracing::info!("stopped");
             Ok(())
@@ -209,6 +235,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 postgres_url,
             };
             println!("{}", crate::payments::bench::run(options).await?);
+            Ok(())
+        }
+        Command::Bench { command: BenchCommand::Callbacks { events, postgres_url, concurrency, batch_size } } => {
+            let worker = crate::callbacks::worker::WorkerSettings {
+                concurrency: usize::try_from(concurrency)?,
+                batch_size: u32::try_from(batch_size)?,
+                poll_interval_ms: 20,
+                ..Default::default()
+            };
+            let options = crate::callbacks::bench::BenchOptions { events, postgres_url, worker };
+            println!("{}", crate::callbacks::bench::run(options).await?);
             Ok(())
         }
         Command::Openapi => {

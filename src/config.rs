@@ -8,9 +8,13 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::app::Limits;
+use crate::callbacks::secrets::SecretBox;
+use crate::callbacks::worker::WorkerSettings;
+use crate::domain::callbacks::{DEFAULT_RETRY_SCHEDULE_MS, RetrySchedule};
 use crate::domain::money::Amount;
 use crate::http::HttpSettings;
 use crate::store::PoolSettings;
+use crate::store::callbacks::HealthRules;
 use crate::telemetry::LogFormat;
 
 #[derive(Args, Clone, Debug)]
@@ -84,6 +88,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub log: LogConfig,
+
+    #[command(flatten)]
+    pub callbacks: CallbackConfig,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -182,5 +189,131 @@ impl OperatorConfig {
             poll_interval_ms: self.payments_poll_interval_ms,
             ..Default::default()
         }
+    }
+}
+
+/// Callback delivery (Standard Webhooks) and the key that seals secrets at rest.
+#[derive(Args, Clone, Debug)]
+pub struct CallbackConfig {
+    /// Callback requests in flight at once, per instance.
+    #[arg(long, env = "CAREPAY_CALLBACK_CONCURRENCY", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    pub callback_concurrency: u64,
+
+    /// Longest one callback request may take (connect, send, response).
+    #[arg(long, env = "CAREPAY_CALLBACK_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub callback_request_timeout_ms: u64,
+
+    /// How often an idle worker looks for due callbacks.
+    #[arg(long, env = "CAREPAY_CALLBACK_POLL_INTERVAL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub callback_poll_interval_ms: u64,
+
+    /// How long a claimed callback stays with its instance; after a crash, how long until
+    /// another instance (or the restarted one) takes it over. Must exceed the request timeout.
+    #[arg(long, env = "CAREPAY_CALLBACK_LEASE_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
+    pub callback_lease_ms: u64,
+
+    /// Most callbacks claimed per round and most outcomes recorded per transaction.
+    #[arg(long, env = "CAREPAY_CALLBACK_BATCH_SIZE", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=5_000))]
+    pub callback_batch_size: u64,
+
+    /// Failed attempts in a row after which an endpoint is disabled (once the failure window
+    /// has also passed).
+    #[arg(long, env = "CAREPAY_CALLBACK_FAILURE_THRESHOLD", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub callback_failure_threshold: u64,
+
+    /// How long an endpoint must have been failing without a success before it is disabled.
+    #[arg(long, env = "CAREPAY_CALLBACK_FAILURE_WINDOW_MS", default_value_t = 172_800_000,
+          value_parser = clap::value_parser!(u64).range(0..=2_592_000_000))]
+    pub callback_failure_window_ms: u64,
+
+    /// Delays before each retry, comma-separated milliseconds (default: 5 s, 5 min, 30 min,
+    /// 2 h, 5 h, then 10 h six times: about three days).
+    #[arg(long, env = "CAREPAY_CALLBACK_RETRY_SCHEDULE_MS", default_value_t = default_schedule(),
+          value_parser = parse_schedule)]
+    pub callback_retry_schedule_ms: ScheduleArg,
+
+    /// Key sealing secrets at rest (callback signing secrets): base64 of 32 bytes. Every
+    /// instance sharing a database needs the same key.
+    #[arg(long, env = "CAREPAY_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+
+    /// Where the key is kept when --secret-key is not given; created (mode 0600) when
+    /// missing. Default: next to the SQLite database (`carepay.key`).
+    #[arg(long, env = "CAREPAY_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+/// The retry schedule as clap holds it (printable, for `--help`).
+#[derive(Clone, Debug)]
+pub struct ScheduleArg(pub RetrySchedule);
+
+impl std::fmt::Display for ScheduleArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let delays: Vec<String> = self.0.delays_ms().iter().map(i64::to_string).collect();
+        f.write_str(&delays.join(","))
+    }
+}
+
+fn default_schedule() -> ScheduleArg {
+    ScheduleArg(RetrySchedule::new(DEFAULT_RETRY_SCHEDULE_MS.to_vec()).expect("the default schedule is valid"))
+}
+
+fn parse_schedule(raw: &str) -> Result<ScheduleArg, String> {
+    let delays = raw
+        .split(',')
+        .map(|part| part.trim().parse::<i64>().map_err(|_| format!("{part:?} is not a number of milliseconds")))
+        .collect::<Result<Vec<_>, _>>()?;
+    RetrySchedule::new(delays).map(ScheduleArg).map_err(|error| error.to_string())
+}
+
+impl CallbackConfig {
+    pub fn worker_settings(&self) -> Result<WorkerSettings, String> {
+        if self.callback_lease_ms <= self.callback_request_timeout_ms {
+            return Err(String::from(
+                "--callback-lease-ms (CAREPAY_CALLBACK_LEASE_MS) must exceed --callback-request-timeout-ms",
+            ));
+        }
+        let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        Ok(WorkerSettings {
+            concurrency: usize::try_from(self.callback_concurrency).unwrap_or(usize::MAX),
+            request_timeout_ms: self.callback_request_timeout_ms,
+            poll_interval_ms: self.callback_poll_interval_ms,
+            lease_ms: as_i64(self.callback_lease_ms),
+            batch_size: u32::try_from(self.callback_batch_size).unwrap_or(u32::MAX),
+            health: HealthRules {
+                failure_threshold: as_i64(self.callback_failure_threshold),
+                failure_window_ms: as_i64(self.callback_failure_window_ms),
+            },
+            schedule: self.callback_retry_schedule_ms.0.clone(),
+            ..WorkerSettings::default()
+        })
+    }
+
+    /// The key sealing secrets at rest: given, or read from (or generated into) the key file.
+    pub fn secret_box(&self, database: &DatabaseConfig) -> anyhow::Result<SecretBox> {
+        if let Some(key) = &self.secret_key {
+            return SecretBox::from_base64(key)
+                .map_err(|error| anyhow::anyhow!("--secret-key (CAREPAY_SECRET_KEY): {error}"));
+        }
+        let path = self.secret_key_file.clone().unwrap_or_else(|| database.sqlite_path.with_extension("key"));
+        let (secrets, created) = SecretBox::from_key_file(&path)
+            .map_err(|error| anyhow::anyhow!("--secret-key-file (CAREPAY_SECRET_KEY_FILE): {error}"))?;
+        if created {
+            tracing::warn!(path = %path.display(), "generated a new secret key file (keep it: without it stored callback secrets cannot be used)");
+        } else {
+            tracing::info!(path = %path.display(), "secret key read from its file");
+        }
+        if database.database_url.is_some() {
+            tracing::warn!(
+                "with a shared database, set CAREPAY_SECRET_KEY (the same on every instance) rather than a key file"
+            );
+        }
+        Ok(secrets)
     }
 }

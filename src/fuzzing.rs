@@ -69,7 +69,8 @@ pub fn terminal_envelope(data: &[u8]) {
     const METHOD: &str = "/carepay.terminal.v1.TerminalService/Pay";
     let (values, body) = headers_and_body(data);
     let header = |name: &str| {
-        let index = [HEADER_TERMINAL_ID, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE].iter().position(|h| *h == name)?;
+        let index =
+            [HEADER_TERMINAL_ID, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE].iter().position(|h| *h == name)?;
         values[index].as_deref()
     };
     let Ok(envelope) = Envelope::parse(METHOD, header, body) else { return };

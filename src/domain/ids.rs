@@ -114,6 +114,18 @@ typed_id!(
     /// A ledger journal entry.
     EntryId, "je"
 );
+typed_id!(
+    /// A callback endpoint: where a facility's or subsidy office's system receives events.
+    EndpointId, "ep"
+);
+typed_id!(
+    /// A callback event; also its Standard Webhooks `webhook-id`, stable across retries.
+    EventId, "msg"
+);
+typed_id!(
+    /// One HTTP attempt to deliver a callback event to an endpoint.
+    AttemptId, "att"
+);
 
 #[cfg(test)]
 mod tests {

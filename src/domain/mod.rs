@@ -3,6 +3,7 @@
 //! at the edge so the core never re-validates.
 
 pub mod access;
+pub mod callbacks;
 pub mod directory;
 pub mod ids;
 pub mod ledger;

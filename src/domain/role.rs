@@ -51,6 +51,12 @@ impl Role {
             ReadDirectory => true,
             ManageRegions | ManageFacilities | ManageTokens => self == Role::Admin,
             ManageTerminals => matches!(self, Role::Admin | Role::FacilityManager),
+            ManageFacilityCallbacks => matches!(self, Role::Admin | Role::FacilityManager),
+            ManageOfficeCallbacks => matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover),
+            ReadFacilityCallbacks => matches!(self, Role::Admin | Role::FacilityManager | Role::Auditor),
+            ReadOfficeCallbacks => {
+                matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover | Role::Auditor)
+            }
         }
     }
 }
@@ -75,6 +81,14 @@ pub enum Action {
     ManageTerminals,
     /// Issue, list and revoke back-office tokens.
     ManageTokens,
+    /// Register and change a facility's callback endpoints, replay its events.
+    ManageFacilityCallbacks,
+    /// Register and change a subsidy office's callback endpoints, replay its events.
+    ManageOfficeCallbacks,
+    /// See a facility's callback endpoints, deliveries and attempts.
+    ReadFacilityCallbacks,
+    /// See a subsidy office's callback endpoints, deliveries and attempts.
+    ReadOfficeCallbacks,
 }
 
 #[cfg(test)]
@@ -91,7 +105,14 @@ mod tests {
 
     #[test]
     fn auditors_only_read() {
-        for action in [Action::ManageRegions, Action::ManageFacilities, Action::ManageTerminals, Action::ManageTokens] {
+        for action in [
+            Action::ManageRegions,
+            Action::ManageFacilities,
+            Action::ManageTerminals,
+            Action::ManageTokens,
+            Action::ManageFacilityCallbacks,
+            Action::ManageOfficeCallbacks,
+        ] {
             assert!(!Role::Auditor.may(action));
         }
         assert!(Role::Auditor.may(Action::ReadDirectory));

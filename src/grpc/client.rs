@@ -19,7 +19,10 @@ pub fn new_nonce() -> String {
 
 /// Seconds since the unix epoch by this machine's clock.
 pub fn now_s() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// Sign `message` for `method` (e.g. "Pay") as `terminal_id` with `key`, at `timestamp_s`.

@@ -2,6 +2,7 @@
 //! only: handlers parse requests into domain types, call a use case on [`App`], and turn
 //! the result or error into a response. No SQL and no business rules live here.
 
+pub mod callbacks;
 pub mod directory;
 pub mod error;
 pub mod extract;
@@ -67,6 +68,7 @@ pub struct AppState {
         (name = "directory", description = "Regions, organisations and facilities"),
         (name = "terminals", description = "Counter terminals and their signing keys"),
         (name = "tokens", description = "Back-office API tokens"),
+        (name = "callbacks", description = "Signed callbacks (Standard Webhooks) to facilities' and offices' systems"),
     ),
     components(schemas(error::Problem))
 )]
@@ -89,6 +91,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(directory::router())
         .merge(terminals::router())
         .merge(tokens::router())
+        .merge(callbacks::router())
 }
 
 /// The OpenAPI document, generated from the route annotations so it cannot drift.

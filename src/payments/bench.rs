@@ -107,7 +107,9 @@ impl ScratchDatabase {
     }
 
     async fn drop(self) {
-        if let Ok(admin) = Store::connect(&self.server, &PoolSettings { max_connections: 1, ..PoolSettings::default() }).await {
+        if let Ok(admin) =
+            Store::connect(&self.server, &PoolSettings { max_connections: 1, ..PoolSettings::default() }).await
+        {
             let _ = admin.execute_raw(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).await;
             admin.close().await;
         }
@@ -262,7 +264,10 @@ async fn measure_pgbench(server: &str, options: &BenchOptions) -> anyhow::Result
     let clients = options.terminals.to_string();
     let duration = options.duration_s.to_string();
     let result = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let init = std::process::Command::new("pgbench").args(["-i", "-q", "-s", "10", &url]).output().context("running pgbench (install postgresql-contrib or the postgresql client)")?;
+        let init = std::process::Command::new("pgbench")
+            .args(["-i", "-q", "-s", "10", &url])
+            .output()
+            .context("running pgbench (install postgresql-contrib or the postgresql client)")?;
         anyhow::ensure!(init.status.success(), "pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
         let run = std::process::Command::new("pgbench")
             .args(["-n", "-c", &clients, "-j", "2", "-T", &duration, "-r", &url])

@@ -4,6 +4,7 @@ mod helpers;
 mod terminal_client;
 
 mod bad_input;
+mod callbacks;
 mod cli;
 mod directory;
 mod ledger;
