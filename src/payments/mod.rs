@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::app::App;
+use crate::callbacks::{EventOwner, EventType, NewEvent};
 use crate::domain::directory::{Terminal, WalletId};
 use crate::domain::ids::{PaymentId, RefundId};
 use crate::domain::ledger::{AccountCode, JournalEntry, OverdraftPolicy};
@@ -135,7 +136,10 @@ fn payment_entry(payment: &Payment) -> Effects<'_> {
     let entry = JournalEntry::transfer(payers_account(), wallet_account(&payment.merchant_wallet_id), payment.amount)
         .expect("a payment amount is positive");
     let what = EntryRef { kind: "payment", reference: payment.id.as_str(), memo: "" };
-    Effects { booking: Some(Booking { what, entry, accounts: accounts(&payment.merchant_wallet_id) }) }
+    Effects {
+        booking: Some(Booking { what, entry, accounts: accounts(&payment.merchant_wallet_id) }),
+        events: Vec::new(),
+    }
 }
 
 /// Money out: the facility's wallet back to the payer.
@@ -143,7 +147,72 @@ fn refund_entry<'a>(kind: &'static str, reference: &'a str, wallet: &WalletId, a
     let entry = JournalEntry::transfer(wallet_account(wallet), payers_account(), amount).expect("positive refund");
     Effects {
         booking: Some(Booking { what: EntryRef { kind, reference, memo: "" }, entry, accounts: accounts(wallet) }),
+        events: Vec::new(),
     }
+}
+
+/// The callback a payment reaching `to` publishes, if any; data as the payment will be
+/// after the change, its version included.
+fn payment_event(payment: &Payment, to: PaymentStatus, facts: &TradeFacts) -> Option<NewEvent> {
+    let event_type = match to {
+        PaymentStatus::Succeeded => EventType::PaymentSucceeded,
+        PaymentStatus::Failed | PaymentStatus::Closed => EventType::PaymentFailed,
+        PaymentStatus::Reversed => EventType::PaymentReversed,
+        PaymentStatus::Processing | PaymentStatus::Userpaying | PaymentStatus::AwaitingScan => return None,
+    };
+    let data = serde_json::json!({
+        "payment_id": payment.id.as_str(),
+        "request_id": payment.request_id,
+        "facility_id": payment.facility_id.as_str(),
+        "terminal_id": payment.terminal_id.as_str(),
+        "method": payment.method.as_str(),
+        "status": to.as_str(),
+        "amount": payment.amount.to_string(),
+        "refunded_amount": payment.refunded.to_string(),
+        "description": payment.description,
+        "out_trade_no": payment.out_trade_no,
+        "trade_no": facts.trade_no.clone().or_else(|| payment.trade_no.clone()),
+        "fail_code": facts.fail_code.clone().or_else(|| payment.fail_code.clone()),
+        "paid_at": facts.paid_at.or(payment.paid_at).map(UnixMs::to_rfc3339_shanghai),
+        "created_at": payment.created_at.to_rfc3339_shanghai(),
+    });
+    Some(NewEvent {
+        owner: EventOwner::Facility(payment.facility_id.clone()),
+        event_type,
+        object_id: payment.id.to_string(),
+        object_version: payment.version + 1,
+        data,
+    })
+}
+
+/// The callback a refund reaching `to` publishes.
+fn refund_event(payment: &Payment, refund: &Refund, to: RefundStatus, facts: &RefundFacts<'_>) -> Option<NewEvent> {
+    let event_type = match to {
+        RefundStatus::Succeeded => EventType::RefundSucceeded,
+        RefundStatus::Failed => EventType::RefundFailed,
+        RefundStatus::Processing => return None,
+    };
+    let data = serde_json::json!({
+        "refund_id": refund.id.as_str(),
+        "request_id": refund.request_id,
+        "payment_id": payment.id.as_str(),
+        "facility_id": payment.facility_id.as_str(),
+        "status": to.as_str(),
+        "amount": refund.amount.to_string(),
+        "reason": refund.reason,
+        "out_refund_no": refund.out_refund_no,
+        "refund_no": facts.refund_no,
+        "fail_code": facts.fail_code,
+        "succeeded_at": facts.succeeded_at.map(UnixMs::to_rfc3339_shanghai),
+        "created_at": refund.created_at.to_rfc3339_shanghai(),
+    });
+    Some(NewEvent {
+        owner: EventOwner::Facility(payment.facility_id.clone()),
+        event_type,
+        object_id: refund.id.to_string(),
+        object_version: refund.version + 1,
+        data,
+    })
 }
 
 fn parse_operator_time(raw: Option<&str>) -> Option<UnixMs> {
@@ -365,13 +434,14 @@ impl App {
             next_check_at: if to.is_pending() { Some(UnixMs(now.0 + self.payments.check_interval_ms)) } else { None },
             ..facts
         };
-        let effects = match (current.status, to) {
+        let mut effects = match (current.status, to) {
             (_, PaymentStatus::Succeeded) => payment_entry(&current),
             (PaymentStatus::Succeeded, PaymentStatus::Reversed) => {
                 refund_entry("reversal", current.id.as_str(), &current.merchant_wallet_id, current.amount)
             }
             _ => Effects::default(),
         };
+        effects.events.extend(payment_event(&current, to, &facts));
         self.store.transition_payment(&current.id, &[current.status], to, &facts, effects, now).await?;
         Ok(())
     }
@@ -563,13 +633,16 @@ impl App {
                 self.store.reschedule_refund(&refund.id, refund_no, next, now).await?;
             }
             RefundStatus::Succeeded => {
-                let effects = refund_entry("refund", refund.id.as_str(), &payment.merchant_wallet_id, refund.amount);
+                let mut effects =
+                    refund_entry("refund", refund.id.as_str(), &payment.merchant_wallet_id, refund.amount);
                 let facts = RefundFacts { refund_no, fail_code: None, succeeded_at: Some(succeeded_at.unwrap_or(now)) };
+                effects.events.extend(refund_event(payment, refund, status, &facts));
                 self.store.finish_refund(refund, status, &facts, effects, now).await?;
             }
             RefundStatus::Failed => {
                 let facts = RefundFacts { refund_no, fail_code, succeeded_at: None };
-                self.store.finish_refund(refund, status, &facts, Effects::default(), now).await?;
+                let events = refund_event(payment, refund, status, &facts).into_iter().collect();
+                self.store.finish_refund(refund, status, &facts, Effects { booking: None, events }, now).await?;
             }
         }
         Ok(())

@@ -3,9 +3,11 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
+use super::callbacks::enqueue_in;
 use super::directory::corrupt;
 use super::ledger::{EntryRef, post_in};
 use super::{Store, StoreError};
+use crate::callbacks::NewEvent;
 use crate::domain::directory::WalletId;
 use crate::domain::ids::{FacilityId, PaymentId, RefundId, TerminalId};
 use crate::domain::ledger::{AccountCode, JournalEntry, OverdraftPolicy};
@@ -68,10 +70,12 @@ pub struct Booking<'a> {
     pub accounts: Vec<(AccountCode, OverdraftPolicy)>,
 }
 
-/// Ledger entry and other effects that must commit with a state change, or not at all.
+/// Ledger entry and callbacks that must commit with a state change, or not at all.
 #[derive(Default)]
 pub struct Effects<'a> {
     pub booking: Option<Booking<'a>>,
+    /// Written to the callback outbox in the same transaction (transactional outbox).
+    pub events: Vec<NewEvent>,
 }
 
 /// What the operator said about a refund, recorded when it finishes.
@@ -209,6 +213,9 @@ async fn apply_effects(conn: &mut AnyConnection, effects: Effects<'_>, now: Unix
             .await?;
         }
         post_in(conn, what, &entry, now).await?;
+    }
+    for event in &effects.events {
+        enqueue_in(conn, event, now).await?;
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ backend_tests!(
     a_dynamic_qr_that_is_not_paid_closes,
     bad_amounts_and_codes_are_refused_and_record_nothing,
     a_charge_the_operator_never_received_fails_only_after_a_definite_answer,
+    every_outcome_is_called_back_to_the_facility_once_with_its_version,
 );
 
 const WALLET: &str = "0021000000000001";
@@ -298,4 +299,50 @@ async fn a_charge_the_operator_never_received_fails_only_after_a_definite_answer
     assert_eq!(failed.fail_code, "NOT_RECEIVED_BY_OPERATOR");
     assert_eq!(wallet_balance_fen(&app).await, 0);
     assert_eq!(sandbox_balance(&app), "0.00");
+}
+
+async fn every_outcome_is_called_back_to_the_facility_once_with_its_version(app: TestApp) {
+    use crate::callbacks::receiver::Receiver;
+    let till = terminal(&app, WALLET).await;
+    let receiver = Receiver::accepting().await;
+    let types = ["payment.succeeded", "payment.failed", "payment.reversed", "refund.succeeded"];
+    let (_, _, _) = crate::callbacks::create_endpoint(
+        &app,
+        &app.root_token,
+        serde_json::json!({"facility_id": till.facility_id, "url": receiver.url("/hook"), "event_types": types}),
+    )
+    .await;
+    let _worker = crate::callbacks::start_worker(&app, crate::callbacks::fast_settings());
+
+    let paid = till.pay("r-1", "12.50", "013412345678900000").await.unwrap();
+    let failed = till.pay("r-2", "3.00", "013412345678902222").await.unwrap();
+    let refund = till.refund("rf-1", &paid.payment_id, "2.50").await.unwrap();
+    let reversed = till.pay("r-3", "4.00", "013412345678900000").await.unwrap();
+    till.reverse("undo-3", &reversed.payment_id).await.unwrap();
+
+    let received = receiver.wait_until("five callbacks", |received| received.len() >= 5).await;
+    let mut seen: Vec<(String, String, i64, String)> = received
+        .iter()
+        .map(|request| {
+            let body = request.json();
+            (
+                body["type"].as_str().unwrap().to_owned(),
+                body["data"]["object_id"].as_str().unwrap().to_owned(),
+                body["data"]["object_version"].as_i64().unwrap(),
+                body["data"]["amount"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected = vec![
+        (String::from("payment.succeeded"), paid.payment_id.clone(), 2, String::from("12.50")),
+        (String::from("payment.failed"), failed.payment_id.clone(), 2, String::from("3.00")),
+        (String::from("refund.succeeded"), refund.refund_id.clone(), 2, String::from("2.50")),
+        (String::from("payment.succeeded"), reversed.payment_id.clone(), 2, String::from("4.00")),
+        (String::from("payment.reversed"), reversed.payment_id.clone(), 3, String::from("4.00")),
+    ];
+    expected.sort();
+    assert_eq!(seen, expected);
+    let failed_body = received.iter().map(|r| r.json()).find(|body| body["type"] == "payment.failed").unwrap();
+    assert_eq!(failed_body["data"]["fail_code"], "INSUFFICIENT_BALANCE");
 }

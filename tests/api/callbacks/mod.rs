@@ -6,7 +6,7 @@ mod crash;
 mod delivery;
 mod endpoints;
 mod interop;
-mod receiver;
+pub mod receiver;
 
 use std::time::Duration;
 
