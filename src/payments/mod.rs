@@ -383,16 +383,7 @@ impl App {
         match error {
             OperatorError::Rejected { code, .. } => {
                 let facts = TradeFacts { fail_code: Some(code), ..TradeFacts::default() };
-                self.store
-                    .transition_payment(
-                        &payment.id,
-                        &[payment.status],
-                        PaymentStatus::Failed,
-                        &facts,
-                        Effects::default(),
-                        now,
-                    )
-                    .await?;
+                self.apply_trade_status(payment, PaymentStatus::Failed, facts).await?;
             }
             OperatorError::Unknown { reason } => {
                 tracing::warn!(payment = %payment.id, %reason, "operator outcome unknown; will query");
