@@ -7,7 +7,9 @@ use crate::domain::access::Principal;
 use crate::domain::directory::RegionPath;
 use crate::domain::money::Amount;
 use crate::domain::role::Action;
+use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
+use crate::nonces::{DEFAULT_NONCE_CAPACITY, NonceCache};
 use crate::operator::client::OperatorClient;
 use crate::operator::signing::Verifier;
 use crate::payments::PaymentSettings;
@@ -47,6 +49,8 @@ pub struct App {
     /// Absent only for offline commands (migrate, token create).
     pub operator: Option<OperatorLink>,
     pub payments: PaymentSettings,
+    /// Terminal nonces this instance has accepted (replay protection).
+    pub nonces: Arc<NonceCache>,
     /// Seals secrets kept at rest (callback signing secrets). `App::new` starts with a key
     /// that lives as long as the process; `serve` installs the configured one.
     pub secrets: SecretBox,
@@ -54,7 +58,14 @@ pub struct App {
 
 impl App {
     pub fn new(store: Store, limits: Limits) -> App {
-        App { store, limits, operator: None, payments: PaymentSettings::default(), secrets: SecretBox::ephemeral() }
+        App {
+            store,
+            limits,
+            operator: None,
+            payments: PaymentSettings::default(),
+            nonces: Arc::new(NonceCache::new(DEFAULT_NONCE_CAPACITY, UnixMs::now().0 / 1_000)),
+            secrets: SecretBox::ephemeral(),
+        }
     }
 
     pub fn with_operator(mut self, operator: OperatorLink) -> App {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
+pub mod nonces;
 pub mod operator;
 pub mod payments;
 pub mod server;

@@ -83,10 +83,10 @@ CREATE TABLE api_tokens (
     CONSTRAINT api_tokens_token_sha256_key UNIQUE (token_sha256)
 );
 
--- Double-entry ledger. Postings are the truth; `debits_fen`/`credits_fen` on an account are
--- maintained only by the posting code, in the same transaction as the postings, so that a
--- no-overdraft account can be guarded with one compare-and-set UPDATE. `carepay` can
--- recompute them from the postings at any time (store::ledger::verify).
+-- Double-entry ledger. Postings are the truth. On a no-overdraft account `debits_fen` and
+-- `credits_fen` are maintained only by the posting code, in the same transaction as the
+-- postings, so the guard is one compare-and-set UPDATE; accounts allowed to go negative
+-- keep them at 0 and are summed from postings. `Store::verify_ledger` recomputes them.
 CREATE TABLE ledger_accounts (
     code          TEXT PRIMARY KEY,
     overdraft     TEXT NOT NULL CHECK (overdraft IN ('allowed', 'forbidden')),

@@ -12,6 +12,8 @@ use crate::app::App;
 use crate::directory::TerminalAuthError;
 use crate::domain::directory::Terminal;
 use crate::domain::time::UnixMs;
+use crate::nonces::NonceVerdict;
+use crate::store::Backend;
 
 /// Largest terminal request body accepted; every terminal message is far smaller.
 pub const MAX_TERMINAL_REQUEST_BYTES: usize = 64 * 1024;
@@ -63,6 +65,8 @@ pub enum EnvelopeRefusal {
     StaleTimestamp,
     #[error("nonce already used")]
     ReplayedNonce,
+    #[error("too many requests in the signature window; retry shortly")]
+    Busy,
 }
 
 impl App {
@@ -74,7 +78,7 @@ impl App {
         now: UnixMs,
     ) -> Result<Terminal, Result<EnvelopeRefusal, crate::error::Error>> {
         let window_s = self.payments.signature_window_s;
-        if (envelope.timestamp_s - now.0 / 1_000).abs() > window_s {
+        if (envelope.timestamp_s - now.0 / 1_000).abs() > window_s || envelope.timestamp_s < self.nonces.not_before_s {
             return Err(Ok(EnvelopeRefusal::StaleTimestamp));
         }
         let terminal = self
@@ -83,13 +87,21 @@ impl App {
             .map_err(|outcome| outcome.map(EnvelopeRefusal::Terminal))?;
         // The nonce must outlive any timestamp the window still accepts.
         let expires_at = UnixMs((envelope.timestamp_s + window_s) * 1_000 + 1_000);
-        let fresh = self
-            .store
-            .record_terminal_nonce(&terminal.id, &envelope.nonce, expires_at)
-            .await
-            .map_err(|error| Err(error.into()))?;
-        if !fresh {
-            return Err(Ok(EnvelopeRefusal::ReplayedNonce));
+        match self.nonces.insert(&terminal.id, &envelope.nonce, expires_at, now) {
+            NonceVerdict::Fresh => {}
+            NonceVerdict::Replayed => return Err(Ok(EnvelopeRefusal::ReplayedNonce)),
+            NonceVerdict::Full => return Err(Ok(EnvelopeRefusal::Busy)),
+        }
+        // Instances sharing a PostgreSQL database also share what they have seen.
+        if self.store.backend() == Backend::Postgres {
+            let fresh = self
+                .store
+                .record_terminal_nonce(&terminal.id, &envelope.nonce, expires_at)
+                .await
+                .map_err(|error| Err(error.into()))?;
+            if !fresh {
+                return Err(Ok(EnvelopeRefusal::ReplayedNonce));
+            }
         }
         Ok(terminal)
     }

@@ -182,7 +182,10 @@ async fn measure_carepay(label: &str, url: &str, options: &BenchOptions) -> anyh
     })
 }
 
-/// One region, one facility, `count` terminals with fresh keys.
+/// Terminals per facility: a district's canteens each have a few counters.
+const TERMINALS_PER_FACILITY: usize = 4;
+
+/// One region, a facility per few terminals, `count` terminals with fresh keys.
 async fn register_terminals(app: &App, count: usize) -> anyhow::Result<Vec<(String, Arc<Ed25519KeyPair>)>> {
     let root = Principal { token_id: TokenId::generate(), role: Role::Admin, scope: Scope::All };
     let name = |raw: &str| Name::parse(raw).map_err(|error| anyhow::anyhow!("{error}"));
@@ -190,22 +193,28 @@ async fn register_terminals(app: &App, count: usize) -> anyhow::Result<Vec<(Stri
         .create_region(&root, NewRegion { parent_id: None, level: RegionLevel::District, name: name("压测区")? })
         .await
         .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let facility = app
-        .create_facility(
-            &root,
-            NewFacility {
-                region_id: region.id,
-                organisation_id: None,
-                name: name("压测助餐点")?,
-                kind: FacilityKind::MealCanteen,
-                merchant_wallet_id: WalletId::parse("0021999900000001").map_err(|error| anyhow::anyhow!("{error}"))?,
-            },
-        )
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
     let rng = ring::rand::SystemRandom::new();
     let mut terminals = Vec::with_capacity(count);
+    let mut facility = None;
     for n in 0..count {
+        if n % TERMINALS_PER_FACILITY == 0 {
+            let wallet = format!("00219999{:08}", n / TERMINALS_PER_FACILITY);
+            let created = app
+                .create_facility(
+                    &root,
+                    NewFacility {
+                        region_id: region.id.clone(),
+                        organisation_id: None,
+                        name: name(&format!("压测助餐点{}", n / TERMINALS_PER_FACILITY))?,
+                        kind: FacilityKind::MealCanteen,
+                        merchant_wallet_id: WalletId::parse(&wallet).map_err(|error| anyhow::anyhow!("{error}"))?,
+                    },
+                )
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            facility = Some(created);
+        }
+        let facility = facility.as_ref().expect("created on the first terminal");
         let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| anyhow::anyhow!("key generation failed"))?;
         let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| anyhow::anyhow!("key parsing failed"))?;
         use base64::Engine as _;
@@ -257,7 +266,7 @@ async fn drive_terminal(
 }
 
 /// pgbench's built-in TPC-B-like script on a scratch database of the same server, with the
-/// same client count and duration.
+/// same client count and duration, at pgbench's default scale (1).
 async fn measure_pgbench(server: &str, options: &BenchOptions) -> anyhow::Result<Measured> {
     let scratch = ScratchDatabase::create(server, "carepay_pgbench").await?;
     let url = scratch.url.clone();

@@ -1,9 +1,12 @@
 //! The double-entry ledger on disk: accounts, journal entries and their postings.
 //!
-//! Postings are the truth. Each account also carries running `debits_fen`/`credits_fen`
-//! totals, changed only here and only in the transaction that writes the postings, so a
-//! no-overdraft account is guarded by one compare-and-set UPDATE instead of a
-//! read-then-write race. [`Store::verify_ledger`] recomputes every total from the postings.
+//! Postings are the truth. A no-overdraft account also carries running `debits_fen` /
+//! `credits_fen` totals, changed only here and only in the transaction that writes the
+//! postings, so its guard is one compare-and-set UPDATE instead of a read-then-write race.
+//! Accounts that may go negative (clearing accounts every payment touches) keep no running
+//! totals: updating one row per payment would serialise every payment in the district on
+//! that row. Their balances are summed from postings when asked.
+//! [`Store::verify_ledger`] recomputes every stored total from the postings.
 
 use std::collections::BTreeMap;
 
@@ -84,16 +87,22 @@ impl Store {
         Ok(id)
     }
 
+    /// An account's totals: stored for guarded accounts, summed from postings otherwise.
     pub async fn account_totals(&self, code: &AccountCode) -> Result<Option<AccountTotals>, StoreError> {
-        let row = sqlx::query("SELECT debits_fen, credits_fen FROM ledger_accounts WHERE code = $1")
-            .bind(code.as_str())
-            .fetch_optional(self.pool())
-            .await?;
-        Ok(row
-            .map(|row| -> Result<_, sqlx::Error> {
-                Ok(AccountTotals { debits_fen: row.try_get(0)?, credits_fen: row.try_get(1)? })
-            })
-            .transpose()?)
+        // CAST: PostgreSQL's SUM(BIGINT) is NUMERIC, which the portable driver cannot read.
+        let row = sqlx::query(
+            "SELECT a.overdraft, a.debits_fen, a.credits_fen, \
+               CAST(COALESCE((SELECT SUM(amount_fen) FROM postings WHERE account_code = a.code AND side = 'debit'), 0) AS BIGINT), \
+               CAST(COALESCE((SELECT SUM(amount_fen) FROM postings WHERE account_code = a.code AND side = 'credit'), 0) AS BIGINT) \
+             FROM ledger_accounts a WHERE a.code = $1",
+        )
+        .bind(code.as_str())
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let guarded = row.try_get::<String, _>(0)? == overdraft_text(OverdraftPolicy::Forbidden);
+        let (debits, credits) = if guarded { (1, 2) } else { (3, 4) };
+        Ok(Some(AccountTotals { debits_fen: row.try_get(debits)?, credits_fen: row.try_get(credits)? }))
     }
 
     /// Recompute every account's totals from its postings, and every entry's balance.
@@ -105,7 +114,7 @@ impl Store {
                CAST(COALESCE(SUM(CASE WHEN p.side = 'debit' THEN p.amount_fen ELSE 0 END), 0) AS BIGINT), \
                CAST(COALESCE(SUM(CASE WHEN p.side = 'credit' THEN p.amount_fen ELSE 0 END), 0) AS BIGINT) \
              FROM ledger_accounts a LEFT JOIN postings p ON p.account_code = a.code \
-             GROUP BY a.code, a.debits_fen, a.credits_fen ORDER BY a.code",
+             WHERE a.overdraft = 'forbidden' GROUP BY a.code, a.debits_fen, a.credits_fen ORDER BY a.code",
         )
         .fetch_all(self.pool())
         .await?;
@@ -182,14 +191,23 @@ pub(crate) async fn post_in(
     for (account, delta) in per_account {
         let updated = sqlx::query(
             "UPDATE ledger_accounts SET debits_fen = debits_fen + $1, credits_fen = credits_fen + $2 \
-             WHERE code = $3 AND (overdraft = 'allowed' OR credits_fen + $2 - debits_fen - $1 >= 0)",
+             WHERE code = $3 AND overdraft = 'forbidden' AND credits_fen + $2 - debits_fen - $1 >= 0",
         )
         .bind(delta.debits_fen)
         .bind(delta.credits_fen)
         .bind(account.as_str())
         .execute(&mut *conn)
         .await?;
-        if updated.rows_affected() != 1 {
+        if updated.rows_affected() == 1 {
+            continue;
+        }
+        // No row moved: either the account may go negative (no stored totals to keep) or
+        // the guard held.
+        let policy: String = sqlx::query_scalar("SELECT overdraft FROM ledger_accounts WHERE code = $1")
+            .bind(account.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+        if policy != overdraft_text(OverdraftPolicy::Allowed) {
             return Err(StoreError::Ledger(LedgerError::Overdraft { account: account.clone() }));
         }
     }

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod payments;
 pub mod tokens;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -122,6 +123,34 @@ fn unique_constraint_name(db: &dyn sqlx::error::DatabaseError) -> Option<&'stati
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Serialises write transactions in this process (used on SQLite only).
+    write_gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction, holding the SQLite write gate while it lives.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
 }
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -152,7 +181,7 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, write_gate: Arc::new(tokio::sync::Mutex::new(())) })
     }
 
     /// The SQLite url for a file path, creating the file when missing.
@@ -188,12 +217,19 @@ impl Store {
     /// A transaction that will write. SQLite takes the write lock up front (`BEGIN
     /// IMMEDIATE`): a deferred transaction that reads and then writes can fail with
     /// SQLITE_BUSY on the upgrade without ever waiting on the busy timeout.
-    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+    ///
+    /// On SQLite, writers also queue on an in-process gate first: SQLite admits one writer
+    /// at a time anyway, and waiting on a lock in SQLite's busy handler means sleeping in
+    /// growing steps, which under load costs far more than the writes themselves.
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let (gate, tx) = match self.backend {
+            Backend::Sqlite => {
+                let gate = Arc::clone(&self.write_gate).lock_owned().await;
+                (Some(gate), self.pool.begin_with("BEGIN IMMEDIATE").await?)
+            }
+            Backend::Postgres => (None, self.pool.begin().await?),
         };
-        Ok(tx)
+        Ok(WriteTx { tx, _gate: gate })
     }
 
     /// Run one statement built at run time (administrative use: creating test databases).

@@ -156,7 +156,7 @@ async fn one_event_is_booked_once(app: TestApp) {
 async fn tampering_with_totals_is_detected(app: TestApp) {
     let store = &app.app.store;
     store.open_ledger_account(&code("a"), OverdraftPolicy::Allowed, UnixMs::now()).await.unwrap();
-    store.open_ledger_account(&code("b"), OverdraftPolicy::Allowed, UnixMs::now()).await.unwrap();
+    store.open_ledger_account(&code("b"), OverdraftPolicy::Forbidden, UnixMs::now()).await.unwrap();
     store.post_journal_entry(what("x"), &entry("a", "b", 500), UnixMs::now()).await.unwrap();
     assert_eq!(store.verify_ledger().await.unwrap(), vec![]);
     let pool = app.db.raw_pool().await;
