@@ -218,6 +218,7 @@ impl App {
         let terminal = Terminal {
             id: TerminalId::generate(),
             facility_id: facility.id,
+            merchant_wallet_id: facility.merchant_wallet_id,
             region_path: facility.region_path,
             label: new.label,
             status: TerminalStatus::Active,

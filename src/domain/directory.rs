@@ -271,6 +271,8 @@ pub struct Facility {
 pub struct Terminal {
     pub id: TerminalId,
     pub facility_id: FacilityId,
+    /// The facility's merchant wallet, where this terminal's payments go.
+    pub merchant_wallet_id: WalletId,
     pub region_path: RegionPath,
     pub label: Name,
     pub status: TerminalStatus,

@@ -321,20 +321,11 @@ impl App {
         }
     }
 
-    async fn merchant_wallet(&self, terminal: &Terminal) -> Result<WalletId> {
-        let facility = self
-            .store
-            .facility(&terminal.facility_id)
-            .await?
-            .ok_or_else(|| Error::Internal(anyhow::anyhow!("terminal {} has no facility", terminal.id)))?;
-        Ok(facility.merchant_wallet_id)
-    }
-
     /// Charge a payer code or card.
     pub async fn pay(&self, terminal: &Terminal, command: PayCommand) -> Result<Payment> {
         let amount = self.check_amount(command.amount)?;
         let description = self.check_text("description", &command.description)?;
-        let wallet = self.merchant_wallet(terminal).await?;
+        let wallet = terminal.merchant_wallet_id.clone();
         let now = UnixMs::now();
         let spec = NewPayment { request_id: &command.request_id, method: command.method, amount, description };
         let payment = self.new_payment(terminal, wallet, spec, now);
@@ -369,11 +360,14 @@ impl App {
                     paid_at: parse_operator_time(answer.paid_at.as_deref()),
                     next_check_at: None,
                 };
-                self.apply_trade_status(&payment, map_trade_status(answer.status), facts).await?;
+                // A notification may have moved it while we waited; then this re-reads.
+                self.move_payment(payment, map_trade_status(answer.status), facts).await
             }
-            Err(error) => self.after_operator_error(&payment, error).await?,
+            Err(error) => {
+                self.after_operator_error(&payment, error).await?;
+                self.store.payment(&payment.id).await?.ok_or(Error::NotFound { what: "payment" })
+            }
         }
-        self.store.payment(&payment.id).await?.ok_or(Error::NotFound { what: "payment" })
     }
 
     /// A definite refusal fails the payment; an unknown outcome is left for the worker to
@@ -405,8 +399,15 @@ impl App {
         to: PaymentStatus,
         facts: TradeFacts,
     ) -> Result<()> {
-        let now = UnixMs::now();
         let current = self.store.payment(&payment.id).await?.ok_or(Error::NotFound { what: "payment" })?;
+        self.move_payment(current, to, facts).await.map(|_| ())
+    }
+
+    /// Move `current` (as just read or just written) to `to`, forward only, with its ledger
+    /// entry and callback, and return the payment as it now stands. Only when another
+    /// writer moved it first is it read again.
+    async fn move_payment(&self, current: Payment, to: PaymentStatus, facts: TradeFacts) -> Result<Payment> {
+        let now = UnixMs::now();
         if current.status == to {
             if to.is_pending() {
                 let next = UnixMs(now.0 + self.payments.check_interval_ms);
@@ -414,11 +415,11 @@ impl App {
                     .reschedule_payment(&current.id, to, &TradeFacts { next_check_at: Some(next), ..facts }, now)
                     .await?;
             }
-            return Ok(());
+            return Ok(current);
         }
         if !current.status.may_become(to) {
             tracing::info!(payment = %current.id, from = %current.status, to = %to, "ignored a backward move");
-            return Ok(());
+            return Ok(current);
         }
         let facts = TradeFacts {
             paid_at: if to == PaymentStatus::Succeeded { facts.paid_at.or(Some(now)) } else { facts.paid_at },
@@ -433,8 +434,20 @@ impl App {
             _ => Effects::default(),
         };
         effects.events.extend(payment_event(&current, to, &facts));
-        self.store.transition_payment(&current.id, &[current.status], to, &facts, effects, now).await?;
-        Ok(())
+        let moved = self.store.transition_payment(&current.id, &[current.status], to, &facts, effects, now).await?;
+        if !moved {
+            return self.store.payment(&current.id).await?.ok_or(Error::NotFound { what: "payment" });
+        }
+        Ok(Payment {
+            status: to,
+            trade_no: facts.trade_no.or(current.trade_no.clone()),
+            fail_code: facts.fail_code.or(current.fail_code.clone()),
+            paid_at: facts.paid_at.or(current.paid_at),
+            next_check_at: facts.next_check_at,
+            version: current.version + 1,
+            updated_at: now,
+            ..current
+        })
     }
 
     /// A repeated request id: the same request gets the payment as it stands now (after a
@@ -473,7 +486,7 @@ impl App {
                 format!("must be between {} and {} seconds", settings.qr_min_expiry_s, settings.qr_max_expiry_s),
             ));
         }
-        let wallet = self.merchant_wallet(terminal).await?;
+        let wallet = terminal.merchant_wallet_id.clone();
         let now = UnixMs::now();
         let spec =
             NewPayment { request_id: &command.request_id, method: PaymentMethod::DynamicQr, amount, description };

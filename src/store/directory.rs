@@ -68,6 +68,7 @@ fn terminal_from_row(row: &AnyRow) -> Result<Terminal, sqlx::Error> {
     Ok(Terminal {
         id: TerminalId::from_trusted(row.try_get("id")?),
         facility_id: FacilityId::from_trusted(row.try_get("facility_id")?),
+        merchant_wallet_id: WalletId::from_trusted(row.try_get("merchant_wallet_id")?),
         region_path: RegionPath::from_trusted(row.try_get("region_path")?),
         label: Name::from_trusted(row.try_get("label")?),
         status: TerminalStatus::parse(&status).ok_or_else(|| corrupt("terminals.status", &status))?,
@@ -82,8 +83,8 @@ fn terminal_from_row(row: &AnyRow) -> Result<Terminal, sqlx::Error> {
 const FACILITY_COLUMNS: &str = "f.id, f.region_id, r.path AS region_path, f.organisation_id, f.name, f.kind, \
      f.merchant_wallet_id, f.version, f.created_at_ms, f.updated_at_ms";
 
-const TERMINAL_SELECT: &str = "SELECT t.id, t.facility_id, r.path AS region_path, t.label, t.status, \
-     k.id AS key_id, k.public_key, t.version, t.created_at_ms, t.updated_at_ms \
+const TERMINAL_SELECT: &str = "SELECT t.id, t.facility_id, f.merchant_wallet_id, r.path AS region_path, t.label, \
+     t.status, k.id AS key_id, k.public_key, t.version, t.created_at_ms, t.updated_at_ms \
      FROM terminals t \
      JOIN facilities f ON f.id = t.facility_id \
      JOIN regions r ON r.id = f.region_id \

@@ -8,7 +8,8 @@
 //! that row. Their balances are summed from postings when asked.
 //! [`Store::verify_ledger`] recomputes every stored total from the postings.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use sqlx::{AnyConnection, Row as _};
 
@@ -37,6 +38,31 @@ pub struct EntryRef<'a> {
     pub kind: &'a str,
     pub reference: &'a str,
     pub memo: &'a str,
+}
+
+/// Accounts known to be open, with their overdraft policy. Accounts are never closed and
+/// their policy never changes, so once an account's opening has committed, later entries
+/// need not open it again, and a clearing account's entries need no UPDATE at all.
+#[derive(Clone, Debug, Default)]
+pub struct KnownAccounts(Arc<Mutex<HashMap<String, OverdraftPolicy>>>);
+
+/// Most accounts remembered; past it the cache stops growing and lookups fall back to SQL.
+const MAX_KNOWN_ACCOUNTS: usize = 100_000;
+
+impl KnownAccounts {
+    pub fn policy(&self, code: &AccountCode) -> Option<OverdraftPolicy> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(code.as_str()).copied()
+    }
+
+    /// Call only after the transaction that opened these accounts committed.
+    pub fn remember(&self, accounts: &[(AccountCode, OverdraftPolicy)]) {
+        let mut known = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (code, policy) in accounts {
+            if known.len() < MAX_KNOWN_ACCOUNTS {
+                known.insert(code.as_str().to_owned(), *policy);
+            }
+        }
+    }
 }
 
 /// A disagreement between an account's running totals and the sum of its postings.
@@ -82,7 +108,7 @@ impl Store {
         now: UnixMs,
     ) -> Result<EntryId, StoreError> {
         let mut tx = self.begin_write().await?;
-        let id = post_in(&mut tx, what, entry, now).await?;
+        let id = post_in(&mut tx, what, entry, now, &self.known_accounts).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -154,6 +180,7 @@ pub(crate) async fn post_in(
     what: EntryRef<'_>,
     entry: &JournalEntry,
     now: UnixMs,
+    known: &KnownAccounts,
 ) -> Result<EntryId, StoreError> {
     let id = EntryId::generate();
     sqlx::query("INSERT INTO journal_entries (id, kind, reference, memo, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
@@ -165,30 +192,44 @@ pub(crate) async fn post_in(
         .execute(&mut *conn)
         .await?;
 
+    // All postings in one statement: one round trip however many there are (at most
+    // MAX_POSTINGS_PER_ENTRY, so the statement is bounded).
+    let postings = entry.postings();
+    let placeholders: Vec<String> = (0..postings.len())
+        .map(|n| format!("(${}, ${}, ${}, ${}, ${})", n * 5 + 1, n * 5 + 2, n * 5 + 3, n * 5 + 4, n * 5 + 5))
+        .collect();
+    let sql = format!(
+        "INSERT INTO postings (entry_id, seq, account_code, side, amount_fen) VALUES {}",
+        placeholders.join(", ")
+    );
+    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql));
     let mut per_account: BTreeMap<&AccountCode, AccountTotals> = BTreeMap::new();
-    for (seq, posting) in entry.postings().iter().enumerate() {
-        sqlx::query("INSERT INTO postings (entry_id, seq, account_code, side, amount_fen) VALUES ($1, $2, $3, $4, $5)")
+    for (seq, posting) in postings.iter().enumerate() {
+        insert = insert
             .bind(id.as_str())
             .bind(seq as i64)
             .bind(posting.account.as_str())
             .bind(posting.side.as_str())
-            .bind(posting.amount.fen())
-            .execute(&mut *conn)
-            .await
-            .map_err(|error| match &error {
-                sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation => {
-                    StoreError::Ledger(LedgerError::UnknownAccount(posting.account.clone()))
-                }
-                _ => StoreError::from(error),
-            })?;
+            .bind(posting.amount.fen());
         let totals = per_account.entry(&posting.account).or_insert(AccountTotals { debits_fen: 0, credits_fen: 0 });
         match posting.side {
             Side::Debit => totals.debits_fen += posting.amount.fen(),
             Side::Credit => totals.credits_fen += posting.amount.fen(),
         }
     }
+    insert.execute(&mut *conn).await.map_err(|error| match &error {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation => {
+            // Name the first account not known to be open.
+            let missing = postings.iter().find(|p| known.policy(&p.account).is_none()).unwrap_or(&postings[0]);
+            StoreError::Ledger(LedgerError::UnknownAccount(missing.account.clone()))
+        }
+        _ => StoreError::from(error),
+    })?;
 
     for (account, delta) in per_account {
+        if known.policy(account) == Some(OverdraftPolicy::Allowed) {
+            continue;
+        }
         let updated = sqlx::query(
             "UPDATE ledger_accounts SET debits_fen = debits_fen + $1, credits_fen = credits_fen + $2 \
              WHERE code = $3 AND overdraft = 'forbidden' AND credits_fen + $2 - debits_fen - $1 >= 0",

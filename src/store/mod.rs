@@ -125,6 +125,7 @@ pub struct Store {
     backend: Backend,
     /// Serialises write transactions in this process (used on SQLite only).
     write_gate: Arc<tokio::sync::Mutex<()>>,
+    pub(crate) known_accounts: ledger::KnownAccounts,
 }
 
 /// A write transaction, holding the SQLite write gate while it lives.
@@ -181,7 +182,12 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        Ok(Store { pool, backend, write_gate: Arc::new(tokio::sync::Mutex::new(())) })
+        Ok(Store {
+            pool,
+            backend,
+            write_gate: Arc::new(tokio::sync::Mutex::new(())),
+            known_accounts: ledger::KnownAccounts::default(),
+        })
     }
 
     /// The SQLite url for a file path, creating the file when missing.

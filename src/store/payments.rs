@@ -5,7 +5,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::callbacks::enqueue_in;
 use super::directory::corrupt;
-use super::ledger::{EntryRef, post_in};
+use super::ledger::{EntryRef, KnownAccounts, post_in};
 use super::{Store, StoreError};
 use crate::callbacks::NewEvent;
 use crate::domain::directory::WalletId;
@@ -199,9 +199,20 @@ async fn claim_request(
     }))
 }
 
-async fn apply_effects(conn: &mut AnyConnection, effects: Effects<'_>, now: UnixMs) -> Result<(), StoreError> {
+/// Apply `effects` inside the caller's transaction; returns the accounts to remember as
+/// open once it has committed.
+async fn apply_effects(
+    conn: &mut AnyConnection,
+    effects: Effects<'_>,
+    now: UnixMs,
+    known: &KnownAccounts,
+) -> Result<Vec<(AccountCode, OverdraftPolicy)>, StoreError> {
+    let mut opened = Vec::new();
     if let Some(Booking { what, entry, accounts }) = effects.booking {
         for (code, policy) in &accounts {
+            if known.policy(code).is_some() {
+                continue;
+            }
             sqlx::query(
                 "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
                  VALUES ($1, $2, 0, 0, $3) ON CONFLICT (code) DO NOTHING",
@@ -212,12 +223,13 @@ async fn apply_effects(conn: &mut AnyConnection, effects: Effects<'_>, now: Unix
             .execute(&mut *conn)
             .await?;
         }
-        post_in(conn, what, &entry, now).await?;
+        post_in(conn, what, &entry, now, known).await?;
+        opened = accounts;
     }
     for event in &effects.events {
         enqueue_in(conn, event, now).await?;
     }
-    Ok(())
+    Ok(opened)
 }
 
 impl Store {
@@ -382,8 +394,9 @@ impl Store {
         if moved.rows_affected() != 1 {
             return Ok(false);
         }
-        apply_effects(&mut tx, effects, now).await?;
+        let opened = apply_effects(&mut tx, effects, now, &self.known_accounts).await?;
         tx.commit().await?;
+        self.known_accounts.remember(&opened);
         Ok(true)
     }
 
@@ -594,8 +607,9 @@ impl Store {
         if updated.rows_affected() != 1 {
             return Err(StoreError::GuardFailed);
         }
-        apply_effects(&mut tx, effects, now).await?;
+        let opened = apply_effects(&mut tx, effects, now, &self.known_accounts).await?;
         tx.commit().await?;
+        self.known_accounts.remember(&opened);
         Ok(true)
     }
 
