@@ -109,6 +109,15 @@ pub struct ReverseCommand {
     pub payment_id: PaymentId,
 }
 
+/// A payment request either starts a new payment or repeats one already made.
+enum Started {
+    New(Payment),
+    Replayed(Payment),
+}
+
+/// How often a repeated request looks whether the first one has finished.
+const DUPLICATE_POLL_MS: u64 = 20;
+
 /// What a new payment is, before it gets its id.
 struct NewPayment<'a> {
     request_id: &'a RequestId,
@@ -321,25 +330,34 @@ impl App {
         }
     }
 
-    /// Charge a payer code or card.
-    pub async fn pay(&self, terminal: &Terminal, command: PayCommand) -> Result<Payment> {
-        let amount = self.check_amount(command.amount)?;
-        let description = self.check_text("description", &command.description)?;
-        let wallet = terminal.merchant_wallet_id.clone();
+    /// Create a payment under the terminal's request id, or (the id seen before) answer
+    /// with the payment it created.
+    async fn begin_payment(&self, terminal: &Terminal, spec: NewPayment<'_>, request_sha256: &str) -> Result<Started> {
         let now = UnixMs::now();
-        let spec = NewPayment { request_id: &command.request_id, method: command.method, amount, description };
-        let payment = self.new_payment(terminal, wallet, spec, now);
+        let request_id = spec.request_id.clone();
+        let payment = self.new_payment(terminal, terminal.merchant_wallet_id.clone(), spec, now);
         let request = TerminalRequest {
             terminal_id: &terminal.id,
-            request_id: command.request_id.as_str(),
-            request_sha256: &command.request_sha256,
+            request_id: request_id.as_str(),
+            request_sha256,
             kind: RequestKind::Payment,
             object_id: payment.id.as_str(),
             now,
         };
-        let payment = match self.store.begin_payment(&payment, &request).await? {
-            Begun::Created(payment) => payment,
-            Begun::Seen(seen) => return self.replay_payment(seen, &command.request_sha256).await,
+        match self.store.begin_payment(&payment, &request).await? {
+            Begun::Created(payment) => Ok(Started::New(payment)),
+            Begun::Seen(seen) => Ok(Started::Replayed(self.replay_payment(seen, request_sha256).await?)),
+        }
+    }
+
+    /// Charge a payer code or card.
+    pub async fn pay(&self, terminal: &Terminal, command: PayCommand) -> Result<Payment> {
+        let amount = self.check_amount(command.amount)?;
+        let description = self.check_text("description", &command.description)?;
+        let spec = NewPayment { request_id: &command.request_id, method: command.method, amount, description };
+        let payment = match self.begin_payment(terminal, spec, &command.request_sha256).await? {
+            Started::New(payment) => payment,
+            Started::Replayed(payment) => return Ok(payment),
         };
         let answer = self
             .operator()?
@@ -457,19 +475,38 @@ impl App {
             return Err(Error::IdempotencyMismatch);
         }
         let id = PaymentId::from_trusted(seen.object_id);
+        self.wait_for_first(
+            || async { self.store.payment(&id).await?.ok_or(Error::NotFound { what: "payment" }) },
+            |payment: &Payment| {
+                payment.status == PaymentStatus::Processing
+                    && payment.check_attempts == 0
+                    && self.within_lease(payment.created_at)
+            },
+        )
+        .await
+    }
+
+    fn within_lease(&self, created_at: UnixMs) -> bool {
+        UnixMs::now().0 < created_at.0 + self.payments.request_lease_ms
+    }
+
+    /// Read an object until the first request that created it has finished with it
+    /// (`still_running` false), at most `duplicate_wait_ms`; past that, ABORTED.
+    async fn wait_for_first<T, F, Fut>(&self, read: F, still_running: impl Fn(&T) -> bool) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.payments.duplicate_wait_ms);
         loop {
-            let payment = self.store.payment(&id).await?.ok_or(Error::NotFound { what: "payment" })?;
-            let first_still_running = payment.status == PaymentStatus::Processing
-                && payment.check_attempts == 0
-                && UnixMs::now().0 < payment.created_at.0 + self.payments.request_lease_ms;
-            if !first_still_running {
-                return Ok(payment);
+            let object = read().await?;
+            if !still_running(&object) {
+                return Ok(object);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::InFlight);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(DUPLICATE_POLL_MS)).await;
         }
     }
 
@@ -486,22 +523,12 @@ impl App {
                 format!("must be between {} and {} seconds", settings.qr_min_expiry_s, settings.qr_max_expiry_s),
             ));
         }
-        let wallet = terminal.merchant_wallet_id.clone();
         let now = UnixMs::now();
         let spec =
             NewPayment { request_id: &command.request_id, method: PaymentMethod::DynamicQr, amount, description };
-        let payment = self.new_payment(terminal, wallet, spec, now);
-        let request = TerminalRequest {
-            terminal_id: &terminal.id,
-            request_id: command.request_id.as_str(),
-            request_sha256: &command.request_sha256,
-            kind: RequestKind::Payment,
-            object_id: payment.id.as_str(),
-            now,
-        };
-        let payment = match self.store.begin_payment(&payment, &request).await? {
-            Begun::Created(payment) => payment,
-            Begun::Seen(seen) => return self.replay_payment(seen, &command.request_sha256).await,
+        let payment = match self.begin_payment(terminal, spec, &command.request_sha256).await? {
+            Started::New(payment) => payment,
+            Started::Replayed(payment) => return Ok(payment),
         };
         let answer = self
             .operator()?
@@ -657,21 +684,16 @@ impl App {
             return Err(Error::IdempotencyMismatch);
         }
         let id = RefundId::from_trusted(seen.object_id);
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.payments.duplicate_wait_ms);
-        loop {
-            let refund = self.store.refund(&id).await?.ok_or(Error::NotFound { what: "refund" })?;
-            let first_still_running = refund.status == RefundStatus::Processing
-                && refund.check_attempts == 0
-                && refund.refund_no.is_none()
-                && UnixMs::now().0 < refund.created_at.0 + self.payments.request_lease_ms;
-            if !first_still_running {
-                return Ok(refund);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::InFlight);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        self.wait_for_first(
+            || async { self.store.refund(&id).await?.ok_or(Error::NotFound { what: "refund" }) },
+            |refund: &Refund| {
+                refund.status == RefundStatus::Processing
+                    && refund.check_attempts == 0
+                    && refund.refund_no.is_none()
+                    && self.within_lease(refund.created_at)
+            },
+        )
+        .await
     }
 
     /// Undo a payment whose outcome is pending, or a succeeded one on its business day.

@@ -37,6 +37,23 @@ impl RequestKind {
     }
 }
 
+/// The tables whose rows the payments worker claims; each has `next_check_at_ms` and
+/// `lease_*` columns.
+#[derive(Clone, Copy, Debug)]
+enum DueTable {
+    Payments,
+    Refunds,
+}
+
+impl DueTable {
+    fn name(self) -> &'static str {
+        match self {
+            DueTable::Payments => "payments",
+            DueTable::Refunds => "refunds",
+        }
+    }
+}
+
 /// The idempotency key of one terminal request.
 #[derive(Clone, Debug)]
 pub struct TerminalRequest<'a> {
@@ -451,7 +468,6 @@ impl Store {
     }
 
     /// Claim up to `limit` payments whose next check is due and whose lease has lapsed.
-    /// Each claim is a compare-and-set, so two instances never hold the same payment.
     pub async fn claim_due_payments(
         &self,
         owner: &str,
@@ -459,31 +475,50 @@ impl Store {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<Payment>, StoreError> {
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM payments WHERE next_check_at_ms IS NOT NULL AND next_check_at_ms <= $1 \
-             AND (lease_until_ms IS NULL OR lease_until_ms < $1) ORDER BY next_check_at_ms LIMIT $2",
-        )
-        .bind(now.0)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await?;
+        let mut claimed = Vec::new();
+        for id in self.claim_due(DueTable::Payments, owner, now, lease_ms, limit).await? {
+            claimed.extend(self.payment(&PaymentId::from_trusted(id)).await?);
+        }
+        Ok(claimed)
+    }
+
+    /// Claim the ids of up to `limit` rows of `table` whose next check is due and whose
+    /// lease has lapsed. Each claim is a compare-and-set, so two instances never hold the
+    /// same row; a row another instance took between the SELECT and the UPDATE is skipped.
+    async fn claim_due(
+        &self,
+        table: DueTable,
+        owner: &str,
+        now: UnixMs,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let table = table.name();
+        let select = format!(
+            "SELECT id FROM {table} WHERE next_check_at_ms IS NOT NULL AND next_check_at_ms <= $1 \
+             AND (lease_until_ms IS NULL OR lease_until_ms < $1) ORDER BY next_check_at_ms LIMIT $2"
+        );
+        let candidates: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(select))
+            .bind(now.0)
+            .bind(i64::from(limit))
+            .fetch_all(self.pool())
+            .await?;
+        let claim = format!(
+            "UPDATE {table} SET lease_owner = $1, lease_until_ms = $2 WHERE id = $3 \
+             AND next_check_at_ms IS NOT NULL AND next_check_at_ms <= $4 \
+             AND (lease_until_ms IS NULL OR lease_until_ms < $4)"
+        );
         let mut claimed = Vec::new();
         for id in candidates {
-            let won = sqlx::query(
-                "UPDATE payments SET lease_owner = $1, lease_until_ms = $2 WHERE id = $3 \
-                 AND next_check_at_ms IS NOT NULL AND next_check_at_ms <= $4 \
-                 AND (lease_until_ms IS NULL OR lease_until_ms < $4)",
-            )
-            .bind(owner)
-            .bind(now.0 + lease_ms)
-            .bind(id.as_str())
-            .bind(now.0)
-            .execute(self.pool())
-            .await?;
-            if won.rows_affected() == 1
-                && let Some(payment) = self.payment(&PaymentId::from_trusted(id)).await?
-            {
-                claimed.push(payment);
+            let won = sqlx::query(sqlx::AssertSqlSafe(claim.clone()))
+                .bind(owner)
+                .bind(now.0 + lease_ms)
+                .bind(id.as_str())
+                .bind(now.0)
+                .execute(self.pool())
+                .await?;
+            if won.rows_affected() == 1 {
+                claimed.push(id);
             }
         }
         Ok(claimed)
@@ -643,32 +678,9 @@ impl Store {
         lease_ms: i64,
         limit: u32,
     ) -> Result<Vec<Refund>, StoreError> {
-        let candidates: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM refunds WHERE next_check_at_ms IS NOT NULL AND next_check_at_ms <= $1 \
-             AND (lease_until_ms IS NULL OR lease_until_ms < $1) ORDER BY next_check_at_ms LIMIT $2",
-        )
-        .bind(now.0)
-        .bind(i64::from(limit))
-        .fetch_all(self.pool())
-        .await?;
         let mut claimed = Vec::new();
-        for id in candidates {
-            let won = sqlx::query(
-                "UPDATE refunds SET lease_owner = $1, lease_until_ms = $2 WHERE id = $3 \
-                 AND next_check_at_ms IS NOT NULL AND next_check_at_ms <= $4 \
-                 AND (lease_until_ms IS NULL OR lease_until_ms < $4)",
-            )
-            .bind(owner)
-            .bind(now.0 + lease_ms)
-            .bind(id.as_str())
-            .bind(now.0)
-            .execute(self.pool())
-            .await?;
-            if won.rows_affected() == 1
-                && let Some(refund) = self.refund(&RefundId::from_trusted(id)).await?
-            {
-                claimed.push(refund);
-            }
+        for id in self.claim_due(DueTable::Refunds, owner, now, lease_ms, limit).await? {
+            claimed.extend(self.refund(&RefundId::from_trusted(id)).await?);
         }
         Ok(claimed)
     }
