@@ -294,6 +294,24 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Start a second carepay instance on the same database and the same wallet operator,
+    /// with its own pool, nonce memory and port, as another replica behind a load balancer
+    /// would be. Returns its base URL; it stops when the test's runtime ends.
+    pub async fn spawn_replica(&self) -> String {
+        let store = self.db.store().await;
+        let mut app = App::new(store, Limits::default()).with_operator(self.app.operator.clone().expect("operator"));
+        app.payments = test_payment_settings();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+        let address = format!("http://{}", listener.local_addr().expect("local addr"));
+        tokio::spawn(async move {
+            let settings = HttpSettings::default();
+            carepay::server::serve(app, &settings, listener, std::future::pending(), Duration::from_secs(1)).await
+        });
+        address
+    }
+}
+
 /// A fresh Ed25519 key pair for a terminal: (pkcs8 document, base64 public key).
 pub fn terminal_key_pair() -> (ring::signature::Ed25519KeyPair, String) {
     use base64::Engine as _;

@@ -28,6 +28,7 @@ backend_tests!(
     bad_amounts_and_codes_are_refused_and_record_nothing,
     a_charge_the_operator_never_received_fails_only_after_a_definite_answer,
     every_outcome_is_called_back_to_the_facility_once_with_its_version,
+    duplicates_spread_over_two_instances_still_make_one_payment,
 );
 
 const WALLET: &str = "0021000000000001";
@@ -345,4 +346,45 @@ async fn every_outcome_is_called_back_to_the_facility_once_with_its_version(app:
     assert_eq!(seen, expected);
     let failed_body = received.iter().map(|r| r.json()).find(|body| body["type"] == "payment.failed").unwrap();
     assert_eq!(failed_body["data"]["fail_code"], "INSUFFICIENT_BALANCE");
+}
+
+async fn duplicates_spread_over_two_instances_still_make_one_payment(app: TestApp) {
+    let till = terminal(&app, WALLET).await;
+    let replica = app.spawn_replica().await;
+    let replica_client = crate::terminal_client::connect_to(&replica).await;
+    let till = Arc::new(till);
+    let mut tasks = Vec::new();
+    for n in 0..40 {
+        let till = Arc::clone(&till);
+        let client = if n % 2 == 0 { till.client.clone() } else { replica_client.clone() };
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                let message = carepay::grpc::proto::PayRequest {
+                    request_id: String::from("across-instances"),
+                    amount: String::from("7.70"),
+                    description: String::from("午餐"),
+                    source: Some(carepay::grpc::proto::pay_request::Source::PayerCode(String::from(
+                        "013412345678900000",
+                    ))),
+                };
+                match client.clone().pay(till.signed("Pay", message)).await {
+                    Err(status) if status.code() == Code::Aborted => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    other => return other.map(tonic::Response::into_inner),
+                }
+            }
+            panic!("still in flight after 50 retries");
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for task in tasks {
+        let payment = task.await.unwrap().expect("every duplicate gets the payment");
+        assert_eq!(payment.status, PaymentStatus::Succeeded as i32);
+        ids.insert(payment.payment_id);
+    }
+    assert_eq!(ids.len(), 1, "one payment across both instances");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(sandbox_balance(&app), "7.70", "one operator charge");
+    assert_eq!(wallet_balance_fen(&app).await, 770);
 }

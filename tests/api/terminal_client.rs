@@ -36,7 +36,11 @@ pub async fn terminal(app: &TestApp, wallet: &str) -> TestTerminal {
 }
 
 pub async fn connect(app: &TestApp) -> TerminalServiceClient<Channel> {
-    let channel = Channel::from_shared(app.address.clone()).unwrap().connect().await.expect("gRPC connect");
+    connect_to(&app.address).await
+}
+
+pub async fn connect_to(address: &str) -> TerminalServiceClient<Channel> {
+    let channel = Channel::from_shared(address.to_owned()).unwrap().connect().await.expect("gRPC connect");
     TerminalServiceClient::new(channel)
 }
 
