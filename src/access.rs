@@ -127,6 +127,9 @@ impl App {
         if !token.is_live(UnixMs::now()) {
             return Err(Error::Unauthenticated);
         }
+        self.token_rate
+            .check(token.id.as_str(), std::time::Instant::now())
+            .map_err(|retry_after_s| Error::RateLimited { retry_after_s })?;
         Ok(Principal { token_id: token.id.clone(), role: token.role, scope: token.scope() })
     }
 

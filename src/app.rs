@@ -13,6 +13,7 @@ use crate::nonces::{DEFAULT_NONCE_CAPACITY, NonceCache};
 use crate::operator::client::OperatorClient;
 use crate::operator::signing::Verifier;
 use crate::payments::PaymentSettings;
+use crate::rate_limit::{Rate, RateLimiter};
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -23,6 +24,10 @@ pub struct Limits {
     pub max_transaction_amount: Amount,
     /// Largest page a listing returns.
     pub max_page_size: u32,
+    /// Requests one back-office token may make.
+    pub token_rate: Rate,
+    /// Requests one terminal may make.
+    pub terminal_rate: Rate,
 }
 
 impl Default for Limits {
@@ -30,6 +35,8 @@ impl Default for Limits {
         Limits {
             max_transaction_amount: Amount::from_fen(5_000_000).expect("50,000.00 yuan is a valid amount"),
             max_page_size: 200,
+            token_rate: Rate { per_second: 50, burst: 100 },
+            terminal_rate: Rate { per_second: 50, burst: 100 },
         }
     }
 }
@@ -51,6 +58,10 @@ pub struct App {
     pub payments: PaymentSettings,
     /// Terminal nonces this instance has accepted (replay protection).
     pub nonces: Arc<NonceCache>,
+    /// Requests per back-office token.
+    pub token_rate: Arc<RateLimiter>,
+    /// Requests per terminal.
+    pub terminal_rate: Arc<RateLimiter>,
     /// Seals secrets kept at rest (callback signing secrets). `App::new` starts with a key
     /// that lives as long as the process; `serve` installs the configured one.
     pub secrets: SecretBox,
@@ -58,12 +69,15 @@ pub struct App {
 
 impl App {
     pub fn new(store: Store, limits: Limits) -> App {
+        let (token_rate, terminal_rate) = (limits.token_rate, limits.terminal_rate);
         App {
             store,
             limits,
             operator: None,
             payments: PaymentSettings::default(),
             nonces: Arc::new(NonceCache::new(DEFAULT_NONCE_CAPACITY, UnixMs::now().0 / 1_000)),
+            token_rate: Arc::new(RateLimiter::new(token_rate)),
+            terminal_rate: Arc::new(RateLimiter::new(terminal_rate)),
             secrets: SecretBox::ephemeral(),
         }
     }

@@ -81,6 +81,26 @@ pub struct ServeConfig {
     #[arg(long, env = "CAREPAY_MAX_TRANSACTION_AMOUNT", default_value = "50000.00", value_parser = parse_amount)]
     pub max_transaction_amount: Amount,
 
+    /// Requests per second one back-office token may make (sustained); beyond: 429.
+    #[arg(long, env = "CAREPAY_TOKEN_RATE_PER_S", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub token_rate_per_s: u32,
+
+    /// Requests one back-office token may make in a burst.
+    #[arg(long, env = "CAREPAY_TOKEN_RATE_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub token_rate_burst: u32,
+
+    /// Requests per second one terminal may make (sustained); beyond: RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CAREPAY_TERMINAL_RATE_PER_S", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub terminal_rate_per_s: u32,
+
+    /// Requests one terminal may make in a burst.
+    #[arg(long, env = "CAREPAY_TERMINAL_RATE_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub terminal_rate_burst: u32,
+
     /// How long to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "CAREPAY_SHUTDOWN_GRACE_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
@@ -118,7 +138,15 @@ impl ServeConfig {
     }
 
     pub fn limits(&self) -> Limits {
-        Limits { max_transaction_amount: self.max_transaction_amount, ..Limits::default() }
+        Limits {
+            max_transaction_amount: self.max_transaction_amount,
+            token_rate: crate::rate_limit::Rate { per_second: self.token_rate_per_s, burst: self.token_rate_burst },
+            terminal_rate: crate::rate_limit::Rate {
+                per_second: self.terminal_rate_per_s,
+                burst: self.terminal_rate_burst,
+            },
+            ..Limits::default()
+        }
     }
 }
 

@@ -32,6 +32,9 @@ pub enum Error {
     /// The first request with this idempotency key is still being processed.
     #[error("the first request with this id is still in progress; retry later")]
     InFlight,
+    /// The caller exceeded its request rate; retry after this many seconds.
+    #[error("too many requests; retry in {retry_after_s} s")]
+    RateLimited { retry_after_s: u32 },
     /// A dependency (the operator) did not answer; repeating the same request is safe.
     #[error("{detail}")]
     Unavailable { detail: String },

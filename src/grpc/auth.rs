@@ -49,6 +49,9 @@ pub async fn verify_terminal(State(app): State<App>, request: Request, next: Nex
             tracing::info!(terminal = %envelope.terminal_id, %reason, "terminal request refused");
             unauthenticated(&reason.to_string())
         }
+        Err(Err(error @ crate::error::Error::RateLimited { .. })) => {
+            super::error::status(error).into_http::<Body>().into_response()
+        }
         Err(Err(error)) => {
             tracing::error!(%error, "terminal authentication failed internally");
             tonic::Status::unavailable("try again shortly").into_http::<Body>().into_response()
@@ -85,6 +88,10 @@ impl App {
             .authenticate_terminal(&envelope.terminal_id, &envelope.signed_message(), &envelope.signature)
             .await
             .map_err(|outcome| outcome.map(EnvelopeRefusal::Terminal))?;
+        // Counted after the signature verified, so nobody can spend another terminal's rate.
+        self.terminal_rate
+            .check(terminal.id.as_str(), std::time::Instant::now())
+            .map_err(|retry_after_s| Err(crate::error::Error::RateLimited { retry_after_s }))?;
         // The nonce must outlive any timestamp the window still accepts.
         let expires_at = UnixMs((envelope.timestamp_s + window_s) * 1_000 + 1_000);
         match self.nonces.insert(&terminal.id, &envelope.nonce, expires_at, now) {

@@ -16,6 +16,9 @@ pub fn status(error: Error) -> tonic::Status {
         Error::InFlight => {
             tonic::Status::aborted("REQUEST_IN_FLIGHT: the first call with this request_id is still running; retry")
         }
+        Error::RateLimited { retry_after_s } => {
+            tonic::Status::resource_exhausted(format!("RATE_LIMITED: too many requests; retry in {retry_after_s} s"))
+        }
         Error::Unavailable { detail } => tonic::Status::unavailable(format!("UPSTREAM_UNAVAILABLE: {detail}")),
         Error::Internal(source) => {
             tracing::error!(error = ?source, "internal error");

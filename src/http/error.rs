@@ -94,6 +94,12 @@ impl From<Error> for ApiError {
                 "the first request with this idempotency key is still in progress; retry later",
             )
             .with_retry_after(1),
+            Error::RateLimited { retry_after_s } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!("too many requests from this token; retry in {retry_after_s} s"),
+            )
+            .with_retry_after(retry_after_s),
             Error::Unavailable { detail } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_UNAVAILABLE", detail).with_retry_after(5)
             }

@@ -132,7 +132,10 @@ async fn measure_carepay(label: &str, url: &str, options: &BenchOptions) -> anyh
         Clock::system(),
     )
     .await?;
-    let app = App::new(store.clone(), Limits::default()).with_operator(setup.link);
+    // The load generator is one trusted caller per terminal, measured flat out.
+    let unlimited = crate::rate_limit::Rate { per_second: 1_000_000, burst: 1_000_000 };
+    let limits = Limits { token_rate: unlimited, terminal_rate: unlimited, ..Limits::default() };
+    let app = App::new(store.clone(), limits).with_operator(setup.link);
     let keys = register_terminals(&app, options.terminals).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -13,6 +13,7 @@ use carepay::operator::setup::OperatorTarget;
 use carepay::operator::signing::Signer;
 use carepay::payments::PaymentSettings;
 use carepay::payments::worker::WorkerSettings;
+use carepay::rate_limit::Rate;
 use carepay::store::{Backend, PoolSettings, Store};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -97,6 +98,12 @@ pub fn test_payment_settings() -> PaymentSettings {
     }
 }
 
+/// Limits for tests: rates high enough that only the rate-limit tests meet them.
+pub fn test_limits() -> Limits {
+    let generous = Rate { per_second: 100_000, burst: 100_000 };
+    Limits { token_rate: generous, terminal_rate: generous, ..Limits::default() }
+}
+
 pub fn test_sandbox_config() -> SandboxConfig {
     SandboxConfig {
         confirm_delay_ms: 300,
@@ -123,7 +130,7 @@ pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp
     .await
     .expect("sandbox operator");
     let sandbox = setup.sandbox.expect("in-process sandbox");
-    let mut app = App::new(store, Limits::default()).with_operator(setup.link);
+    let mut app = App::new(store, test_limits()).with_operator(setup.link);
     app.payments = test_payment_settings();
     let worker_settings = WorkerSettings { poll_interval_ms: 50, ..WorkerSettings::default() };
     let (worker_stop, worker_stop_rx) = oneshot::channel::<()>();
@@ -298,9 +305,9 @@ impl TestApp {
     /// Start a second carepay instance on the same database and the same wallet operator,
     /// with its own pool, nonce memory and port, as another replica behind a load balancer
     /// would be. Returns its base URL; it stops when the test's runtime ends.
-    pub async fn spawn_replica(&self) -> String {
+    pub async fn spawn_replica(&self, limits: Limits) -> String {
         let store = self.db.store().await;
-        let mut app = App::new(store, Limits::default()).with_operator(self.app.operator.clone().expect("operator"));
+        let mut app = App::new(store, limits).with_operator(self.app.operator.clone().expect("operator"));
         app.payments = test_payment_settings();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let address = format!("http://{}", listener.local_addr().expect("local addr"));

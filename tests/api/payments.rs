@@ -29,6 +29,7 @@ backend_tests!(
     a_charge_the_operator_never_received_fails_only_after_a_definite_answer,
     every_outcome_is_called_back_to_the_facility_once_with_its_version,
     duplicates_spread_over_two_instances_still_make_one_payment,
+    callers_over_their_rate_are_told_when_to_retry_and_others_are_unaffected,
 );
 
 const WALLET: &str = "0021000000000001";
@@ -350,7 +351,7 @@ async fn every_outcome_is_called_back_to_the_facility_once_with_its_version(app:
 
 async fn duplicates_spread_over_two_instances_still_make_one_payment(app: TestApp) {
     let till = terminal(&app, WALLET).await;
-    let replica = app.spawn_replica().await;
+    let replica = app.spawn_replica(crate::helpers::test_limits()).await;
     let replica_client = crate::terminal_client::connect_to(&replica).await;
     let till = Arc::new(till);
     let mut tasks = Vec::new();
@@ -387,4 +388,37 @@ async fn duplicates_spread_over_two_instances_still_make_one_payment(app: TestAp
     assert_eq!(count(&app, "SELECT COUNT(*) FROM payments").await, 1);
     assert_eq!(sandbox_balance(&app), "7.70", "one operator charge");
     assert_eq!(wallet_balance_fen(&app).await, 770);
+}
+
+async fn callers_over_their_rate_are_told_when_to_retry_and_others_are_unaffected(app: TestApp) {
+    let till = terminal(&app, WALLET).await;
+    let other = terminal(&app, "0021000000000002").await;
+    let tight = carepay::rate_limit::Rate { per_second: 1, burst: 3 };
+    let limits = carepay::app::Limits { token_rate: tight, terminal_rate: tight, ..Default::default() };
+    let replica = app.spawn_replica(limits).await;
+    let client = crate::terminal_client::connect_to(&replica).await;
+
+    let get = |till: &crate::terminal_client::TestTerminal| {
+        let message = carepay::grpc::proto::GetPaymentRequest {
+            key: Some(carepay::grpc::proto::get_payment_request::Key::RequestId(String::from("none"))),
+        };
+        let request = till.signed("GetPayment", message);
+        let mut client = client.clone();
+        async move { client.get_payment(request).await }
+    };
+    for _ in 0..3 {
+        assert_eq!(get(&till).await.unwrap_err().code(), Code::NotFound, "within the burst");
+    }
+    let limited = get(&till).await.unwrap_err();
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    assert_eq!(get(&other).await.unwrap_err().code(), Code::NotFound, "another terminal is unaffected");
+
+    let http = reqwest::Client::new();
+    let call = || http.get(format!("{replica}/v1/regions")).bearer_auth(&app.root_token).send();
+    for _ in 0..3 {
+        assert_eq!(call().await.unwrap().status(), reqwest::StatusCode::OK);
+    }
+    let limited = call().await.unwrap();
+    assert_eq!(limited.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["retry-after"], "1");
 }
