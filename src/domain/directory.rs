@@ -78,8 +78,11 @@ macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        // The wire names are the snake_case variant names, the same text `as_str` gives
+        // (a test holds the two together); the OpenAPI document reads this attribute.
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+            $($(#[$vdoc])* $variant),+
         }
 
         impl $name {
@@ -325,6 +328,21 @@ mod tests {
         assert!(!scope.contains(&other_path));
         assert!(Scope::All.covers(&scope));
         assert!(!scope.covers(&Scope::All));
+    }
+
+    #[test]
+    fn wire_names_and_stored_names_agree() {
+        fn check<T: serde::Serialize + Copy + std::fmt::Display>(all: &[T]) {
+            for value in all {
+                assert_eq!(serde_json::to_value(value).unwrap(), serde_json::Value::String(value.to_string()));
+            }
+        }
+        check(RegionLevel::ALL);
+        check(FacilityKind::ALL);
+        check(TerminalStatus::ALL);
+        check(crate::domain::payment::PaymentStatus::ALL);
+        check(crate::domain::payment::PaymentMethod::ALL);
+        check(crate::domain::payment::RefundStatus::ALL);
     }
 
     #[test]

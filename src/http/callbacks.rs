@@ -17,7 +17,6 @@ use super::error::{ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
 use super::views::Page;
 use crate::callbacks::endpoints::{EndpointChange, EndpointWithSecret, NewEndpoint};
-use crate::directory::PageRequest;
 use crate::domain::callbacks::{
     Attempt, Delivery, DeliveryStatus, DisabledReason, Endpoint, EndpointStatus, EndpointUrl, EventOwner, EventType,
     EventTypes, OwnerKind,
@@ -238,6 +237,7 @@ async fn create_endpoint(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointListParams {
     /// Only this facility's endpoints.
@@ -246,6 +246,7 @@ pub struct EndpointListParams {
     pub office_region_id: Option<String>,
     pub after: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -258,7 +259,7 @@ async fn list_endpoints(
     StrictQuery(params): StrictQuery<EndpointListParams>,
 ) -> ApiResult<Json<Page<EndpointView>>> {
     let owner = owner_field(params.facility_id.as_deref(), params.office_region_id.as_deref())?;
-    let request = PageRequest { after: params.after, limit: params.limit };
+    let request = super::directory::page_request(params.after, params.limit)?;
     let endpoints = state.app.endpoints(&caller, owner.as_ref(), &request).await?;
     let limit = state.app.page(&request).limit;
     Ok(Json(Page::new(endpoints, limit, |e| e.id.to_string(), EndpointView::from)))
@@ -347,6 +348,7 @@ async fn public_key(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryListParams {
     /// Only deliveries in this state: pending, succeeded or failed.
@@ -374,13 +376,14 @@ async fn list_deliveries(
                 .ok_or_else(|| Error::invalid("status", "INVALID_STATUS", "must be pending, succeeded or failed"))
         })
         .transpose()?;
-    let request = PageRequest { after: params.after, limit: params.limit };
+    let request = super::directory::page_request(params.after, params.limit)?;
     let deliveries = state.app.endpoint_deliveries(&caller, &id, status, &request).await?;
     let limit = state.app.page(&request).limit;
     Ok(Json(Page::new(deliveries, limit, |d| d.event_id.to_string(), DeliveryView::from)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AttemptListParams {
     /// Only the attempts of this event.
@@ -402,7 +405,7 @@ async fn list_attempts(
     StrictQuery(params): StrictQuery<AttemptListParams>,
 ) -> ApiResult<Json<Page<AttemptView>>> {
     let event = params.event_id.as_deref().map(|raw| id_field("event_id", raw, EventId::parse)).transpose()?;
-    let request = PageRequest { after: params.after, limit: params.limit };
+    let request = super::directory::page_request(params.after, params.limit)?;
     let attempts = state.app.endpoint_attempts(&caller, &id, event.as_ref(), &request).await?;
     let limit = state.app.page(&request).limit;
     Ok(Json(Page::new(attempts, limit, |a| a.id.to_string(), AttemptView::from)))

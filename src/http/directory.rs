@@ -9,7 +9,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiResult, Problem};
+use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
 use super::views::{FacilityView, OrganisationView, Page, RegionView};
 use crate::directory::{FacilityChange, NewFacility, NewOrganisation, NewRegion, PageRequest};
@@ -29,18 +29,37 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// `?after=<id>&limit=<n>` on every listing.
 #[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Return items after this id (the previous page's `next_after`).
     pub after: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
 impl ListParams {
-    pub fn page(self) -> PageRequest {
-        PageRequest { after: self.after, limit: self.limit }
+    pub fn page(self) -> Result<PageRequest, ApiError> {
+        page_request(self.after, self.limit)
     }
+}
+
+/// The largest page a listing returns; also the bound `limit` is checked against.
+pub const MAX_PAGE_SIZE: u32 = 200;
+
+/// A page request from `after` and `limit` query parameters; a `limit` outside 1 to 200 is
+/// refused rather than silently changed.
+pub fn page_request(after: Option<String>, limit: Option<u32>) -> Result<PageRequest, ApiError> {
+    if limit.is_some_and(|limit| !(1..=MAX_PAGE_SIZE).contains(&limit)) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "INVALID_QUERY",
+            format!("limit: must be between 1 and {MAX_PAGE_SIZE}"),
+        )
+        .with_field("limit"));
+    }
+    Ok(PageRequest { after, limit })
 }
 
 pub(crate) fn name_field(field: &str, raw: &str) -> Result<Name, Error> {
@@ -59,9 +78,11 @@ pub(crate) fn id_field<T>(
 #[serde(deny_unknown_fields)]
 pub struct CreateRegion {
     /// The parent region; omit to create a district (needs an all-regions token).
+    #[schema(pattern = "^reg_[0-9a-f]{32}$")]
     pub parent_id: Option<String>,
     pub level: RegionLevel,
     #[schema(example = "松陵街道")]
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
 }
 
@@ -90,7 +111,7 @@ async fn list_regions(
     Caller(caller): Caller,
     StrictQuery(params): StrictQuery<ListParams>,
 ) -> ApiResult<Json<Page<RegionView>>> {
-    let request = params.page();
+    let request = params.page()?;
     let regions = state.app.regions(&caller, &request).await?;
     let limit = state.app.page(&request).limit;
     Ok(Json(Page::new(regions, limit, |r| r.id.to_string(), RegionView::from)))
@@ -110,8 +131,10 @@ async fn get_region(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganisation {
+    #[schema(pattern = "^reg_[0-9a-f]{32}$")]
     pub region_id: String,
     #[schema(example = "吴江颐家养老服务有限公司")]
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
 }
 
@@ -139,7 +162,7 @@ async fn list_organisations(
     Caller(caller): Caller,
     StrictQuery(params): StrictQuery<ListParams>,
 ) -> ApiResult<Json<Page<OrganisationView>>> {
-    let request = params.page();
+    let request = params.page()?;
     let organisations = state.app.organisations(&caller, &request).await?;
     let limit = state.app.page(&request).limit;
     Ok(Json(Page::new(organisations, limit, |o| o.id.to_string(), OrganisationView::from)))
@@ -159,13 +182,16 @@ async fn get_organisation(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFacility {
+    #[schema(pattern = "^reg_[0-9a-f]{32}$")]
     pub region_id: String,
+    #[schema(pattern = "^org_[0-9a-f]{32}$")]
     pub organisation_id: Option<String>,
     #[schema(example = "松陵镇中心敬老院")]
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
     pub kind: FacilityKind,
     /// The facility's e-CNY merchant wallet: 16 digits.
-    #[schema(example = "0021000000000001")]
+    #[schema(example = "0021000000000001", pattern = "^[0-9]{16}$")]
     pub merchant_wallet_id: String,
 }
 
@@ -201,7 +227,7 @@ async fn list_facilities(
     Caller(caller): Caller,
     StrictQuery(params): StrictQuery<ListParams>,
 ) -> ApiResult<Json<Page<FacilityView>>> {
-    let request = params.page();
+    let request = params.page()?;
     let facilities = state.app.facilities(&caller, &request).await?;
     let limit = state.app.page(&request).limit;
     Ok(Json(Page::new(facilities, limit, |f| f.id.to_string(), FacilityView::from)))
@@ -223,9 +249,10 @@ async fn get_facility(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeFacility {
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^org_[0-9a-f]{32}$")]
     pub organisation_id: Option<Option<String>>,
 }
 

@@ -13,7 +13,7 @@ use super::directory::{id_field, name_field};
 use super::error::{ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
 use super::views::{Page, TerminalView};
-use crate::directory::{NewTerminal, PageRequest};
+use crate::directory::NewTerminal;
 use crate::domain::directory::{PublicKey, TerminalStatus};
 use crate::domain::ids::{FacilityId, TerminalId};
 use crate::error::Error;
@@ -34,11 +34,13 @@ fn public_key_field(raw: &str) -> Result<PublicKey, Error> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterTerminal {
+    #[schema(pattern = "^fac_[0-9a-f]{32}$")]
     pub facility_id: String,
     #[schema(example = "食堂收银台 1")]
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub label: String,
     /// Base64 of the terminal's raw 32-byte Ed25519 public key.
-    #[schema(example = "AJleQ5YNwqtksahmYC5WevsvFkaBDD3c5JzFeyVyrfw=")]
+    #[schema(example = "AJleQ5YNwqtksahmYC5WevsvFkaBDD3c5JzFeyVyrfw=", pattern = "^[A-Za-z0-9+/]{43}=$")]
     pub public_key: String,
 }
 
@@ -60,12 +62,15 @@ async fn register_terminal(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TerminalListParams {
     /// Only this facility's terminals.
+    #[param(pattern = "^fac_[0-9a-f]{32}$")]
     pub facility_id: Option<String>,
     pub after: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
@@ -79,7 +84,7 @@ async fn list_terminals(
 ) -> ApiResult<Json<Page<TerminalView>>> {
     let facility =
         params.facility_id.as_deref().map(|raw| id_field("facility_id", raw, FacilityId::parse)).transpose()?;
-    let request = PageRequest { after: params.after, limit: params.limit };
+    let request = super::directory::page_request(params.after, params.limit)?;
     let terminals = state.app.terminals(&caller, facility.as_ref(), &request).await?;
     let limit = state.app.page(&request).limit;
     Ok(Json(Page::new(terminals, limit, |t| t.id.to_string(), TerminalView::from)))
@@ -123,6 +128,7 @@ async fn resume_terminal(
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// Base64 of the new raw 32-byte Ed25519 public key.
+    #[schema(pattern = "^[A-Za-z0-9+/]{43}=$")]
     pub public_key: String,
 }
 

@@ -27,10 +27,13 @@ pub struct IssueToken {
     pub role: Role,
     /// Confine the token to this region and below. Required unless the caller itself sees
     /// every region.
+    #[schema(pattern = "^reg_[0-9a-f]{32}$")]
     pub region_id: Option<String>,
     #[schema(example = "张会计的工作站")]
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub label: String,
     /// Days until the token expires (1 to 3650); omit for a token that does not expire.
+    #[schema(minimum = 1, maximum = 3650)]
     pub lifetime_days: Option<u32>,
 }
 
@@ -65,7 +68,7 @@ async fn list_tokens(
     Caller(caller): Caller,
     StrictQuery(params): StrictQuery<ListParams>,
 ) -> ApiResult<Json<Page<TokenView>>> {
-    let request = params.page();
+    let request = params.page()?;
     let tokens = state.app.tokens(&caller, &request).await?;
     let limit = state.app.page(&request).limit;
     Ok(Json(Page::new(tokens, limit, |t| t.id.to_string(), TokenView::from)))

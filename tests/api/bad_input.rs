@@ -197,6 +197,11 @@ async fn malformed_requests_get_specific_client_errors(app: TestApp) {
     reply.expect_problem(StatusCode::BAD_REQUEST, "INVALID_QUERY");
     let reply = app.raw(Method::GET, "/v1/facilities?colour=red", root, None).await;
     reply.expect_problem(StatusCode::BAD_REQUEST, "INVALID_QUERY");
+    for limit in ["0", "201"] {
+        let reply = app.raw(Method::GET, &format!("/v1/regions?limit={limit}"), root, None).await;
+        let reply = reply.expect_problem(StatusCode::BAD_REQUEST, "INVALID_QUERY");
+        assert_eq!(reply.body["field"], "limit");
+    }
     let reply = app.raw(Method::GET, "/v2/nothing", root, None).await;
     reply.expect_problem(StatusCode::NOT_FOUND, "NO_SUCH_ROUTE");
     let reply = app.raw(Method::DELETE, "/v1/facilities", root, None).await;
