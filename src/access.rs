@@ -13,6 +13,7 @@ use crate::domain::role::{Action, Role};
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
+use crate::store::audit::{Actor, AuditEntry};
 
 /// Every token starts with this, so a leaked one is easy to recognise in a secret scanner.
 pub const TOKEN_PREFIX: &str = "cpt_";
@@ -62,7 +63,7 @@ fn generate_secret() -> Result<Secret> {
 impl App {
     /// Issue a token without a caller: the bootstrap path behind `carepay token create`,
     /// for whoever can already reach the database.
-    pub async fn issue_token_unchecked(&self, new: NewToken, created_by: Option<TokenId>) -> Result<IssuedToken> {
+    pub async fn issue_token_unchecked(&self, new: NewToken, created_by: Option<&Principal>) -> Result<IssuedToken> {
         let scope_path = match &new.scope_region_id {
             None => None,
             Some(region_id) => Some(
@@ -81,12 +82,26 @@ impl App {
             scope_region_id: new.scope_region_id,
             scope_path,
             label: new.label,
-            created_by,
+            created_by: created_by.map(|principal| principal.token_id.clone()),
             created_at: now,
             expires_at: new.lifetime_days.map(|days| UnixMs(now.0 + i64::from(days) * 86_400_000)),
             revoked_at: None,
         };
-        self.store.insert_token(&token, &sha256_hex(secret.expose())).await?;
+        let actor = created_by.map(Actor::Token).unwrap_or(Actor::CommandLine);
+        let audit = AuditEntry {
+            actor,
+            action: "token.issued",
+            object_kind: "token",
+            object_id: token.id.as_str(),
+            region_path: token.scope_path.as_ref(),
+            summary: serde_json::json!({
+                "role": token.role.as_str(),
+                "region_id": token.scope_region_id.as_ref().map(|id| id.as_str()),
+                "label": token.label.as_str(),
+                "expires_at_ms": token.expires_at.map(|at| at.0),
+            }),
+        };
+        self.store.insert_token(&token, &sha256_hex(secret.expose()), &audit).await?;
         Ok(IssuedToken { token, secret })
     }
 
@@ -113,11 +128,11 @@ impl App {
                 within_scope(principal, self.store.region(region_id).await?, "region", |r| &r.path)?;
             }
         }
-        self.issue_token_unchecked(new, Some(principal.token_id.clone())).await
+        self.issue_token_unchecked(new, Some(principal)).await
     }
 
     /// Resolve a presented bearer token to a principal, or refuse it.
-    pub async fn authenticate(&self, presented: &str) -> Result<Principal> {
+    pub async fn authenticate(&self, presented: &str, request_id: Option<String>) -> Result<Principal> {
         if !presented.starts_with(TOKEN_PREFIX) || presented.len() > 128 {
             return Err(Error::Unauthenticated);
         }
@@ -130,7 +145,7 @@ impl App {
         self.token_rate
             .check(token.id.as_str(), std::time::Instant::now())
             .map_err(|retry_after_s| Error::RateLimited { retry_after_s })?;
-        Ok(Principal { token_id: token.id.clone(), role: token.role, scope: token.scope() })
+        Ok(Principal { token_id: token.id.clone(), role: token.role, scope: token.scope(), request_id })
     }
 
     pub async fn tokens(&self, principal: &Principal, page: &PageRequest) -> Result<Vec<ApiToken>> {
@@ -155,8 +170,16 @@ impl App {
     /// Revoking twice answers with the token as it is.
     pub async fn revoke_token(&self, principal: &Principal, id: &TokenId) -> Result<ApiToken> {
         require(principal, Action::ManageTokens)?;
-        Self::token_visible(principal, self.store.token(id).await?)?;
-        match self.store.revoke_token(id, UnixMs::now()).await {
+        let token = Self::token_visible(principal, self.store.token(id).await?)?;
+        let audit = AuditEntry {
+            actor: Actor::Token(principal),
+            action: "token.revoked",
+            object_kind: "token",
+            object_id: id.as_str(),
+            region_path: token.scope_path.as_ref(),
+            summary: serde_json::json!({"role": token.role.as_str(), "label": token.label.as_str()}),
+        };
+        match self.store.revoke_token(id, UnixMs::now(), &audit).await {
             Ok(()) | Err(StoreError::GuardFailed) => {}
             Err(other) => return Err(other.into()),
         }

@@ -38,6 +38,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Print the OpenAPI document of the REST API.
     Openapi,
     /// Measure throughput on scratch data.
@@ -90,6 +95,15 @@ pub enum BenchCommand {
         /// Deliveries claimed per round and outcomes recorded per transaction.
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=5_000))]
         batch_size: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and name the first broken record (exit status 1 if any).
+    Verify {
+        #[command(flatten)]
+        database: DatabaseConfig,
     },
 }
 
@@ -247,6 +261,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let options = crate::callbacks::bench::BenchOptions { events, postgres_url, worker };
             println!("{}", crate::callbacks::bench::run(options).await?);
             Ok(())
+        }
+        Command::Audit { command: AuditCommand::Verify { database } } => {
+            let store = open_store(&database).await?;
+            match store.verify_audit_chain().await? {
+                None => {
+                    println!("audit trail intact");
+                    Ok(())
+                }
+                Some(link) => anyhow::bail!("audit trail broken at record {}: {}", link.seq, link.reason),
+            }
         }
         Command::Openapi => {
             println!("{}", crate::http::openapi().to_pretty_json()?);

@@ -13,6 +13,7 @@ use crate::domain::role::Action;
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
+use crate::store::audit::{Actor, AuditEntry};
 use crate::store::directory::Page;
 
 pub struct NewRegion {
@@ -99,7 +100,9 @@ impl App {
         };
         let region =
             Region { id, parent_id: new.parent_id, level: new.level, name: new.name, path, created_at: UnixMs::now() };
-        self.store.insert_region(&region).await.map_err(|error| match error {
+        let audit = audited(principal, "region.created", "region", region.id.as_str(), &region.path)
+            .with(serde_json::json!({"name": region.name.as_str(), "level": region.level.as_str()}));
+        self.store.insert_region(&region, &audit).await.map_err(|error| match error {
             StoreError::Conflict(_) => Error::conflict("REGION_NAME_TAKEN", "a sibling region already has this name"),
             other => other.into(),
         })?;
@@ -126,7 +129,15 @@ impl App {
             name: new.name,
             created_at: UnixMs::now(),
         };
-        self.store.insert_organisation(&organisation).await.map_err(|error| match error {
+        let audit = audited(
+            principal,
+            "organisation.created",
+            "organisation",
+            organisation.id.as_str(),
+            &organisation.region_path,
+        )
+        .with(serde_json::json!({"name": organisation.name.as_str(), "region_id": organisation.region_id.as_str()}));
+        self.store.insert_organisation(&organisation, &audit).await.map_err(|error| match error {
             StoreError::Conflict(_) => Error::conflict(
                 "ORGANISATION_NAME_TAKEN",
                 "an organisation with this name is already attached to the region",
@@ -165,7 +176,13 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_facility(&facility).await.map_err(|error| match error {
+        let audit = audited(principal, "facility.created", "facility", facility.id.as_str(), &facility.region_path)
+            .with(serde_json::json!({
+                "name": facility.name.as_str(),
+                "kind": facility.kind.as_str(),
+                "merchant_wallet_id": facility.merchant_wallet_id.as_str(),
+            }));
+        self.store.insert_facility(&facility, &audit).await.map_err(|error| match error {
             StoreError::Conflict(_) => {
                 Error::conflict("WALLET_ALREADY_REGISTERED", "this merchant wallet is already registered to a facility")
             }
@@ -202,7 +219,12 @@ impl App {
             updated_at: UnixMs::now(),
             ..current.clone()
         };
-        self.store.update_facility(&changed, current.version).await.map_err(|error| match error {
+        let audit = audited(principal, "facility.changed", "facility", changed.id.as_str(), &changed.region_path)
+            .with(serde_json::json!({
+                "before": {"name": current.name.as_str(), "organisation_id": current.organisation_id.as_ref().map(|id| id.as_str())},
+                "after": {"name": changed.name.as_str(), "organisation_id": changed.organisation_id.as_ref().map(|id| id.as_str())},
+            }));
+        self.store.update_facility(&changed, current.version, &audit).await.map_err(|error| match error {
             StoreError::GuardFailed => {
                 Error::conflict("CONCURRENT_CHANGE", "the facility changed meanwhile; read it again and retry")
             }
@@ -228,7 +250,9 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_terminal(&terminal).await.map_err(key_conflict)?;
+        let audit = audited(principal, "terminal.registered", "terminal", terminal.id.as_str(), &terminal.region_path)
+            .with(serde_json::json!({"facility_id": terminal.facility_id.as_str(), "key_id": terminal.active_key_id.as_str()}));
+        self.store.insert_terminal(&terminal, &audit).await.map_err(key_conflict)?;
         Ok(terminal)
     }
 
@@ -261,7 +285,10 @@ impl App {
         require(principal, Action::ManageTerminals)?;
         let current = self.terminal(principal, id).await?;
         if current.status != to {
-            match self.store.set_terminal_status(id, current.status, to, UnixMs::now()).await {
+            let action = if to == TerminalStatus::Suspended { "terminal.suspended" } else { "terminal.resumed" };
+            let audit = audited(principal, action, "terminal", id.as_str(), &current.region_path)
+                .with(serde_json::json!({"before": current.status.as_str(), "after": to.as_str()}));
+            match self.store.set_terminal_status(id, current.status, to, UnixMs::now(), &audit).await {
                 // A concurrent request moved it first; the re-read below shows the outcome.
                 Ok(()) | Err(StoreError::GuardFailed) => {}
                 Err(other) => return Err(other.into()),
@@ -282,8 +309,12 @@ impl App {
         if current.public_key == public_key {
             return Err(Error::invalid("public_key", "KEY_UNCHANGED", "the new key must differ from the current one"));
         }
+        let new_key_id = TerminalKeyId::generate();
+        let audit = audited(principal, "terminal.key_rotated", "terminal", id.as_str(), &current.region_path).with(
+            serde_json::json!({"retired_key_id": current.active_key_id.as_str(), "new_key_id": new_key_id.as_str()}),
+        );
         self.store
-            .rotate_terminal_key(id, &current.active_key_id, &TerminalKeyId::generate(), &public_key, UnixMs::now())
+            .rotate_terminal_key(id, &current.active_key_id, &new_key_id, &public_key, UnixMs::now(), &audit)
             .await
             .map_err(|error| match error {
                 StoreError::GuardFailed => {
@@ -302,6 +333,24 @@ fn key_conflict(error: StoreError) -> Error {
             "this public key is already registered; every terminal needs its own key pair",
         ),
         other => other.into(),
+    }
+}
+
+/// An audit entry for an action `principal` took on an object in `path`.
+pub(crate) fn audited<'a>(
+    principal: &'a Principal,
+    action: &'a str,
+    object_kind: &'a str,
+    object_id: &'a str,
+    path: &'a RegionPath,
+) -> AuditEntry<'a> {
+    AuditEntry {
+        actor: Actor::Token(principal),
+        action,
+        object_kind,
+        object_id,
+        region_path: Some(path),
+        summary: serde_json::Value::Null,
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod app;
+pub mod audit;
 pub mod callbacks;
 pub mod cli;
 pub mod config;

@@ -120,7 +120,7 @@ async fn bench_on(url: &str, options: &BenchOptions) -> anyhow::Result<BenchRepo
     let received = Arc::new(AtomicU64::new(0));
     let receiver_url = start_receiver(received.clone()).await?;
 
-    let root = Principal { token_id: TokenId::generate(), role: Role::Admin, scope: Scope::All };
+    let root = Principal { token_id: TokenId::generate(), role: Role::Admin, scope: Scope::All, request_id: None };
     let bad = |error: crate::error::Error| anyhow::anyhow!("{error}");
     let region = app
         .create_region(&root, NewRegion { parent_id: None, level: RegionLevel::District, name: Name::parse("基准区")? })

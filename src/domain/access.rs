@@ -41,6 +41,8 @@ pub struct Principal {
     pub token_id: TokenId,
     pub role: Role,
     pub scope: Scope,
+    /// The request this principal is acting in (`x-request-id`), for the audit trail.
+    pub request_id: Option<String>,
 }
 
 impl Principal {

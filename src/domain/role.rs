@@ -57,6 +57,7 @@ impl Role {
             ReadOfficeCallbacks => {
                 matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover | Role::Auditor)
             }
+            ReadAudit => matches!(self, Role::Admin | Role::Auditor),
         }
     }
 }
@@ -73,6 +74,8 @@ impl fmt::Display for Role {
 pub enum Action {
     /// See regions, organisations, facilities and terminals.
     ReadDirectory,
+    /// Read and verify the audit trail.
+    ReadAudit,
     /// Create regions and organisations.
     ManageRegions,
     /// Register and change facilities.

@@ -132,6 +132,7 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
             .ok_or(crate::error::Error::Unauthenticated)?;
-        Ok(Caller(state.app.authenticate(presented.trim()).await?))
+        let request_id = parts.headers.get("x-request-id").and_then(|value| value.to_str().ok()).map(str::to_owned);
+        Ok(Caller(state.app.authenticate(presented.trim(), request_id).await?))
     }
 }

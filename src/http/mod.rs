@@ -2,6 +2,7 @@
 //! only: handlers parse requests into domain types, call a use case on [`App`], and turn
 //! the result or error into a response. No SQL and no business rules live here.
 
+pub mod audit;
 pub mod callbacks;
 pub mod directory;
 pub mod error;
@@ -66,6 +67,7 @@ pub struct AppState {
     modifiers(&BearerAuth),
     tags(
         (name = "directory", description = "Regions, organisations and facilities"),
+        (name = "audit", description = "The hash-chained audit trail"),
         (name = "terminals", description = "Counter terminals and their signing keys"),
         (name = "tokens", description = "Back-office API tokens"),
         (name = "callbacks", description = "Signed callbacks (Standard Webhooks) to facilities' and offices' systems"),
@@ -89,6 +91,7 @@ impl Modify for BearerAuth {
 fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(directory::router())
+        .merge(audit::router())
         .merge(terminals::router())
         .merge(tokens::router())
         .merge(callbacks::router())

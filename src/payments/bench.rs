@@ -190,7 +190,7 @@ const TERMINALS_PER_FACILITY: usize = 4;
 
 /// One region, a facility per few terminals, `count` terminals with fresh keys.
 async fn register_terminals(app: &App, count: usize) -> anyhow::Result<Vec<(String, Arc<Ed25519KeyPair>)>> {
-    let root = Principal { token_id: TokenId::generate(), role: Role::Admin, scope: Scope::All };
+    let root = Principal { token_id: TokenId::generate(), role: Role::Admin, scope: Scope::All, request_id: None };
     let name = |raw: &str| Name::parse(raw).map_err(|error| anyhow::anyhow!("{error}"));
     let region = app
         .create_region(&root, NewRegion { parent_id: None, level: RegionLevel::District, name: name("压测区")? })

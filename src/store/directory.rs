@@ -3,6 +3,7 @@
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
+use super::audit::{AuditEntry, append_in};
 use super::{Store, StoreError};
 use crate::domain::directory::{
     Facility, FacilityKind, Name, Organisation, PublicKey, Region, RegionLevel, RegionPath, Terminal, TerminalStatus,
@@ -91,7 +92,8 @@ const TERMINAL_SELECT: &str = "SELECT t.id, t.facility_id, f.merchant_wallet_id,
      JOIN terminal_keys k ON k.terminal_id = t.id AND k.status = 'active'";
 
 impl Store {
-    pub async fn insert_region(&self, region: &Region) -> Result<(), StoreError> {
+    pub async fn insert_region(&self, region: &Region, audit: &AuditEntry<'_>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO regions (id, parent_id, level, name, path, created_at_ms) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -102,8 +104,10 @@ impl Store {
         .bind(region.name.as_str())
         .bind(region.path.as_str())
         .bind(region.created_at.0)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        append_in(&mut tx, audit, region.created_at).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -129,14 +133,21 @@ impl Store {
         Ok(rows.iter().map(region_from_row).collect::<Result<_, _>>()?)
     }
 
-    pub async fn insert_organisation(&self, organisation: &Organisation) -> Result<(), StoreError> {
+    pub async fn insert_organisation(
+        &self,
+        organisation: &Organisation,
+        audit: &AuditEntry<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("INSERT INTO organisations (id, region_id, name, created_at_ms) VALUES ($1, $2, $3, $4)")
             .bind(organisation.id.as_str())
             .bind(organisation.region_id.as_str())
             .bind(organisation.name.as_str())
             .bind(organisation.created_at.0)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
+        append_in(&mut tx, audit, organisation.created_at).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -170,7 +181,8 @@ impl Store {
         Ok(rows.iter().map(organisation_from_row).collect::<Result<_, _>>()?)
     }
 
-    pub async fn insert_facility(&self, facility: &Facility) -> Result<(), StoreError> {
+    pub async fn insert_facility(&self, facility: &Facility, audit: &AuditEntry<'_>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO facilities (id, region_id, organisation_id, name, kind, merchant_wallet_id, \
              version, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -184,8 +196,10 @@ impl Store {
         .bind(facility.version)
         .bind(facility.created_at.0)
         .bind(facility.updated_at.0)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        append_in(&mut tx, audit, facility.created_at).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -213,7 +227,13 @@ impl Store {
 
     /// Rename a facility or move it to another organisation, bumping its version only if
     /// nobody changed it since `expected_version` was read.
-    pub async fn update_facility(&self, facility: &Facility, expected_version: i64) -> Result<(), StoreError> {
+    pub async fn update_facility(
+        &self,
+        facility: &Facility,
+        expected_version: i64,
+        audit: &AuditEntry<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE facilities SET name = $1, organisation_id = $2, version = $3, updated_at_ms = $4 \
              WHERE id = $5 AND version = $6",
@@ -224,13 +244,18 @@ impl Store {
         .bind(facility.updated_at.0)
         .bind(facility.id.as_str())
         .bind(expected_version)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::GuardFailed) }
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::GuardFailed);
+        }
+        append_in(&mut tx, audit, facility.updated_at).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Register a terminal together with its first key, atomically.
-    pub async fn insert_terminal(&self, terminal: &Terminal) -> Result<(), StoreError> {
+    pub async fn insert_terminal(&self, terminal: &Terminal, audit: &AuditEntry<'_>) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO terminals (id, facility_id, label, status, version, created_at_ms, updated_at_ms) \
@@ -255,6 +280,7 @@ impl Store {
         .bind(terminal.created_at.0)
         .execute(&mut *tx)
         .await?;
+        append_in(&mut tx, audit, terminal.created_at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -293,7 +319,9 @@ impl Store {
         from: TerminalStatus,
         to: TerminalStatus,
         now: UnixMs,
+        audit: &AuditEntry<'_>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE terminals SET status = $1, version = version + 1, updated_at_ms = $2 \
              WHERE id = $3 AND status = $4",
@@ -302,9 +330,14 @@ impl Store {
         .bind(now.0)
         .bind(id.as_str())
         .bind(from.as_str())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::GuardFailed) }
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::GuardFailed);
+        }
+        append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Retire `expected_key` and make `new_key` the terminal's only active key, in one
@@ -316,6 +349,7 @@ impl Store {
         new_key_id: &TerminalKeyId,
         new_key: &PublicKey,
         now: UnixMs,
+        audit: &AuditEntry<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let retired = sqlx::query(
@@ -345,6 +379,7 @@ impl Store {
             .bind(terminal.as_str())
             .execute(&mut *tx)
             .await?;
+        append_in(&mut tx, audit, now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! and compare-and-set `UPDATE ... WHERE state = $expected`. Where a backend needs its own
 //! SQL the two versions sit side by side and say so.
 
+pub mod audit;
 pub mod callbacks;
 pub mod directory;
 pub mod ledger;

@@ -3,6 +3,7 @@
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
+use super::audit::{AuditEntry, append_in};
 use super::directory::{Page, ScopeFilter, corrupt};
 use super::{Store, StoreError};
 use crate::domain::access::ApiToken;
@@ -31,7 +32,13 @@ fn token_from_row(row: &AnyRow) -> Result<ApiToken, sqlx::Error> {
 }
 
 impl Store {
-    pub async fn insert_token(&self, token: &ApiToken, token_sha256: &str) -> Result<(), StoreError> {
+    pub async fn insert_token(
+        &self,
+        token: &ApiToken,
+        token_sha256: &str,
+        audit: &AuditEntry<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO api_tokens (id, token_sha256, role, scope_region_id, label, created_by, \
              created_at_ms, expires_at_ms, revoked_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL)",
@@ -44,8 +51,10 @@ impl Store {
         .bind(token.created_by.as_ref().map(TokenId::as_str))
         .bind(token.created_at.0)
         .bind(token.expires_at.map(|at| at.0))
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        append_in(&mut tx, audit, token.created_at).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -79,12 +88,18 @@ impl Store {
     }
 
     /// Revoke once; revoking an already revoked token is `GuardFailed`.
-    pub async fn revoke_token(&self, id: &TokenId, now: UnixMs) -> Result<(), StoreError> {
+    pub async fn revoke_token(&self, id: &TokenId, now: UnixMs, audit: &AuditEntry<'_>) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query("UPDATE api_tokens SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL")
             .bind(now.0)
             .bind(id.as_str())
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
-        if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::GuardFailed) }
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::GuardFailed);
+        }
+        append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -166,6 +166,7 @@ pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp
 }
 
 async fn issue_root_token(app: &App) -> String {
+    // Issued as `carepay token create` would: from the command line, with no caller.
     let issued = app
         .issue_token_unchecked(
             carepay::access::NewToken {

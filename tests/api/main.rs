@@ -3,6 +3,7 @@
 mod helpers;
 mod terminal_client;
 
+mod audit;
 mod bad_input;
 mod callbacks;
 mod cli;
