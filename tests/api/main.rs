@@ -9,6 +9,7 @@ mod callbacks;
 mod cli;
 mod directory;
 mod ledger;
+mod log_hygiene;
 mod ops;
 mod payments;
 mod restart;
