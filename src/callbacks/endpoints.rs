@@ -6,6 +6,7 @@
 use super::secrets::{SecretBox, SecretError};
 use super::signing::{Ed25519Signer, EndpointSigner, SigningError, SigningSecret};
 use crate::app::{App, require};
+use crate::directory::audited;
 use crate::directory::{PageRequest, scope_filter};
 use crate::domain::access::Principal;
 use crate::domain::callbacks::{
@@ -19,6 +20,7 @@ use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
 use crate::store::callbacks::SealedSecrets;
+use crate::store::callbacks::SecretRotation;
 
 /// How long the old secret keeps signing after a rotation, unless the caller says otherwise:
 /// a day lets every receiver deploy the new secret.
@@ -149,7 +151,20 @@ impl App {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_endpoint(&endpoint, &region_id, &sealed).await.map_err(|error| match error {
+        let audit = audited(
+            principal,
+            "callback_endpoint.created",
+            "callback_endpoint",
+            endpoint.id.as_str(),
+            &endpoint.region_path,
+        )
+        .with(serde_json::json!({
+            "owner": endpoint.owner.id(),
+            "url": endpoint.url.as_str(),
+            "event_types": endpoint.event_types.to_stored(),
+            "ed25519": endpoint.public_key.is_some(),
+        }));
+        self.store.insert_endpoint(&endpoint, &region_id, &sealed, &audit).await.map_err(|error| match error {
             StoreError::GuardFailed => Error::conflict(
                 "TOO_MANY_ENDPOINTS",
                 format!("an owner may register at most {MAX_ENDPOINTS_PER_OWNER} callback endpoints"),
@@ -232,7 +247,12 @@ impl App {
             updated_at: UnixMs::now(),
             ..current.clone()
         };
-        self.store.update_endpoint(&changed, current.version).await.map_err(concurrent_change)?;
+        let audit = audited(principal, "callback_endpoint.changed", "callback_endpoint", changed.id.as_str(), &changed.region_path)
+            .with(serde_json::json!({
+                "before": {"url": current.url.as_str(), "event_types": current.event_types.to_stored(), "status": current.status.as_str()},
+                "after": {"url": changed.url.as_str(), "event_types": changed.event_types.to_stored(), "status": changed.status.as_str()},
+            }));
+        self.store.update_endpoint(&changed, current.version, &audit).await.map_err(concurrent_change)?;
         Ok(changed)
     }
 
@@ -259,14 +279,31 @@ impl App {
         let previous = self.secrets.open(&sealed.secret, &secret_context(id, "secret")).map_err(internal)?;
         let secret = SigningSecret::generate().map_err(internal)?;
         let now = UnixMs::now();
+        let audit = audited(
+            principal,
+            "callback_endpoint.secret_rotated",
+            "callback_endpoint",
+            id.as_str(),
+            &current.region_path,
+        )
+        .with(serde_json::json!({"overlap_ms": overlap_ms}));
         self.store
             .rotate_endpoint_secret(
                 id,
                 current.version,
-                &self.secrets.seal(secret.as_bytes(), &secret_context(id, "secret")).map_err(internal)?,
-                &self.secrets.seal(&previous, &secret_context(id, "previous_secret")).map_err(internal)?,
-                UnixMs(now.0 + overlap_ms),
+                &SecretRotation {
+                    new_secret: &self
+                        .secrets
+                        .seal(secret.as_bytes(), &secret_context(id, "secret"))
+                        .map_err(internal)?,
+                    previous_secret: &self
+                        .secrets
+                        .seal(&previous, &secret_context(id, "previous_secret"))
+                        .map_err(internal)?,
+                    previous_until: UnixMs(now.0 + overlap_ms),
+                },
                 now,
+                &audit,
             )
             .await
             .map_err(concurrent_change)?;
@@ -306,14 +343,30 @@ impl App {
             Some(owner) if owner == endpoint.owner => {}
             _ => return Err(Error::invalid("event_id", "UNKNOWN_EVENT", "no such event for this endpoint's owner")),
         }
-        Ok(self.store.replay_event(&endpoint.id, event, UnixMs::now()).await?)
+        let audit = audited(
+            principal,
+            "callback_event.replayed",
+            "callback_endpoint",
+            endpoint.id.as_str(),
+            &endpoint.region_path,
+        )
+        .with(serde_json::json!({"event_id": event.as_str()}));
+        Ok(self.store.replay_event(&endpoint.id, event, UnixMs::now(), &audit).await?)
     }
 
     /// Queue again every failed delivery to this endpoint of events since `since`.
     pub async fn replay_failed(&self, principal: &Principal, id: &EndpointId, since: UnixMs) -> Result<u64> {
         Self::require_any(principal, manage_action)?;
         let endpoint = self.visible_endpoint(principal, id, manage_action).await?;
-        Ok(self.store.replay_failed_since(&endpoint.id, since, UnixMs::now()).await?)
+        let audit = audited(
+            principal,
+            "callback_events.replayed_failed",
+            "callback_endpoint",
+            endpoint.id.as_str(),
+            &endpoint.region_path,
+        )
+        .with(serde_json::json!({"since_ms": since.0}));
+        Ok(self.store.replay_failed_since(&endpoint.id, since, UnixMs::now(), &audit).await?)
     }
 }
 

@@ -10,6 +10,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
+use super::audit::{AuditEntry, append_in};
 use super::directory::{Page, ScopeFilter, corrupt};
 use super::{Backend, Store, StoreError};
 use crate::callbacks::NewEvent;
@@ -223,6 +224,15 @@ pub async fn enqueue_in(conn: &mut AnyConnection, event: &NewEvent, now: UnixMs)
     Ok(id)
 }
 
+/// A rotated signing secret, sealed: the new one, and the previous one with how long it
+/// still signs.
+#[derive(Clone, Copy, Debug)]
+pub struct SecretRotation<'a> {
+    pub new_secret: &'a str,
+    pub previous_secret: &'a str,
+    pub previous_until: UnixMs,
+}
+
 impl Store {
     /// Publish one event in a transaction of its own.
     pub async fn enqueue(&self, event: &NewEvent, now: UnixMs) -> Result<EventId, StoreError> {
@@ -249,6 +259,7 @@ impl Store {
         endpoint: &Endpoint,
         region_id: &RegionId,
         secrets: &SealedSecrets,
+        audit: &AuditEntry<'_>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let existing: i64 =
@@ -281,6 +292,7 @@ impl Store {
         .bind(endpoint.updated_at.0)
         .execute(&mut *tx)
         .await?;
+        append_in(&mut tx, audit, endpoint.created_at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -332,7 +344,13 @@ impl Store {
 
     /// Change an endpoint's URL, types or status if nobody changed it since
     /// `expected_version`. Enabling clears the failure run, so it starts afresh.
-    pub async fn update_endpoint(&self, endpoint: &Endpoint, expected_version: i64) -> Result<(), StoreError> {
+    pub async fn update_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        expected_version: i64,
+        audit: &AuditEntry<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE callback_endpoints SET url = $1, event_types = $2, status = $3, disabled_reason = $4, \
              consecutive_failures = CASE WHEN $3 = 'enabled' AND status = 'disabled' THEN 0 ELSE consecutive_failures END, \
@@ -347,9 +365,14 @@ impl Store {
         .bind(endpoint.updated_at.0)
         .bind(endpoint.id.as_str())
         .bind(expected_version)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::GuardFailed) }
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::GuardFailed);
+        }
+        append_in(&mut tx, audit, endpoint.updated_at).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Replace the signing secret; the current one becomes the previous one until `until`.
@@ -357,11 +380,12 @@ impl Store {
         &self,
         id: &EndpointId,
         expected_version: i64,
-        new_secret: &str,
-        previous_secret: &str,
-        until: UnixMs,
+        rotation: &SecretRotation<'_>,
         now: UnixMs,
+        audit: &AuditEntry<'_>,
     ) -> Result<(), StoreError> {
+        let SecretRotation { new_secret, previous_secret, previous_until: until } = *rotation;
+        let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
             "UPDATE callback_endpoints SET secret_sealed = $1, previous_secret_sealed = $2, \
              previous_secret_until_ms = $3, version = version + 1, updated_at_ms = $4 \
@@ -373,9 +397,14 @@ impl Store {
         .bind(now.0)
         .bind(id.as_str())
         .bind(expected_version)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
-        if updated.rows_affected() == 1 { Ok(()) } else { Err(StoreError::GuardFailed) }
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::GuardFailed);
+        }
+        append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn list_deliveries(
@@ -435,7 +464,14 @@ impl Store {
     /// Deliver `event` to `endpoint` again, with a fresh retry schedule. A delivery still
     /// pending (perhaps in flight) is left alone: it is going out anyway. Returns whether
     /// anything was queued.
-    pub async fn replay_event(&self, endpoint: &EndpointId, event: &EventId, now: UnixMs) -> Result<bool, StoreError> {
+    pub async fn replay_event(
+        &self,
+        endpoint: &EndpointId,
+        event: &EventId,
+        now: UnixMs,
+        audit: &AuditEntry<'_>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
         let queued = sqlx::query(
             "INSERT INTO callback_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at_ms, \
              created_at_ms, updated_at_ms) VALUES ($1, $2, 'pending', 0, $3, $3, $3) \
@@ -446,8 +482,10 @@ impl Store {
         .bind(event.as_str())
         .bind(endpoint.as_str())
         .bind(now.0)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
         Ok(queued.rows_affected() == 1)
     }
 
@@ -458,7 +496,9 @@ impl Store {
         endpoint: &EndpointId,
         since: UnixMs,
         now: UnixMs,
+        audit: &AuditEntry<'_>,
     ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
         let queued = sqlx::query(
             "UPDATE callback_deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $1, \
              last_error = NULL, updated_at_ms = $1 WHERE endpoint_id = $2 AND status = 'failed' AND created_at_ms >= $3",
@@ -466,8 +506,10 @@ impl Store {
         .bind(now.0)
         .bind(endpoint.as_str())
         .bind(since.0)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        append_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
         Ok(queued.rows_affected())
     }
 
