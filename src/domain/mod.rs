@@ -10,4 +10,5 @@ pub mod ledger;
 pub mod money;
 pub mod payment;
 pub mod role;
+pub mod statement;
 pub mod time;

@@ -1,0 +1,11 @@
+//! The operator's wallet statement file (`statement-format.md`): its typed lines, the trailer
+//! arithmetic, a writer and a streaming reader that agree byte for byte.
+
+mod read;
+mod write;
+
+pub use read::{ReadError, StatementReader, open_statement};
+pub use write::{
+    COLUMNS, EntryKind, EntryStatus, StatementError, StatementHeader, StatementLine, StatementTotals, Yuan,
+    mask_wallet_id, totals, write_statement, write_statement_with_totals,
+};
