@@ -13,6 +13,7 @@ use crate::nonces::{DEFAULT_NONCE_CAPACITY, NonceCache};
 use crate::operator::client::OperatorClient;
 use crate::operator::signing::Verifier;
 use crate::payments::PaymentSettings;
+use crate::reconciliation::ReconciliationSettings;
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -54,6 +55,7 @@ pub struct App {
     /// Seals secrets kept at rest (callback signing secrets). `App::new` starts with a key
     /// that lives as long as the process; `serve` installs the configured one.
     pub secrets: SecretBox,
+    pub reconciliation: ReconciliationSettings,
 }
 
 impl App {
@@ -65,6 +67,7 @@ impl App {
             payments: PaymentSettings::default(),
             nonces: Arc::new(NonceCache::new(DEFAULT_NONCE_CAPACITY, UnixMs::now().0 / 1_000)),
             secrets: SecretBox::ephemeral(),
+            reconciliation: ReconciliationSettings::default(),
         }
     }
 

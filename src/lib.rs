@@ -18,6 +18,7 @@ pub mod http;
 pub mod nonces;
 pub mod operator;
 pub mod payments;
+pub mod reconciliation;
 pub mod server;
 pub mod store;
 pub mod telemetry;

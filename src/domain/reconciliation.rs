@@ -77,10 +77,11 @@ impl Category {
         Category::ALL.into_iter().find(|category| category.as_str() == text)
     }
 
-    /// Whether an accountant must act: everything except a match, a booked operator entry
-    /// and a record still expected.
+    /// Whether it stays open until resolved: everything except a match and a booked
+    /// operator entry. An expected record is open too (a day with one cannot close), and
+    /// resolves itself as timing when it shows up on a later statement.
     pub fn is_discrepancy(self) -> bool {
-        !matches!(self, Category::Matched | Category::OperatorEntry | Category::Expected)
+        !matches!(self, Category::Matched | Category::OperatorEntry)
     }
 }
 

@@ -103,6 +103,8 @@ pub struct StatementReader<R> {
     computed: StatementTotals,
     stated: Option<StatementTotals>,
     raw: Vec<u8>,
+    /// The physical line the last record returned started on.
+    record_line_no: u64,
 }
 
 impl<R: BufRead> StatementReader<R> {
@@ -115,6 +117,7 @@ impl<R: BufRead> StatementReader<R> {
             computed: StatementTotals::default(),
             stated: None,
             raw: Vec::with_capacity(512),
+            record_line_no: 0,
         };
         let header = reader.read_raw_line()?.to_vec();
         reader.header = std::str::from_utf8(&header)
@@ -159,6 +162,11 @@ impl<R: BufRead> StatementReader<R> {
         Ok(())
     }
 
+    /// The physical line (1-based) the line last returned by `next_line` started on.
+    pub fn record_line_no(&self) -> u64 {
+        self.record_line_no
+    }
+
     /// The trailer, once `next_line` has returned `Ok(None)`.
     pub fn totals(&self) -> Option<StatementTotals> {
         self.stated
@@ -186,6 +194,7 @@ impl<R: BufRead> StatementReader<R> {
             return Ok(None);
         }
         let line = parse_detail(fields).map_err(fail)?;
+        self.record_line_no = first_line_no;
         let index = usize::try_from(self.computed.line_count).unwrap_or(usize::MAX);
         self.computed.add(index, &line).map_err(|err| fail(Reason::Line(err.to_string())))?;
         Ok(Some(line))
