@@ -256,9 +256,8 @@ fn compare(settings: &MatchSettings, item: NumberedLine, entry: CarepayEntry) ->
     if line.out_no != entry.out_no {
         fields.push("out_no");
     }
-    if entry.operator_ref.as_deref().is_some_and(|operator_ref| operator_ref != line.operator_ref) {
-        fields.push("operator_ref");
-    }
+    // The operator's references are not compared: the statement's serial number and the
+    // trade number carepay was told need not be the same; the reference is only a key.
     if line.kind != entry.kind {
         fields.push("kind");
     }
@@ -329,7 +328,7 @@ impl<I: Iterator, K: Fn(&I::Item) -> &String> Sorted<I, K> {
 }
 
 /// Counts and amounts per category, both sides' totals and the net settlement.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub categories: Vec<CategoryTotal>,
     /// SUCCESS statement lines: credits minus debits.
@@ -344,7 +343,7 @@ pub struct Summary {
     pub open_discrepancies: u64,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CategoryTotal {
     pub category: String,
     pub count: u64,

@@ -10,6 +10,7 @@ mod directory;
 mod ledger;
 mod ops;
 mod payments;
+mod reconciliation;
 mod restart;
 mod scope;
 mod terminal_auth;

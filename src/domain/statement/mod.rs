@@ -4,7 +4,9 @@
 mod read;
 mod write;
 
-pub use read::{ReadError, StatementReader, open_statement};
+pub use read::{
+    ReadError, Reason, StatementReader, TextEncoding, open_statement, parse_yuan_fen as parse_signed_yuan_fen,
+};
 pub use write::{
     COLUMNS, EntryKind, EntryStatus, StatementError, StatementHeader, StatementLine, StatementTotals, Yuan,
     mask_wallet_id, totals, write_statement, write_statement_with_totals,

@@ -452,7 +452,7 @@ fn parse_detail(fields: Vec<String>) -> Result<StatementLine, Reason> {
 }
 
 /// `-?\d{1,15}\.\d\d` yuan as fen.
-pub(crate) fn parse_yuan_fen(text: &str) -> Option<i64> {
+pub fn parse_yuan_fen(text: &str) -> Option<i64> {
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
