@@ -363,3 +363,25 @@ fn run_events(facility: &FacilityId, run: &RunRow, summary: &Summary, new_discre
     }
     events
 }
+
+/// `carepay reconcile import FILE`: parse, keep and run, without a back-office token (the
+/// command needs database access, which is the stronger credential). Returns a one-line report.
+pub async fn import_file(app: &App, bytes: &[u8], actor: &str) -> Result<String> {
+    let parsed = parse_statement(bytes)?;
+    let (facility, _) =
+        app.store.facility_by_wallet(&parsed.wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?;
+    let (file, created) = app.keep_statement(bytes, &parsed, Source::Cli, actor).await?;
+    let run = app.run_day(&facility, &parsed.wallet_id, &parsed.business_day, actor, UnixMs::now()).await?;
+    let summary: Summary = serde_json::from_str(&run.summary).map_err(|error| Error::Internal(error.into()))?;
+    let categories: Vec<String> = summary.categories.iter().map(|c| format!("{} {}", c.category, c.count)).collect();
+    Ok(format!(
+        "wallet {} day {}: file {} version {}{}; run {}: {}",
+        parsed.wallet_id,
+        parsed.business_day,
+        file.id,
+        file.version,
+        if created { "" } else { " (already kept)" },
+        run.id,
+        categories.join(", ")
+    ))
+}

@@ -946,11 +946,12 @@ pub struct DueFetch {
 
 impl Store {
     /// Plans a fetch of every facility wallet's `business_day` (idempotent: planned once).
+    /// `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
     pub async fn plan_statement_fetches(&self, business_day: &str, now: UnixMs) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let planned = sqlx::query(
             "INSERT INTO statement_fetches (wallet_id, business_day, status, attempts, next_attempt_ms) \
-             SELECT merchant_wallet_id, $1, 'pending', 0, $2 FROM facilities \
+             SELECT merchant_wallet_id, $1, 'pending', 0, $2 FROM facilities WHERE true \
              ON CONFLICT (wallet_id, business_day) DO NOTHING",
         )
         .bind(business_day)

@@ -17,6 +17,8 @@ backend_tests!(
     a_tampered_statement_is_reported_resolved_and_the_day_closed,
     corrupt_and_foreign_statements_are_refused_whole,
     auditors_read_and_other_regions_see_nothing,
+    the_operator_statement_is_fetched_once_and_a_day_not_ended_is_retried,
+    the_command_line_imports_and_runs_a_file,
 );
 
 const WALLET: &str = "0021000000000001";
@@ -208,4 +210,45 @@ async fn auditors_read_and_other_regions_see_nothing(app: TestApp) {
     let hidden = app.get(&day_path, &stranger).await;
     assert_eq!(hidden.status, missing.status);
     app.post(&format!("{day_path}/close"), &accountant, json!({})).await.expect(StatusCode::NO_CONTENT);
+}
+
+async fn the_operator_statement_is_fetched_once_and_a_day_not_ended_is_retried(app: TestApp) {
+    use carepay::reconciliation::fetch::{FetchSettings, Fetched};
+    pay_three(&app).await;
+    let now = UnixMs::now();
+    let fetched = app.app.fetch_statement(WALLET, &today(), now).await.unwrap();
+    assert_eq!(fetched, Fetched::NotReady, "the sandbox has not generated today's statement");
+
+    // Yesterday has ended: planned and leased once, fetched with its digest checked, run.
+    let yesterday = business_day(UnixMs(now.0 - MS_PER_DAY));
+    assert_eq!(app.app.store.plan_statement_fetches(&yesterday, now).await.unwrap(), 1);
+    assert_eq!(app.app.store.plan_statement_fetches(&yesterday, now).await.unwrap(), 0);
+    let first = app.app.store.claim_statement_fetches("a", now, 60_000, 10).await.unwrap();
+    let second = app.app.store.claim_statement_fetches("b", now, 60_000, 10).await.unwrap();
+    assert_eq!((first.len(), second.len()), (1, 0), "two instances never fetch the same statement");
+    app.app.store.finish_statement_fetch(&first[0], "a", Some(now), Some("test")).await.unwrap();
+
+    let settings = FetchSettings { at_minute_of_day: 0, ..FetchSettings::default() };
+    assert_eq!(app.app.fetch_due_statements("a", &settings, now).await.unwrap(), 1);
+    let run = app.app.store.latest_run(WALLET, &yesterday).await.unwrap().expect("yesterday was run");
+    assert_eq!(run.started_by, "scheduler");
+    assert_eq!(app.app.fetch_due_statements("a", &settings, now).await.unwrap(), 0, "done once");
+}
+
+async fn the_command_line_imports_and_runs_a_file(app: TestApp) {
+    pay_three(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("statement.csv");
+    std::fs::write(&path, sandbox_statement(&app)).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_carepay"))
+        .env_remove("DATABASE_URL")
+        .args(["reconcile", "import", "--database-url", &app.db.url])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = String::from_utf8(output.stdout).unwrap();
+    assert!(report.contains("version 1") && report.contains("matched 3"), "{report}");
+    let run = app.app.store.latest_run(WALLET, &today()).await.unwrap().expect("run");
+    assert_eq!(run.started_by, "cli");
 }
