@@ -115,6 +115,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=5_000))]
         batch_size: u64,
     },
+    /// One wallet's day: statement lines against carepay payments on PostgreSQL, end to end,
+    /// next to DuckDB doing the same classification (`pip install duckdb`).
+    Reconcile {
+        /// Statement lines and carepay payments.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        lines: u64,
+        /// A PostgreSQL server url: the bench creates (and drops) a scratch database there.
+        #[arg(long)]
+        postgres_url: String,
+        /// The Python interpreter with the `duckdb` package.
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -275,6 +288,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let options = crate::callbacks::bench::BenchOptions { events, postgres_url, worker };
             println!("{}", crate::callbacks::bench::run(options).await?);
+            Ok(())
+        }
+        Command::Bench { command: BenchCommand::Reconcile { lines, postgres_url, python } } => {
+            let options = crate::reconciliation::bench::BenchOptions { lines, postgres_url, python };
+            println!("{}", crate::reconciliation::bench::run(options).await?);
             Ok(())
         }
         Command::Openapi => {

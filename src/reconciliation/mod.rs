@@ -5,6 +5,7 @@
 //! error; a run is one transaction, so it is all there or not at all, and the same file run
 //! again returns the stored run instead of booking anything twice.
 
+pub mod bench;
 pub mod fetch;
 
 use ring::digest;

@@ -9,5 +9,5 @@ pub use read::{
 };
 pub use write::{
     COLUMNS, EntryKind, EntryStatus, StatementError, StatementHeader, StatementLine, StatementTotals, Yuan,
-    mask_wallet_id, totals, write_statement, write_statement_with_totals,
+    mask_wallet_id, push_header, push_line, push_trailer, totals, write_statement, write_statement_with_totals,
 };
