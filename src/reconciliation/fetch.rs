@@ -73,7 +73,8 @@ impl App {
         }
         let facility = self.store.facility_by_wallet(wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?.0;
         self.keep_statement(&bytes, &parsed, Source::Operator, "operator").await?;
-        self.run_day(&facility, wallet_id, day, "scheduler", now).await?;
+        drop(bytes);
+        self.run_day(&facility, wallet_id, day, "scheduler", now, Some(parsed)).await?;
         Ok(Fetched::Reconciled)
     }
 

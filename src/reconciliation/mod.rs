@@ -74,6 +74,8 @@ pub const RESOLUTIONS: [&str; 4] = ["adjusted", "operator_error", "timing", "oth
 pub struct ParsedStatement {
     pub wallet_id: String,
     pub business_day: String,
+    /// Hex SHA-256 of the bytes parsed.
+    pub sha256: String,
     pub lines: Vec<NumberedLine>,
     pub totals: crate::domain::statement::StatementTotals,
 }
@@ -91,7 +93,13 @@ pub fn parse_statement(bytes: &[u8]) -> Result<ParsedStatement> {
     }
     let header = reader.header().clone();
     let totals = reader.totals().ok_or_else(|| Error::invalid("statement", "STATEMENT_CORRUPT", "no trailer"))?;
-    Ok(ParsedStatement { wallet_id: header.wallet_id, business_day: header.date, lines, totals })
+    Ok(ParsedStatement {
+        wallet_id: header.wallet_id,
+        business_day: header.date,
+        sha256: sha256_hex(bytes),
+        lines,
+        totals,
+    })
 }
 
 /// The answer for an object that does not exist: the same a scoped caller gets for one
@@ -150,11 +158,10 @@ impl App {
         source: Source,
         actor: &str,
     ) -> Result<(StoredFile, bool)> {
-        let sha256 = sha256_hex(bytes);
         let file = NewFile {
             wallet_id: &parsed.wallet_id,
             business_day: &parsed.business_day,
-            sha256: &sha256,
+            sha256: &parsed.sha256,
             source: source.as_str(),
             content: bytes,
             totals: parsed.totals,
@@ -172,10 +179,12 @@ impl App {
     ) -> Result<RunRow> {
         require(principal, Action::Reconcile)?;
         let facility = self.wallet_facility(principal, wallet_id).await?;
-        self.run_day(&facility, wallet_id, business_day, principal.token_id.as_str(), UnixMs::now()).await
+        self.run_day(&facility, wallet_id, business_day, principal.token_id.as_str(), UnixMs::now(), None).await
     }
 
-    /// Runs a wallet's day against its newest statement version.
+    /// Runs a wallet's day against its newest statement version. `parsed` is that file
+    /// already parsed by the caller (import, fetch), which saves reading it back; it is used
+    /// only when its digest is the newest version's.
     pub async fn run_day(
         &self,
         facility: &FacilityId,
@@ -183,6 +192,7 @@ impl App {
         business_day: &str,
         actor: &str,
         now: UnixMs,
+        parsed: Option<ParsedStatement>,
     ) -> Result<RunRow> {
         let (from_ms, to_ms) = neighbourhood_ms(business_day)
             .ok_or_else(|| Error::invalid("date", "INVALID_DATE", "must be a date YYYY-MM-DD"))?;
@@ -193,9 +203,15 @@ impl App {
         if let Some(run) = self.store.run_for_file(&file.id, past_grace).await? {
             return Ok(run);
         }
-        let content = self.store.statement_content(&file.id).await?.ok_or(Error::NotFound { what: "statement" })?;
-        let parsed = parse_statement(&content)?;
-        let mut lines = parsed.lines;
+        let lines = match parsed {
+            Some(parsed) if parsed.sha256 == file.sha256 => parsed.lines,
+            _ => {
+                let content =
+                    self.store.statement_content(&file.id).await?.ok_or(Error::NotFound { what: "statement" })?;
+                parse_statement(&content)?.lines
+            }
+        };
+        let mut lines = lines;
         lines.sort_by(|a, b| a.line.out_no.cmp(&b.line.out_no));
         let carepay = self.store.carepay_entries(wallet_id, from_ms, to_ms, self.reconciliation.fee_rate_ppm).await?;
 
@@ -372,13 +388,14 @@ pub async fn import_file(app: &App, bytes: &[u8], actor: &str) -> Result<String>
     let (facility, _) =
         app.store.facility_by_wallet(&parsed.wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?;
     let (file, created) = app.keep_statement(bytes, &parsed, Source::Cli, actor).await?;
-    let run = app.run_day(&facility, &parsed.wallet_id, &parsed.business_day, actor, UnixMs::now()).await?;
+    let (wallet_id, business_day) = (parsed.wallet_id.clone(), parsed.business_day.clone());
+    let run = app.run_day(&facility, &wallet_id, &business_day, actor, UnixMs::now(), Some(parsed)).await?;
     let summary: Summary = serde_json::from_str(&run.summary).map_err(|error| Error::Internal(error.into()))?;
     let categories: Vec<String> = summary.categories.iter().map(|c| format!("{} {}", c.category, c.count)).collect();
     Ok(format!(
         "wallet {} day {}: file {} version {}{}; run {}: {}",
-        parsed.wallet_id,
-        parsed.business_day,
+        wallet_id,
+        business_day,
         file.id,
         file.version,
         if created { "" } else { " (already kept)" },

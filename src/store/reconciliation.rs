@@ -487,27 +487,20 @@ impl Store {
         to_ms: i64,
         fee_rate_ppm: u32,
     ) -> Result<Vec<CarepayEntry>, StoreError> {
-        let payments = sqlx::query(
+        use futures_util::TryStreamExt as _;
+
+        // Streamed row by row: a million rows fetched whole would hold every row's driver
+        // representation at once, several times the entries themselves.
+        let mut entries = Vec::new();
+        let mut payments = sqlx::query(
             "SELECT out_trade_no, trade_no, status, amount_fen, paid_at_ms FROM payments \
              WHERE merchant_wallet_id = $1 AND paid_at_ms >= $2 AND paid_at_ms < $3 AND status IN ('succeeded', 'reversed')",
         )
         .bind(wallet_id)
         .bind(from_ms)
         .bind(to_ms)
-        .fetch_all(self.pool())
-        .await?;
-        let refunds = sqlx::query(
-            "SELECT r.out_refund_no, r.refund_no, r.amount_fen, r.succeeded_at_ms FROM refunds r \
-             JOIN payments p ON p.id = r.payment_id \
-             WHERE p.merchant_wallet_id = $1 AND r.status = 'succeeded' AND r.succeeded_at_ms >= $2 AND r.succeeded_at_ms < $3",
-        )
-        .bind(wallet_id)
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch_all(self.pool())
-        .await?;
-        let mut entries = Vec::with_capacity(payments.len() + refunds.len());
-        for row in &payments {
+        .fetch(self.pool());
+        while let Some(row) = payments.try_next().await? {
             let status: String = row.try_get("status")?;
             let status = if status == "reversed" { EntryStatus::Reversed } else { EntryStatus::Success };
             let amount_fen: i64 = row.try_get("amount_fen")?;
@@ -525,7 +518,17 @@ impl Store {
                 business_day: business_day(UnixMs(settled_at_ms)),
             });
         }
-        for row in &refunds {
+        drop(payments);
+        let mut refunds = sqlx::query(
+            "SELECT r.out_refund_no, r.refund_no, r.amount_fen, r.succeeded_at_ms FROM refunds r \
+             JOIN payments p ON p.id = r.payment_id \
+             WHERE p.merchant_wallet_id = $1 AND r.status = 'succeeded' AND r.succeeded_at_ms >= $2 AND r.succeeded_at_ms < $3",
+        )
+        .bind(wallet_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch(self.pool());
+        while let Some(row) = refunds.try_next().await? {
             let settled_at_ms: i64 = row.try_get("succeeded_at_ms")?;
             entries.push(CarepayEntry {
                 out_no: row.try_get("out_refund_no")?,
@@ -538,6 +541,7 @@ impl Store {
                 business_day: business_day(UnixMs(settled_at_ms)),
             });
         }
+        drop(refunds);
         entries.sort_by(|a, b| a.out_no.cmp(&b.out_no));
         Ok(entries)
     }
