@@ -654,6 +654,21 @@ impl Store {
             resolve_timing(&mut tx, run, outcome).await?;
         }
 
+        if run.past_grace {
+            // Past the grace period an "expected" record is re-raised as missing from the
+            // statement; the expectation itself is settled so nothing is open twice.
+            sqlx::query(
+                "UPDATE discrepancies SET status = 'resolved', resolution = 'other', \
+                 note = 'grace period over: raised as missing_in_statement', resolved_by = 'system', \
+                 resolved_at_ms = $1, version = version + 1 \
+                 WHERE wallet_id = $2 AND business_day = $3 AND category = 'expected' AND status = 'open'",
+            )
+            .bind(run.now.0)
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .execute(&mut *tx)
+            .await?;
+        }
         if let Some(entry) = wallet_entry(run.wallet_id, "operator:fees", -run.withheld_fee_fen)? {
             let reference = format!("{}:{}", run.wallet_id, run.business_day);
             let what = EntryRef {
