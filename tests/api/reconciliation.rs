@@ -19,6 +19,7 @@ backend_tests!(
     auditors_read_and_other_regions_see_nothing,
     the_operator_statement_is_fetched_once_and_a_day_not_ended_is_retried,
     the_command_line_imports_and_runs_a_file,
+    an_adjustment_posts_a_balanced_ledger_entry,
 );
 
 const WALLET: &str = "0021000000000001";
@@ -251,4 +252,43 @@ async fn the_command_line_imports_and_runs_a_file(app: TestApp) {
     assert!(report.contains("version 1") && report.contains("matched 3"), "{report}");
     let run = app.app.store.latest_run(WALLET, &today()).await.unwrap().expect("run");
     assert_eq!(run.started_by, "cli");
+}
+
+async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {
+    use carepay::domain::ledger::AccountCode;
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let day_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
+    let wallet = AccountCode::parse(&format!("wallet:{WALLET}")).unwrap();
+    let before = app.app.store.account_totals(&wallet).await.unwrap().unwrap().balance_fen();
+
+    app.sandbox.faults().tamper_statements(StatementTamper::ChangeAmount, 1).unwrap();
+    upload(&app, &accountant, sandbox_statement(&app)).await.expect(StatusCode::CREATED);
+    app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    let open = app.get(&format!("{day_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
+    let id = open.body[0]["id"].as_str().unwrap().to_owned();
+
+    app.post(
+        &format!("/v1/reconciliation/discrepancies/{id}/resolve"),
+        &accountant,
+        json!({"resolution": "adjusted", "note": "operator credited 0.01 more"}),
+    )
+    .await
+    .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_ADJUSTMENT");
+    let resolved = app
+        .post(
+            &format!("/v1/reconciliation/discrepancies/{id}/resolve"),
+            &accountant,
+            json!({"resolution": "adjusted", "note": "operator credited 0.01 more", "adjustment": "0.01"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(resolved.body["adjustment"], "0.01");
+    let after = app.app.store.account_totals(&wallet).await.unwrap().unwrap().balance_fen();
+    assert_eq!(after - before, 1, "the wallet's ledger account follows the operator");
+    assert_eq!(app.app.store.verify_ledger().await.unwrap(), vec![]);
+    let actions = app.app.store.reconciliation_actions(WALLET, &today()).await.unwrap();
+    let kinds: Vec<&str> = actions.iter().map(|action| action.0.as_str()).collect();
+    assert_eq!(kinds, ["import", "run", "resolve"]);
 }
