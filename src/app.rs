@@ -14,6 +14,7 @@ use crate::operator::client::OperatorClient;
 use crate::operator::signing::Verifier;
 use crate::payments::PaymentSettings;
 use crate::rate_limit::{Rate, RateLimiter};
+use crate::reconciliation::ReconciliationSettings;
 use crate::store::Store;
 use std::sync::Arc;
 
@@ -65,6 +66,7 @@ pub struct App {
     /// Seals secrets kept at rest (callback signing secrets). `App::new` starts with a key
     /// that lives as long as the process; `serve` installs the configured one.
     pub secrets: SecretBox,
+    pub reconciliation: ReconciliationSettings,
 }
 
 impl App {
@@ -79,6 +81,7 @@ impl App {
             token_rate: Arc::new(RateLimiter::new(token_rate)),
             terminal_rate: Arc::new(RateLimiter::new(terminal_rate)),
             secrets: SecretBox::ephemeral(),
+            reconciliation: ReconciliationSettings::default(),
         }
     }
 

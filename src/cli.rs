@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::access::NewToken;
 use crate::app::{App, Limits};
-use crate::config::{DatabaseConfig, OperatorConfig, ServeConfig};
+use crate::config::{DatabaseConfig, OperatorConfig, ReconciliationConfig, ServeConfig};
 use crate::domain::directory::Name;
 use crate::domain::ids::RegionId;
 use crate::domain::role::Role;
@@ -50,6 +50,11 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Daily reconciliation against the operator's statements.
+    Reconcile {
+        #[command(subcommand)]
+        command: ReconcileCommand,
+    },
     /// Run the sandbox wallet operator (in memory; for development and tests only).
     SandboxOperator(crate::operator::sandbox::run::SandboxOperatorArgs),
 }
@@ -63,6 +68,25 @@ pub struct ServeArgs {
     serve: ServeConfig,
     #[command(flatten)]
     operator: OperatorConfig,
+    #[command(flatten)]
+    reconciliation: ReconciliationConfig,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ReconcileCommand {
+    /// Import a statement file (CSV or gzip, UTF-8 or GB18030) an accountant received, keep it
+    /// as the next version of its wallet's day, and run the day.
+    Import {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        reconciliation: ReconciliationConfig,
+        /// The statement file.
+        file: std::path::PathBuf,
+        /// Who imports it, for the record.
+        #[arg(long, default_value = "cli")]
+        actor: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -95,6 +119,19 @@ pub enum BenchCommand {
         /// Deliveries claimed per round and outcomes recorded per transaction.
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=5_000))]
         batch_size: u64,
+    },
+    /// One wallet's day: statement lines against carepay payments on PostgreSQL, end to end,
+    /// next to DuckDB doing the same classification (`pip install duckdb`).
+    Reconcile {
+        /// Statement lines and carepay payments.
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        lines: u64,
+        /// A PostgreSQL server url: the bench creates (and drops) a scratch database there.
+        #[arg(long)]
+        postgres_url: String,
+        /// The Python interpreter with the `duckdb` package.
+        #[arg(long, default_value = "python3")]
+        python: String,
     },
 }
 
@@ -166,7 +203,7 @@ async fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let ServeArgs { database, serve, operator } = *args;
+            let ServeArgs { database, serve, operator, reconciliation } = *args;
             crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
             let worker_settings = serve.callbacks.worker_settings().map_err(anyhow::Error::msg)?;
             let secrets = serve.callbacks.secret_box(&database)?;
@@ -194,8 +231,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             let mut app = App::new(store.clone(), serve.limits()).with_operator(setup.link).with_secrets(secrets);
             app.payments = operator.payment_settings();
+            app.reconciliation = reconciliation.settings();
             tracing::info!(%address, "carepay listening");
 
+            let fetch_worker =
+                tokio::spawn(crate::reconciliation::fetch::run_worker(app.clone(), reconciliation.fetch_settings()));
             let callbacks_worker = crate::callbacks::worker::spawn(app.clone(), worker_settings)?;
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let payments_worker =
@@ -215,6 +255,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             let _ = stop_tx.send(true);
             let _ = payments_worker.await;
+            // A fetch cut short holds only its lease, which runs out; every write is one transaction.
+            fetch_worker.abort();
             callbacks_worker.stop().await;
             store.close().await;
             tracing::info!("stopped");
@@ -272,8 +314,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(link) => anyhow::bail!("audit trail broken at record {}: {}", link.seq, link.reason),
             }
         }
+        Command::Bench { command: BenchCommand::Reconcile { lines, postgres_url, python } } => {
+            let options = crate::reconciliation::bench::BenchOptions { lines, postgres_url, python };
+            println!("{}", crate::reconciliation::bench::run(options).await?);
+            Ok(())
+        }
         Command::Openapi => {
             println!("{}", crate::http::openapi().to_pretty_json()?);
+            Ok(())
+        }
+        Command::Reconcile { command: ReconcileCommand::Import { database, reconciliation, file, actor } } => {
+            let store = open_store(&database).await?;
+            let mut app = App::new(store, Limits::default());
+            app.reconciliation = reconciliation.settings();
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let report = crate::reconciliation::import_file(&app, &bytes, &actor)
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            println!("{report}");
             Ok(())
         }
         Command::SandboxOperator(args) => crate::operator::sandbox::run::run(args).await,

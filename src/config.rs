@@ -345,3 +345,56 @@ impl CallbackConfig {
         Ok(secrets)
     }
 }
+
+/// Daily reconciliation against the operator's statements.
+#[derive(Args, Clone, Debug)]
+pub struct ReconciliationConfig {
+    /// When the previous day's statements are fetched, `HH:MM` in Asia/Shanghai.
+    #[arg(long, env = "CAREPAY_RECONCILE_FETCH_AT", default_value = "10:30", value_parser = parse_time_of_day)]
+    pub reconcile_fetch_at: u32,
+
+    /// Minutes before a statement the operator has not generated yet is asked for again.
+    #[arg(long, env = "CAREPAY_RECONCILE_RETRY_MINUTES", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=1_440))]
+    pub reconcile_retry_minutes: u64,
+
+    /// Days after a business day ends that a record missing from the statement is still
+    /// "expected" (T+2); after that it is a discrepancy.
+    #[arg(long, env = "CAREPAY_RECONCILE_GRACE_DAYS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=30))]
+    pub reconcile_grace_days: u32,
+
+    /// The operator's fee on each payment, in millionths of the amount (its tariff).
+    #[arg(long, env = "CAREPAY_RECONCILE_FEE_RATE_PPM", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub reconcile_fee_rate_ppm: u32,
+}
+
+/// `HH:MM` as minutes after midnight.
+fn parse_time_of_day(raw: &str) -> Result<u32, String> {
+    let (hours, minutes) = raw.split_once(':').ok_or("expected HH:MM")?;
+    let hours: u32 = hours.parse().map_err(|_| "expected HH:MM")?;
+    let minutes: u32 = minutes.parse().map_err(|_| "expected HH:MM")?;
+    if hours > 23 || minutes > 59 {
+        return Err(String::from("expected a time of day, 00:00 to 23:59"));
+    }
+    Ok(hours * 60 + minutes)
+}
+
+impl ReconciliationConfig {
+    pub fn settings(&self) -> crate::reconciliation::ReconciliationSettings {
+        crate::reconciliation::ReconciliationSettings {
+            fee_rate_ppm: self.reconcile_fee_rate_ppm,
+            grace_days: self.reconcile_grace_days,
+            ..Default::default()
+        }
+    }
+
+    pub fn fetch_settings(&self) -> crate::reconciliation::fetch::FetchSettings {
+        crate::reconciliation::fetch::FetchSettings {
+            at_minute_of_day: self.reconcile_fetch_at,
+            retry_after_ms: i64::try_from(self.reconcile_retry_minutes).unwrap_or(30) * 60_000,
+            ..Default::default()
+        }
+    }
+}

@@ -130,6 +130,26 @@ fn notification_verifies(data: &[u8]) -> bool {
     true
 }
 
+/// Fuzz body for the statement reader (`domain::statement`), which reads files from the
+/// operator and from accountants' uploads.
+///
+/// Invariants: reading never panics; an accepted file's lines, written again by the writer,
+/// read back to the same header, lines and trailer.
+pub fn statement(data: &[u8]) {
+    use crate::domain::statement::{open_statement, write_statement};
+
+    let Ok(mut reader) = open_statement(data) else { return };
+    let Ok(lines) = reader.by_ref().collect::<Result<Vec<_>, _>>() else { return };
+    let header = reader.header().clone();
+    let totals = reader.totals().expect("an accepted file has its trailer");
+    let written = write_statement(&header, &lines).expect("accepted lines always write");
+    let mut again = open_statement(written.as_slice()).expect("written header reads back");
+    let lines_again = again.by_ref().collect::<Result<Vec<_>, _>>().expect("written lines read back");
+    assert_eq!(again.header(), &header);
+    assert_eq!(lines_again, lines);
+    assert_eq!(again.totals(), Some(totals));
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -20,6 +20,7 @@ pub mod nonces;
 pub mod operator;
 pub mod payments;
 pub mod rate_limit;
+pub mod reconciliation;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -111,6 +111,22 @@ typed_id!(
     RefundId, "rfd"
 );
 typed_id!(
+    /// A statement file received from the operator or an accountant.
+    StatementFileId, "stf"
+);
+typed_id!(
+    /// One reconciliation run of a wallet's business day.
+    RunId, "rcn"
+);
+typed_id!(
+    /// A reconciliation discrepancy an accountant resolves.
+    DiscrepancyId, "dsc"
+);
+typed_id!(
+    /// One recorded reconciliation action (import, run, resolve, close).
+    ReconciliationActionId, "rca"
+);
+typed_id!(
     /// A ledger journal entry.
     EntryId, "je"
 );

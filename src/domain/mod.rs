@@ -9,5 +9,7 @@ pub mod ids;
 pub mod ledger;
 pub mod money;
 pub mod payment;
+pub mod reconciliation;
 pub mod role;
+pub mod statement;
 pub mod time;

@@ -54,6 +54,8 @@ impl Role {
             ManageFacilityCallbacks => matches!(self, Role::Admin | Role::FacilityManager),
             ManageOfficeCallbacks => matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover),
             ReadFacilityCallbacks => matches!(self, Role::Admin | Role::FacilityManager | Role::Auditor),
+            Reconcile => matches!(self, Role::Admin | Role::Accountant),
+            ReadReconciliation => matches!(self, Role::Admin | Role::Accountant | Role::Auditor),
             ReadOfficeCallbacks => {
                 matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover | Role::Auditor)
             }
@@ -92,6 +94,10 @@ pub enum Action {
     ReadFacilityCallbacks,
     /// See a subsidy office's callback endpoints, deliveries and attempts.
     ReadOfficeCallbacks,
+    /// Import statements, run reconciliation, resolve discrepancies, close days.
+    Reconcile,
+    /// See reconciliation runs, results and discrepancies.
+    ReadReconciliation,
 }
 
 #[cfg(test)]
@@ -115,6 +121,7 @@ mod tests {
             Action::ManageTokens,
             Action::ManageFacilityCallbacks,
             Action::ManageOfficeCallbacks,
+            Action::Reconcile,
         ] {
             assert!(!Role::Auditor.may(action));
         }

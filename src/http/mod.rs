@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod notifications;
 pub mod ops;
+pub mod reconciliation;
 pub mod terminals;
 pub mod tokens;
 pub mod views;
@@ -71,6 +72,7 @@ pub struct AppState {
         (name = "terminals", description = "Counter terminals and their signing keys"),
         (name = "tokens", description = "Back-office API tokens"),
         (name = "callbacks", description = "Signed callbacks (Standard Webhooks) to facilities' and offices' systems"),
+        (name = "reconciliation", description = "Daily reconciliation against the operator's wallet statements"),
     ),
     components(schemas(error::Problem))
 )]
@@ -95,6 +97,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(terminals::router())
         .merge(tokens::router())
         .merge(callbacks::router())
+        .merge(reconciliation::router())
 }
 
 /// The OpenAPI document, generated from the route annotations so it cannot drift.

@@ -90,14 +90,14 @@ fn report(options: &BenchOptions, rows: &[Measured]) -> String {
 }
 
 /// A database created for one measurement and dropped after it.
-struct ScratchDatabase {
+pub(crate) struct ScratchDatabase {
     server: String,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl ScratchDatabase {
-    async fn create(server: &str, prefix: &str) -> anyhow::Result<ScratchDatabase> {
+    pub(crate) async fn create(server: &str, prefix: &str) -> anyhow::Result<ScratchDatabase> {
         let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
         let admin = Store::connect(server, &PoolSettings { max_connections: 1, ..PoolSettings::default() }).await?;
         admin.execute_raw(&format!("CREATE DATABASE {name}")).await?;
@@ -106,7 +106,7 @@ impl ScratchDatabase {
         Ok(ScratchDatabase { server: server.to_owned(), url: format!("{base}/{name}"), name })
     }
 
-    async fn drop(self) {
+    pub(crate) async fn drop(self) {
         if let Ok(admin) =
             Store::connect(&self.server, &PoolSettings { max_connections: 1, ..PoolSettings::default() }).await
         {

@@ -12,6 +12,7 @@ pub mod callbacks;
 pub mod directory;
 pub mod ledger;
 pub mod payments;
+pub mod reconciliation;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -107,6 +108,8 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
     ("ledger_accounts_pkey", "ledger_accounts.code"),
     ("payments_out_trade_no_key", "payments.out_trade_no"),
     ("refunds_out_refund_no_key", "refunds.out_refund_no"),
+    ("statement_files_digest_key", "statement_files.wallet_id, statement_files.business_day, statement_files.sha256"),
+    ("statement_files_version_key", "statement_files.wallet_id, statement_files.business_day, statement_files.version"),
 ];
 
 fn unique_constraint_name(db: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {

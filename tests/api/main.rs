@@ -12,6 +12,7 @@ mod ledger;
 mod log_hygiene;
 mod ops;
 mod payments;
+mod reconciliation;
 mod restart;
 mod scope;
 mod terminal_auth;

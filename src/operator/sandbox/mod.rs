@@ -387,7 +387,12 @@ impl Sandbox {
 
     /// The statement file and its hex SHA-256, with any statement tamper fault applied.
     pub(crate) fn statement_file(&self, date: &str, wallet_id: &str) -> Result<(Vec<u8>, String), Refusal> {
-        let now_ms = self.now_ms();
+        self.statement_file_as_of(date, wallet_id, self.now_ms())
+    }
+
+    /// The statement file as it would be served at `now_ms` (tests of reconciliation need a
+    /// day's statement without waiting for the day to end; the signing clock stays real).
+    pub fn statement_file_as_of(&self, date: &str, wallet_id: &str, now_ms: i64) -> Result<(Vec<u8>, String), Refusal> {
         let mut lines = self.books().statement_lines(wallet_id, date, now_ms)?;
         let header = StatementHeader {
             wallet_id: wallet_id.to_owned(),

@@ -1,0 +1,361 @@
+//! A generator writes a day's statement from a day of activity, injects every discrepancy
+//! category at random, and the matcher must report each injected case in its category and
+//! nothing else (100% recall and precision), through the real writer and reader.
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::domain::statement::{StatementHeader, open_statement, write_statement};
+
+const DAY: &str = "2026-11-28";
+const FEE_RATE_PPM: u32 = 6_000;
+
+#[derive(Clone, Copy, Debug)]
+enum Injection {
+    None,
+    DropLine,
+    Amount,
+    Status,
+    Kind,
+    DuplicateLine,
+    DuplicateRecord,
+    WrongDay,
+    Fee,
+    /// The line lacks its merchant number: the operator reference must pair it.
+    NoMerchantNumber,
+}
+
+const INJECTIONS: [Injection; 10] = [
+    Injection::None,
+    Injection::DropLine,
+    Injection::Amount,
+    Injection::Status,
+    Injection::Kind,
+    Injection::DuplicateLine,
+    Injection::DuplicateRecord,
+    Injection::WrongDay,
+    Injection::Fee,
+    Injection::NoMerchantNumber,
+];
+
+#[derive(Clone, Debug)]
+struct Activity {
+    /// (is a payment, amount in fen, reversed same day, second of the day, injection).
+    entries: Vec<(bool, i64, bool, i64, Injection)>,
+    /// Lines only the operator knows of with a merchant number.
+    strangers: usize,
+    /// Fees and adjustments (amount, is an adjustment).
+    operator_entries: Vec<(i64, bool)>,
+    /// carepay records of the next day that are not on this statement and must not show.
+    next_day_records: usize,
+    past_grace: bool,
+}
+
+fn arb_activity() -> impl Strategy<Value = Activity> {
+    let entry = (
+        any::<bool>(),
+        1i64..5_000_000,
+        prop::bool::weighted(0.1),
+        0i64..86_400,
+        prop::sample::select(INJECTIONS.to_vec()),
+    );
+    (
+        prop::collection::vec(entry, 0..40),
+        0usize..4,
+        prop::collection::vec((-100_000i64..100_000, any::<bool>()), 0..4),
+        0usize..4,
+        any::<bool>(),
+    )
+        .prop_map(|(entries, strangers, operator_entries, next_day_records, past_grace)| Activity {
+            entries,
+            strangers,
+            operator_entries,
+            next_day_records,
+            past_grace,
+        })
+}
+
+/// What the generator expects for one item: its identity, category and differing fields.
+type Expected = Vec<(String, Category, Vec<&'static str>)>;
+
+struct Generated {
+    lines: Vec<StatementLine>,
+    carepay: Vec<CarepayEntry>,
+    expected: Expected,
+}
+
+fn time_of_day(second: i64) -> String {
+    format!("{DAY} {:02}:{:02}:{:02}", second / 3600, second / 60 % 60, second % 60)
+}
+
+fn generate(activity: &Activity) -> Generated {
+    let day_start = day_start_ms(DAY).unwrap();
+    let mut lines = Vec::new();
+    let mut carepay = Vec::new();
+    let mut expected: Expected = Vec::new();
+    let line_id = |operator_ref: &str, occurrence: usize| format!("{operator_ref}#{occurrence}");
+
+    for (i, &(is_payment, amount_fen, reversed, second, injection)) in activity.entries.iter().enumerate() {
+        let kind = if is_payment { EntryKind::Payment } else { EntryKind::Refund };
+        let status = if is_payment && reversed { EntryStatus::Reversed } else { EntryStatus::Success };
+        let fee_fen = if kind == EntryKind::Payment && status == EntryStatus::Success {
+            expected_fee_fen(amount_fen, FEE_RATE_PPM)
+        } else {
+            0
+        };
+        let out_no = format!("{}-{i:05}", if is_payment { "P" } else { "R" });
+        let operator_ref = format!("OP{i:06}");
+        let settled_at_ms = day_start + second * 1000;
+        let mut record = CarepayEntry {
+            out_no: out_no.clone(),
+            operator_ref: Some(operator_ref.clone()),
+            kind,
+            status,
+            amount_fen,
+            expected_fee_fen: fee_fen,
+            settled_at_ms,
+            business_day: DAY.to_owned(),
+        };
+        let mut line = StatementLine {
+            settled_at: time_of_day(second),
+            operator_ref: operator_ref.clone(),
+            out_no,
+            kind,
+            status,
+            amount_fen,
+            fee_fen,
+            counterparty: String::from("0021****5678"),
+            memo: format!("午餐, \"{i}\"\n套餐"),
+        };
+        let mut expect =
+            |category, fields: Vec<&'static str>| expected.push((line_id(&operator_ref, 0), category, fields));
+        match injection {
+            Injection::None => expect(Category::Matched, vec![]),
+            Injection::DropLine => {
+                let category = if activity.past_grace { Category::MissingInStatement } else { Category::Expected };
+                expected.push((format!("carepay:{operator_ref}"), category, vec![]));
+                carepay.push(record);
+                continue;
+            }
+            Injection::Amount => {
+                line.amount_fen += 1 + (amount_fen % 997);
+                expect(Category::AmountMismatch, vec!["amount"]);
+            }
+            Injection::Status => {
+                line.status = if status == EntryStatus::Success { EntryStatus::Reversed } else { EntryStatus::Success };
+                expect(Category::StatusMismatch, vec!["status"]);
+            }
+            Injection::Kind => {
+                line.kind = if is_payment { EntryKind::Refund } else { EntryKind::Payment };
+                expect(Category::KindMismatch, vec!["kind"]);
+            }
+            Injection::DuplicateLine => {
+                expect(Category::Matched, vec![]);
+                expected.push((line_id(&operator_ref, 1), Category::Duplicate, vec!["out_no"]));
+                lines.push(line.clone());
+            }
+            Injection::DuplicateRecord => {
+                expect(Category::Matched, vec![]);
+                let mut twin = record.clone();
+                twin.operator_ref = Some(format!("OPTWIN{i:06}"));
+                expected.push((format!("carepay:OPTWIN{i:06}"), Category::Duplicate, vec!["out_no"]));
+                carepay.push(record.clone());
+                carepay.push(twin);
+                lines.push(line);
+                continue;
+            }
+            Injection::WrongDay => {
+                // carepay saw it settle just across midnight, on the day before or after.
+                let shift = if second % 2 == 0 { -MS_PER_DAY } else { MS_PER_DAY };
+                record.settled_at_ms += shift;
+                record.business_day = business_day(UnixMs(record.settled_at_ms));
+                expect(Category::WrongDay, vec!["business_day"]);
+            }
+            Injection::Fee => {
+                line.fee_fen += 1 + (amount_fen % 89);
+                expect(Category::FeeMismatch, vec!["fee"]);
+            }
+            Injection::NoMerchantNumber => {
+                line.out_no = String::new();
+                expect(Category::Matched, vec!["out_no"]);
+            }
+        }
+        carepay.push(record);
+        lines.push(line);
+    }
+
+    for j in 0..activity.strangers {
+        let operator_ref = format!("OPSTRANGER{j}");
+        expected.push((line_id(&operator_ref, 0), Category::MissingInCarepay, vec![]));
+        lines.push(StatementLine {
+            settled_at: time_of_day(3600),
+            operator_ref,
+            out_no: format!("X-{j}"),
+            kind: EntryKind::Payment,
+            status: EntryStatus::Success,
+            amount_fen: 100,
+            fee_fen: expected_fee_fen(100, FEE_RATE_PPM),
+            counterparty: String::new(),
+            memo: String::new(),
+        });
+    }
+    for (j, &(amount_fen, adjustment)) in activity.operator_entries.iter().enumerate() {
+        let operator_ref = format!("OPOWN{j}");
+        expected.push((line_id(&operator_ref, 0), Category::OperatorEntry, vec![]));
+        let (kind, amount_fen) =
+            if adjustment { (EntryKind::Adjustment, amount_fen) } else { (EntryKind::Fee, amount_fen.abs()) };
+        lines.push(StatementLine {
+            settled_at: time_of_day(86_399),
+            operator_ref,
+            out_no: String::new(),
+            kind,
+            status: EntryStatus::Success,
+            amount_fen,
+            fee_fen: 0,
+            counterparty: String::new(),
+            memo: String::from("运营机构差错调整"),
+        });
+    }
+    for j in 0..activity.next_day_records {
+        carepay.push(CarepayEntry {
+            out_no: format!("P-next-{j}"),
+            operator_ref: Some(format!("OPNEXT{j}")),
+            kind: EntryKind::Payment,
+            status: EntryStatus::Success,
+            amount_fen: 100,
+            expected_fee_fen: 1,
+            settled_at_ms: day_start + MS_PER_DAY + 1,
+            business_day: business_day(UnixMs(day_start + MS_PER_DAY + 1)),
+        });
+    }
+    Generated { lines, carepay, expected }
+}
+
+/// Writes the statement, reads it back, sorts both sides the way the store does and runs
+/// the matcher, naming each outcome the way the generator named its expectation.
+fn run(generated: &Generated, past_grace: bool) -> Expected {
+    let header = StatementHeader {
+        wallet_id: String::from("0021000000000001"),
+        date: DAY.to_owned(),
+        generated_at: String::from("2026-11-29T09:00:00+08:00"),
+    };
+    let bytes = write_statement(&header, &generated.lines).unwrap();
+    let mut reader = open_statement(bytes.as_slice()).unwrap();
+    reader.expect("0021000000000001", DAY).unwrap();
+    let mut numbered = Vec::new();
+    let mut line_no = 2;
+    let mut ids = HashMap::new();
+    let mut occurrences: HashMap<String, usize> = HashMap::new();
+    for line in reader.by_ref() {
+        let line = line.unwrap();
+        // The line number only needs to be unique here.
+        line_no += 1;
+        let occurrence = occurrences.entry(line.operator_ref.clone()).or_default();
+        ids.insert(line_no, format!("{}#{occurrence}", line.operator_ref));
+        *occurrence += 1;
+        numbered.push(NumberedLine { line_no, line });
+    }
+    numbered.sort_by(|a, b| a.line.out_no.cmp(&b.line.out_no));
+    let mut carepay = generated.carepay.clone();
+    carepay.sort_by(|a, b| a.out_no.cmp(&b.out_no));
+
+    let settings = MatchSettings { date: DAY.to_owned(), past_grace };
+    let mut outcomes = Vec::new();
+    reconcile(&settings, numbered, carepay, |outcome| outcomes.push(outcome)).unwrap();
+    outcomes
+        .into_iter()
+        .map(|outcome| {
+            let id = match (&outcome.statement, &outcome.carepay) {
+                (Some(item), _) => ids[&item.line_no].clone(),
+                (None, Some(entry)) => format!("carepay:{}", entry.operator_ref.clone().unwrap_or_default()),
+                (None, None) => unreachable!("an outcome always has a side"),
+            };
+            (id, outcome.category, outcome.fields)
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn every_injected_case_is_reported_in_its_category_and_nothing_else(activity in arb_activity()) {
+        let generated = generate(&activity);
+        let mut actual = run(&generated, activity.past_grace);
+        let mut expected = generated.expected.clone();
+        actual.sort();
+        expected.sort();
+        prop_assert_eq!(actual, expected);
+    }
+
+    #[test]
+    fn running_twice_gives_the_same_result(activity in arb_activity()) {
+        let generated = generate(&activity);
+        prop_assert_eq!(run(&generated, activity.past_grace), run(&generated, activity.past_grace));
+    }
+}
+
+#[test]
+fn unsorted_input_is_refused_rather_than_misclassified() {
+    let entry = |out_no: &str| CarepayEntry {
+        out_no: out_no.to_owned(),
+        operator_ref: None,
+        kind: EntryKind::Payment,
+        status: EntryStatus::Success,
+        amount_fen: 1,
+        expected_fee_fen: 0,
+        settled_at_ms: 0,
+        business_day: DAY.to_owned(),
+    };
+    let settings = MatchSettings { date: DAY.to_owned(), past_grace: false };
+    let result = reconcile(&settings, Vec::new(), vec![entry("b"), entry("a")], |_| {});
+    assert!(matches!(result, Err(MatchError::Unsorted { side: "carepay", .. })));
+}
+
+#[test]
+fn a_summary_counts_each_category_and_nets_the_statement() {
+    let generated = generate(&Activity {
+        entries: vec![(true, 10_000, false, 10, Injection::None), (false, 2_500, false, 20, Injection::Amount)],
+        strangers: 1,
+        operator_entries: vec![(-100, true)],
+        next_day_records: 0,
+        past_grace: false,
+    });
+    let mut builder = SummaryBuilder::default();
+    let mut lines: Vec<NumberedLine> = generated
+        .lines
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, line)| NumberedLine { line_no: i as u64 + 3, line })
+        .collect();
+    lines.sort_by(|a, b| a.line.out_no.cmp(&b.line.out_no));
+    let mut carepay = generated.carepay.clone();
+    carepay.sort_by(|a, b| a.out_no.cmp(&b.out_no));
+    let settings = MatchSettings { date: DAY.to_owned(), past_grace: false };
+    reconcile(&settings, lines, carepay, |outcome| builder.add(&outcome)).unwrap();
+    let summary = builder.finish();
+    // Statement: +100.00 payment, -(25.00 + 1 + 2500 % 997 fen) refund, +1.00 stranger, -1.00 adjustment.
+    let refund_on_statement = 2_500 + 1 + 2_500 % 997;
+    assert_eq!(summary.statement_net_fen, 10_000 - refund_on_statement + 100 - 100);
+    assert_eq!(summary.carepay_net_fen, 10_000 - 2_500);
+    assert_eq!(summary.statement_fee_fen, 60 + 1);
+    assert_eq!(summary.net_settlement_fen, summary.statement_net_fen - 61);
+    assert_eq!(summary.open_discrepancies, 2);
+    let count = |name: &str| summary.categories.iter().find(|c| c.category == name).map(|c| c.count);
+    assert_eq!(count("matched"), Some(1));
+    assert_eq!(count("amount_mismatch"), Some(1));
+    assert_eq!(count("missing_in_carepay"), Some(1));
+    assert_eq!(count("operator_entry"), Some(1));
+}
+
+#[test]
+fn business_days_are_shanghai_dates() {
+    let start = day_start_ms(DAY).unwrap();
+    assert_eq!(business_day(UnixMs(start)), DAY);
+    assert_eq!(business_day(UnixMs(start - 1)), "2026-11-27");
+    assert_eq!(neighbourhood_ms(DAY), Some((start - MS_PER_DAY, start + 2 * MS_PER_DAY)));
+    assert_eq!(day_start_ms("2026-13-01"), None);
+}

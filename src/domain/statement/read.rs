@@ -1,0 +1,475 @@
+//! The streaming statement reader: bytes in (gzip or not, UTF-8 with or without BOM or
+//! GB18030, CRLF or LF), typed lines out, one at a time, so memory stays bounded by the longest
+//! record rather than the file. The trailer is checked when it is reached; a caller that
+//! imports must therefore stage the lines and commit only after [`StatementReader::next_line`]
+//! returned `Ok(None)`.
+//!
+//! Encoding is decided once per file from the fixed column line (it is Chinese, so UTF-8 and
+//! GB18030 spell it differently): a file whose column line is not valid UTF-8 is GB18030, as
+//! the spec says. Each physical line is decoded before any CSV parsing because a GB18030
+//! trail byte may be a backtick (0x60); it is never a line feed, so splitting on 0x0A first is
+//! safe.
+
+use std::io::{self, BufRead, BufReader};
+
+use flate2::bufread::MultiGzDecoder;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, PrimitiveDateTime};
+
+use super::write::{COLUMNS, EntryKind, EntryStatus, StatementHeader, StatementLine, StatementTotals};
+
+/// No physical line of a valid file comes near this; a longer one is refused rather than
+/// buffered, which is what keeps memory bounded on hostile input.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// A quoted memo may span physical lines; the whole record is bounded too.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const UTF8_BOM: [u8; 3] = [0xef, 0xbb, 0xbf];
+const DETAIL_FIELDS: usize = 9;
+/// Yuan digits before the point: 15 keeps every amount (and a million of them) inside i64 fen.
+const MAX_YUAN_DIGITS: usize = 15;
+
+/// Why a file is corrupt, with the (1-based, physical) line where it was noticed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("line {line_no}: {reason}")]
+pub struct ReadError {
+    pub line_no: u64,
+    pub reason: Reason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    #[error("cannot read the file: {0}")]
+    Io(String),
+    #[error("the bytes are neither UTF-8 nor GB18030")]
+    Encoding,
+    #[error("a line is longer than {MAX_LINE_BYTES} bytes or a record longer than {MAX_RECORD_BYTES}")]
+    TooLong,
+    #[error("the header must be `#STATEMENT,v1,<wallet_id>,<YYYY-MM-DD>,<generated_at RFC 3339>`")]
+    Header,
+    #[error("the column line is not `{COLUMNS}`")]
+    Columns,
+    #[error("malformed quoting")]
+    Quoting,
+    #[error("a carriage return not followed by a line feed")]
+    BareCarriageReturn,
+    #[error("a detail line needs {DETAIL_FIELDS} fields, this one has {0}")]
+    FieldCount(usize),
+    #[error("invalid {field}: {value:?}")]
+    Field { field: &'static str, value: String },
+    #[error("{0}")]
+    Line(String),
+    #[error("the file ends before its `#TOTAL` trailer is complete (truncated)")]
+    Truncated,
+    #[error("the trailer must be `#TOTAL,<line_count>,<credit_total>,<debit_total>,<fee_total>`")]
+    Trailer,
+    #[error("the trailer's {field} is {stated}, the lines add up to {computed}")]
+    TrailerMismatch { field: &'static str, stated: String, computed: String },
+    #[error("text after the trailer")]
+    AfterTrailer,
+    #[error("the header names {field} {found}, expected {expected}")]
+    WrongFile { field: &'static str, expected: String, found: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextEncoding {
+    Utf8,
+    Gb18030,
+}
+
+/// Opens a statement: unwraps gzip when the bytes start with its magic, skips a UTF-8 BOM,
+/// reads and checks the header and column lines.
+pub fn open_statement<'a, R: BufRead + 'a>(mut input: R) -> Result<StatementReader<Box<dyn BufRead + 'a>>, ReadError> {
+    let io_error = |err: io::Error| ReadError { line_no: 1, reason: Reason::Io(err.to_string()) };
+    let gzipped = input.fill_buf().map_err(io_error)?.starts_with(&GZIP_MAGIC);
+    let mut input: Box<dyn BufRead + 'a> =
+        if gzipped { Box::new(BufReader::new(MultiGzDecoder::new(input))) } else { Box::new(input) };
+    let has_bom = input.fill_buf().map_err(io_error)?.starts_with(&UTF8_BOM);
+    if has_bom {
+        input.consume(UTF8_BOM.len());
+    }
+    StatementReader::start(input, has_bom)
+}
+
+/// Reads detail lines one at a time; see the module comment for when the file is known good.
+pub struct StatementReader<R> {
+    input: R,
+    encoding: TextEncoding,
+    header: StatementHeader,
+    /// Physical lines consumed so far.
+    line_no: u64,
+    computed: StatementTotals,
+    stated: Option<StatementTotals>,
+    raw: Vec<u8>,
+    /// The physical line the last record returned started on.
+    record_line_no: u64,
+}
+
+impl<R: BufRead> StatementReader<R> {
+    fn start(input: R, has_bom: bool) -> Result<Self, ReadError> {
+        let mut reader = StatementReader {
+            input,
+            encoding: TextEncoding::Utf8,
+            header: StatementHeader { wallet_id: String::new(), date: String::new(), generated_at: String::new() },
+            line_no: 0,
+            computed: StatementTotals::default(),
+            stated: None,
+            raw: Vec::with_capacity(512),
+            record_line_no: 0,
+        };
+        let header = reader.read_raw_line()?.to_vec();
+        reader.header = std::str::from_utf8(&header)
+            .ok()
+            .filter(|text| text.is_ascii())
+            .and_then(split_simple)
+            .and_then(|fields| parse_header(&fields))
+            .ok_or_else(|| reader.fail(Reason::Header))?;
+
+        let columns = trim_line_end(reader.read_raw_line()?).to_vec();
+        let columns = columns.as_slice();
+        reader.encoding = if std::str::from_utf8(columns) == Ok(COLUMNS) {
+            TextEncoding::Utf8
+        } else if !has_bom && decode_gb18030(columns).as_deref() == Some(COLUMNS) {
+            TextEncoding::Gb18030
+        } else {
+            return Err(reader.fail(Reason::Columns));
+        };
+        Ok(reader)
+    }
+
+    pub fn header(&self) -> &StatementHeader {
+        &self.header
+    }
+
+    pub fn encoding(&self) -> TextEncoding {
+        self.encoding
+    }
+
+    /// Refuses a file for another wallet or day than the one asked for.
+    pub fn expect(&self, wallet_id: &str, date: &str) -> Result<(), ReadError> {
+        let wrong = |field, expected: &str, found: &str| ReadError {
+            line_no: 1,
+            reason: Reason::WrongFile { field, expected: expected.to_owned(), found: found.to_owned() },
+        };
+        if self.header.wallet_id != wallet_id {
+            return Err(wrong("wallet", wallet_id, &self.header.wallet_id));
+        }
+        if self.header.date != date {
+            return Err(wrong("day", date, &self.header.date));
+        }
+        Ok(())
+    }
+
+    /// The physical line (1-based) the line last returned by `next_line` started on.
+    pub fn record_line_no(&self) -> u64 {
+        self.record_line_no
+    }
+
+    /// The trailer, once `next_line` has returned `Ok(None)`.
+    pub fn totals(&self) -> Option<StatementTotals> {
+        self.stated
+    }
+
+    /// The next detail line, `Ok(None)` once the trailer has been read and agrees with the
+    /// lines, or the reason the whole file is corrupt.
+    pub fn next_line(&mut self) -> Result<Option<StatementLine>, ReadError> {
+        if self.stated.is_some() {
+            return Ok(None);
+        }
+        let first_line_no = self.line_no + 1;
+        let fields = self.read_record()?;
+        let fail = |reason| ReadError { line_no: first_line_no, reason };
+        let Some(fields) = fields else {
+            return Err(fail(Reason::Truncated));
+        };
+        if fields.first().is_some_and(|first| first.starts_with('#')) {
+            let stated = parse_trailer(&fields).ok_or_else(|| fail(Reason::Trailer))?;
+            check_trailer(&stated, &self.computed).map_err(fail)?;
+            self.stated = Some(stated);
+            if self.read_raw_line_or_eof()?.is_some() {
+                return Err(ReadError { line_no: self.line_no, reason: Reason::AfterTrailer });
+            }
+            return Ok(None);
+        }
+        let line = parse_detail(fields).map_err(fail)?;
+        self.record_line_no = first_line_no;
+        let index = usize::try_from(self.computed.line_count).unwrap_or(usize::MAX);
+        self.computed.add(index, &line).map_err(|err| fail(Reason::Line(err.to_string())))?;
+        Ok(Some(line))
+    }
+
+    fn fail(&self, reason: Reason) -> ReadError {
+        ReadError { line_no: self.line_no, reason }
+    }
+
+    /// One CSV record, possibly over several physical lines; `None` at a clean end of file.
+    fn read_record(&mut self) -> Result<Option<Vec<String>>, ReadError> {
+        let mut parser = RecordParser::default();
+        let mut record_bytes = 0usize;
+        loop {
+            if !self.next_raw_line()? {
+                return if parser.is_empty() { Ok(None) } else { Err(self.fail(Reason::Truncated)) };
+            }
+            let raw = self.raw.as_slice();
+            record_bytes += raw.len();
+            let ends_line = raw.last() == Some(&b'\n');
+            let text = match self.encoding {
+                TextEncoding::Utf8 => std::str::from_utf8(raw).ok().map(std::borrow::Cow::Borrowed),
+                TextEncoding::Gb18030 => decode_gb18030(raw),
+            };
+            let line_no = self.line_no;
+            let fail = |reason| ReadError { line_no, reason };
+            let text = text.ok_or_else(|| fail(Reason::Encoding))?;
+            if record_bytes > MAX_RECORD_BYTES {
+                return Err(fail(Reason::TooLong));
+            }
+            match parser.feed(&text).map_err(fail)? {
+                Some(fields) => return Ok(Some(fields)),
+                None if !ends_line => return Err(fail(Reason::Truncated)),
+                None => {}
+            }
+        }
+    }
+
+    fn read_raw_line(&mut self) -> Result<&[u8], ReadError> {
+        let line_no = self.line_no + 1;
+        match self.read_raw_line_or_eof()? {
+            Some(raw) if raw.ends_with(b"\n") => Ok(raw),
+            _ => Err(ReadError { line_no, reason: Reason::Truncated }),
+        }
+    }
+
+    fn read_raw_line_or_eof(&mut self) -> Result<Option<&[u8]>, ReadError> {
+        Ok(if self.next_raw_line()? { Some(&self.raw) } else { None })
+    }
+
+    /// Reads the next physical line, including its `\n`, into `raw`, bounded by
+    /// [`MAX_LINE_BYTES`]; false at the end of the file.
+    fn next_raw_line(&mut self) -> Result<bool, ReadError> {
+        self.raw.clear();
+        self.line_no += 1;
+        loop {
+            let available = match self.input.fill_buf() {
+                Ok(available) => available,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(self.fail(Reason::Io(err.to_string()))),
+            };
+            if available.is_empty() {
+                return Ok(!self.raw.is_empty());
+            }
+            let (taken, done) = match available.iter().position(|b| *b == b'\n') {
+                Some(end) => (end + 1, true),
+                None => (available.len(), false),
+            };
+            if self.raw.len() + taken > MAX_LINE_BYTES {
+                return Err(self.fail(Reason::TooLong));
+            }
+            self.raw.extend_from_slice(&available[..taken]);
+            self.input.consume(taken);
+            if done {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+impl<R: BufRead> Iterator for StatementReader<R> {
+    type Item = Result<StatementLine, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_line().transpose()
+    }
+}
+
+fn decode_gb18030(raw: &[u8]) -> Option<std::borrow::Cow<'_, str>> {
+    encoding_rs::GB18030.decode_without_bom_handling_and_without_replacement(raw)
+}
+
+fn trim_line_end(raw: &[u8]) -> &[u8] {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    raw.strip_suffix(b"\r").unwrap_or(raw)
+}
+
+/// Header and trailer are plain comma lists (no quotes, no backticks).
+fn split_simple(line: &str) -> Option<Vec<&str>> {
+    let line = line.strip_suffix('\n')?;
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    (!line.contains(['"', '\r'])).then(|| line.split(',').collect())
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum CsvState {
+    #[default]
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: either the first of a doubled quote or the closing one.
+    QuoteInQuoted,
+    CarriageReturn,
+}
+
+/// RFC 4180 over decoded text, fed one physical line at a time.
+#[derive(Default)]
+struct RecordParser {
+    state: CsvState,
+    fields: Vec<String>,
+    current: String,
+}
+
+impl RecordParser {
+    fn is_empty(&self) -> bool {
+        self.fields.is_empty() && self.current.is_empty() && self.state == CsvState::FieldStart
+    }
+
+    /// The record's fields once a line ends outside quotes, `None` while a quoted field
+    /// continues on the next physical line.
+    fn feed(&mut self, text: &str) -> Result<Option<Vec<String>>, Reason> {
+        use CsvState::*;
+        for ch in text.chars() {
+            self.state = match (self.state, ch) {
+                (CarriageReturn, '\n') | (FieldStart | Unquoted | QuoteInQuoted, '\n') => {
+                    self.end_field();
+                    self.state = FieldStart;
+                    return Ok(Some(std::mem::take(&mut self.fields)));
+                }
+                (CarriageReturn, _) => return Err(Reason::BareCarriageReturn),
+                (FieldStart | Unquoted | QuoteInQuoted, '\r') => CarriageReturn,
+                (FieldStart | Unquoted | QuoteInQuoted, ',') => {
+                    self.end_field();
+                    FieldStart
+                }
+                (FieldStart, '"') => Quoted,
+                // A backtick written before the opening quote (`` `"a,b" ``) guards the field
+                // the same way as one inside it.
+                (Unquoted, '"') if self.current == "`" => Quoted,
+                (QuoteInQuoted, '"') => {
+                    self.current.push('"');
+                    Quoted
+                }
+                (Unquoted, '"') | (QuoteInQuoted, _) => return Err(Reason::Quoting),
+                (FieldStart | Unquoted, other) => {
+                    self.current.push(other);
+                    Unquoted
+                }
+                (Quoted, '"') => QuoteInQuoted,
+                (Quoted, other) => {
+                    self.current.push(other);
+                    Quoted
+                }
+            };
+        }
+        Ok(None)
+    }
+
+    fn end_field(&mut self) {
+        let mut value = std::mem::take(&mut self.current);
+        if value.starts_with('`') {
+            value.remove(0);
+        }
+        self.fields.push(value);
+    }
+}
+
+fn parse_header(fields: &[&str]) -> Option<StatementHeader> {
+    let ["#STATEMENT", "v1", wallet_id, date, generated_at] = fields else { return None };
+    let wallet_ok =
+        !wallet_id.is_empty() && wallet_id.len() <= 64 && wallet_id.bytes().all(|b| b.is_ascii_alphanumeric());
+    let date_ok = date.len() == 10 && Date::parse(date, format_description!("[year]-[month]-[day]")).is_ok();
+    let generated_ok = OffsetDateTime::parse(generated_at, &Rfc3339).is_ok();
+    (wallet_ok && date_ok && generated_ok).then(|| StatementHeader {
+        wallet_id: (*wallet_id).to_owned(),
+        date: (*date).to_owned(),
+        generated_at: (*generated_at).to_owned(),
+    })
+}
+
+fn parse_trailer(fields: &[String]) -> Option<StatementTotals> {
+    let [tag, count, credit, debit, fee] = fields else { return None };
+    if tag != "#TOTAL" || count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) || count.len() > 19 {
+        return None;
+    }
+    let non_negative = |text: &str| parse_yuan_fen(text).filter(|fen| *fen >= 0);
+    Some(StatementTotals {
+        line_count: count.parse().ok()?,
+        credit_fen: non_negative(credit)?,
+        debit_fen: non_negative(debit)?,
+        fee_fen: non_negative(fee)?,
+    })
+}
+
+fn check_trailer(stated: &StatementTotals, computed: &StatementTotals) -> Result<(), Reason> {
+    use super::write::Yuan;
+    let mismatch = |field, stated: String, computed: String| Err(Reason::TrailerMismatch { field, stated, computed });
+    if stated.line_count != computed.line_count {
+        return mismatch("line_count", stated.line_count.to_string(), computed.line_count.to_string());
+    }
+    for (field, stated, computed) in [
+        ("credit_total", stated.credit_fen, computed.credit_fen),
+        ("debit_total", stated.debit_fen, computed.debit_fen),
+        ("fee_total", stated.fee_fen, computed.fee_fen),
+    ] {
+        if stated != computed {
+            return mismatch(field, Yuan(stated).to_string(), Yuan(computed).to_string());
+        }
+    }
+    Ok(())
+}
+
+fn parse_detail(fields: Vec<String>) -> Result<StatementLine, Reason> {
+    let count = fields.len();
+    let Ok([settled_at, operator_ref, out_no, kind, status, amount, fee, counterparty, memo]) =
+        <[String; DETAIL_FIELDS]>::try_from(fields)
+    else {
+        return Err(Reason::FieldCount(count));
+    };
+    let invalid = |field, value: &str| Reason::Field { field, value: value.chars().take(64).collect() };
+    let time_ok = settled_at.len() == 19
+        && PrimitiveDateTime::parse(&settled_at, format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
+            .is_ok();
+    if !time_ok {
+        return Err(invalid("交易时间", &settled_at));
+    }
+    if operator_ref.is_empty() {
+        return Err(invalid("运营机构流水号", &operator_ref));
+    }
+    let kind_parsed = EntryKind::parse(&kind).ok_or_else(|| invalid("交易类型", &kind))?;
+    let status_parsed = EntryStatus::parse(&status).ok_or_else(|| invalid("交易状态", &status))?;
+    let amount_fen = parse_yuan_fen(&amount).ok_or_else(|| invalid("金额", &amount))?;
+    let fee_fen = parse_yuan_fen(&fee).filter(|fen| *fen >= 0).ok_or_else(|| invalid("手续费", &fee))?;
+    Ok(StatementLine {
+        settled_at,
+        operator_ref,
+        out_no,
+        kind: kind_parsed,
+        status: status_parsed,
+        amount_fen,
+        fee_fen,
+        counterparty,
+        memo,
+    })
+}
+
+/// `-?\d{1,15}\.\d\d` yuan as fen.
+pub fn parse_yuan_fen(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.')?;
+    let all_digits = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || whole.len() > MAX_YUAN_DIGITS
+        || fraction.len() != 2
+        || !all_digits(whole)
+        || !all_digits(fraction)
+    {
+        return None;
+    }
+    let fen = whole.parse::<i64>().ok()?.checked_mul(100)?.checked_add(fraction.parse::<i64>().ok()?)?;
+    Some(if negative { -fen } else { fen })
+}
+
+#[cfg(test)]
+mod tests;

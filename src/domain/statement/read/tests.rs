@@ -1,0 +1,237 @@
+use std::io::Write as _;
+
+use proptest::prelude::*;
+
+use super::super::write::{StatementError, write_statement, write_statement_with_totals};
+use super::*;
+
+const EXAMPLE_UTF8: &[u8] = include_bytes!("../../../../tests/operator/data/statement-0021000000000001-20261128.csv");
+const EXAMPLE_GB18030: &[u8] =
+    include_bytes!("../../../../tests/operator/data/statement-0021000000000001-20261128.gb18030.csv");
+
+fn read_all(bytes: &[u8]) -> Result<(StatementHeader, Vec<StatementLine>, StatementTotals), ReadError> {
+    let mut reader = open_statement(bytes)?;
+    let lines = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
+    let totals = reader.totals().expect("trailer read once the lines end");
+    Ok((reader.header().clone(), lines, totals))
+}
+
+#[test]
+fn the_spec_example_parses_with_its_worked_out_trailer() {
+    let (header, lines, totals) = read_all(EXAMPLE_UTF8).unwrap();
+    assert_eq!(header.wallet_id, "0021000000000001");
+    assert_eq!(header.date, "2026-11-28");
+    assert_eq!(totals, StatementTotals { line_count: 9, credit_fen: 232_750, debit_fen: 30_661, fee_fen: 57 });
+    assert_eq!(lines[1].memo, "午餐, 套餐B");
+    assert_eq!(lines[2].status, EntryStatus::Reversed);
+    assert_eq!(lines[3].memo, "退\"汤品\"");
+    assert_eq!(lines[4].memo, "困难老人生活补贴\n2026年11月");
+    assert_eq!(lines[7].kind, EntryKind::Fee);
+    assert_eq!(lines[7].out_no, "");
+    assert_eq!(lines[8].amount_fen, -100);
+    // The writer gives back the very same bytes.
+    assert_eq!(write_statement(&header, &lines).unwrap(), EXAMPLE_UTF8);
+}
+
+#[test]
+fn the_gb18030_example_reads_as_the_utf8_one() {
+    let reader = open_statement(EXAMPLE_GB18030).unwrap();
+    assert_eq!(reader.encoding(), TextEncoding::Gb18030);
+    assert_eq!(read_all(EXAMPLE_GB18030).unwrap(), read_all(EXAMPLE_UTF8).unwrap());
+}
+
+#[test]
+fn bom_lf_and_gzip_variants_read_the_same() {
+    let expected = read_all(EXAMPLE_UTF8).unwrap();
+    let mut with_bom = UTF8_BOM.to_vec();
+    with_bom.extend_from_slice(EXAMPLE_UTF8);
+    assert_eq!(read_all(&with_bom).unwrap(), expected);
+
+    let lf = String::from_utf8(EXAMPLE_UTF8.to_vec()).unwrap().replace("\r\n", "\n");
+    assert_eq!(read_all(lf.as_bytes()).unwrap(), expected);
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(EXAMPLE_GB18030).unwrap();
+    assert_eq!(read_all(&gz.finish().unwrap()).unwrap(), expected);
+}
+
+#[test]
+fn a_wrong_wallet_or_day_is_refused_on_line_one() {
+    let reader = open_statement(EXAMPLE_UTF8).unwrap();
+    assert!(reader.expect("0021000000000001", "2026-11-28").is_ok());
+    let err = reader.expect("0021000000000002", "2026-11-28").unwrap_err();
+    assert_eq!(err.line_no, 1);
+    assert!(matches!(err.reason, Reason::WrongFile { field: "wallet", .. }));
+    assert!(matches!(reader.expect("0021000000000001", "2026-11-27").unwrap_err().reason, Reason::WrongFile { .. }));
+}
+
+#[test]
+fn every_truncation_of_the_example_is_refused() {
+    for len in 0..EXAMPLE_UTF8.len() {
+        assert!(read_all(&EXAMPLE_UTF8[..len]).is_err(), "a file cut to {len} bytes was accepted");
+    }
+    for len in 0..EXAMPLE_GB18030.len() {
+        assert!(read_all(&EXAMPLE_GB18030[..len]).is_err(), "a GB18030 file cut to {len} bytes was accepted");
+    }
+}
+
+#[test]
+fn corrupt_lines_are_named_by_line_number() {
+    let text = String::from_utf8(EXAMPLE_UTF8.to_vec()).unwrap();
+    let changed_trailer = text.replace("#TOTAL,9,", "#TOTAL,8,");
+    let err = read_all(changed_trailer.as_bytes()).unwrap_err();
+    // Header, columns, nine records of which one spans two lines: the trailer is line 13.
+    assert_eq!(err.line_no, 13);
+    assert!(matches!(err.reason, Reason::TrailerMismatch { field: "line_count", .. }), "{err}");
+
+    let bad_amount = text.replace("`12.50", "`12.5");
+    let err = read_all(bad_amount.as_bytes()).unwrap_err();
+    assert_eq!(err.line_no, 3);
+    assert!(matches!(err.reason, Reason::Field { field: "金额", .. }), "{err}");
+
+    let after = format!("{text}extra\r\n");
+    assert_eq!(read_all(after.as_bytes()).unwrap_err().reason, Reason::AfterTrailer);
+
+    let mut not_text = EXAMPLE_UTF8.to_vec();
+    let at = text.find("早餐").unwrap();
+    not_text[at] = 0xff;
+    assert_eq!(read_all(&not_text).unwrap_err().reason, Reason::Encoding);
+}
+
+#[test]
+fn an_overlong_line_is_refused_without_buffering_it() {
+    let mut text = String::from_utf8(EXAMPLE_UTF8.to_vec()).unwrap();
+    text.insert_str(text.find("早餐").unwrap(), &"x".repeat(MAX_LINE_BYTES));
+    assert_eq!(read_all(text.as_bytes()).unwrap_err().reason, Reason::TooLong);
+}
+
+#[test]
+fn yuan_parsing_is_strict() {
+    assert_eq!(parse_yuan_fen("12.50"), Some(1250));
+    assert_eq!(parse_yuan_fen("-1.00"), Some(-100));
+    assert_eq!(parse_yuan_fen("0.05"), Some(5));
+    for bad in ["", ".50", "1.5", "1.500", "1,00", "+1.00", "1e2", "9999999999999999.00"] {
+        assert_eq!(parse_yuan_fen(bad), None, "{bad:?}");
+    }
+}
+
+pub(crate) fn arb_line() -> impl Strategy<Value = StatementLine> {
+    let kind = prop::sample::select(EntryKind::ALL.to_vec());
+    let status = prop::sample::select(vec![EntryStatus::Success, EntryStatus::Reversed]);
+    // Memos exercise every quoting rule: commas, quotes, CR/LF, backticks, CJK.
+    let memo = "[a-z午餐补贴,\"`\r\n ]{0,12}";
+    (
+        (0u32..86_400).prop_map(|s| format!("2026-11-28 {:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)),
+        "OP[0-9]{1,12}",
+        "[A-Za-z0-9`-]{0,16}",
+        kind,
+        status,
+        0i64..10_000_000,
+        any::<bool>(),
+        0i64..10_000,
+        "(0021\\*\\*\\*\\*[0-9]{4})?",
+        memo,
+    )
+        .prop_map(
+            |(settled_at, operator_ref, out_no, kind, status, amount_fen, negative, fee_fen, counterparty, memo)| {
+                let amount_fen = if kind == EntryKind::Adjustment && negative { -amount_fen } else { amount_fen };
+                StatementLine {
+                    settled_at,
+                    operator_ref,
+                    out_no,
+                    kind,
+                    status,
+                    amount_fen,
+                    fee_fen,
+                    counterparty,
+                    memo,
+                }
+            },
+        )
+}
+
+fn header() -> StatementHeader {
+    StatementHeader {
+        wallet_id: String::from("0021000000000001"),
+        date: String::from("2026-11-28"),
+        generated_at: String::from("2026-11-29T09:00:00+08:00"),
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_written_statement_reads_back_to_the_same_lines(
+        lines in prop::collection::vec(arb_line(), 0..24),
+        gb18030 in any::<bool>(),
+        lf in any::<bool>(),
+    ) {
+        let mut bytes = write_statement(&header(), &lines).unwrap();
+        if lf {
+            // Only line ends between records change; a quoted memo keeps its own bytes.
+            bytes = rewrite_record_ends_as_lf(&bytes, &lines);
+        }
+        if gb18030 {
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            bytes = encoding_rs::GB18030.encode(&text).0.into_owned();
+        }
+        let (read_header, read_lines, totals) = read_all(&bytes).unwrap();
+        prop_assert_eq!(read_header, header());
+        prop_assert_eq!(&read_lines, &lines);
+        prop_assert_eq!(Ok(totals), super::super::write::totals(&lines));
+    }
+
+    #[test]
+    fn any_truncation_is_refused(lines in prop::collection::vec(arb_line(), 0..12), cut in any::<prop::sample::Index>()) {
+        let bytes = write_statement(&header(), &lines).unwrap();
+        let len = cut.index(bytes.len());
+        prop_assert!(read_all(&bytes[..len]).is_err());
+    }
+
+    #[test]
+    fn any_trailer_change_is_refused(
+        lines in prop::collection::vec(arb_line(), 0..12),
+        field in 0usize..4,
+        delta in prop_oneof![1i64..1000, -1000i64..0],
+    ) {
+        let mut totals = super::super::write::totals(&lines).unwrap();
+        match field {
+            0 => totals.line_count = totals.line_count.saturating_add_signed(delta),
+            1 => totals.credit_fen += delta,
+            2 => totals.debit_fen += delta,
+            _ => totals.fee_fen += delta,
+        }
+        prop_assume!(totals != super::super::write::totals(&lines).unwrap());
+        let bytes = write_statement_with_totals(&header(), &lines, &totals);
+        prop_assert!(read_all(&bytes).is_err());
+    }
+}
+
+/// The writer's CRLF between records as bare LF, leaving line breaks inside quoted memos.
+fn rewrite_record_ends_as_lf(_bytes: &[u8], lines: &[StatementLine]) -> Vec<u8> {
+    let crlf = write_statement(&header(), lines).unwrap();
+    let text = String::from_utf8(crlf).unwrap();
+    let mut out = String::with_capacity(text.len());
+    let mut in_quotes = false;
+    let mut chars = text.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch == '"' {
+            in_quotes = !in_quotes;
+        }
+        if ch == '\r' && !in_quotes && chars.peek() == Some(&'\n') {
+            continue;
+        }
+        out.push(ch);
+    }
+    out.into_bytes()
+}
+
+#[test]
+fn statement_errors_stay_distinct_from_read_errors() {
+    // A negative payment is a line error, reported with the line number.
+    let mut text = String::from_utf8(EXAMPLE_UTF8.to_vec()).unwrap();
+    text = text.replace("`12.50", "`-12.50");
+    let err = read_all(text.as_bytes()).unwrap_err();
+    assert_eq!(err.line_no, 3);
+    let expected = StatementError::NegativeAmount { index: 0, kind: "PAYMENT" }.to_string();
+    assert_eq!(err.reason, Reason::Line(expected));
+}

@@ -1,0 +1,405 @@
+//! Reconciliation use cases: import a statement (upload, CLI, or fetched from the operator),
+//! run a wallet's day, read the result, resolve discrepancies, close the day.
+//!
+//! A file is parsed whole before anything is kept, so a corrupt file leaves no trace but its
+//! error; a run is one transaction, so it is all there or not at all, and the same file run
+//! again returns the stored run instead of booking anything twice.
+
+pub mod bench;
+pub mod fetch;
+
+use ring::digest;
+use serde_json::json;
+
+use crate::app::{App, require, within_scope};
+use crate::callbacks::NewEvent;
+use crate::domain::access::Principal;
+use crate::domain::callbacks::{EventOwner, EventType};
+use crate::domain::directory::RegionPath;
+use crate::domain::ids::{DiscrepancyId, FacilityId};
+use crate::domain::reconciliation::{
+    MatchSettings, NumberedLine, Outcome, Summary, SummaryBuilder, day_start_ms, neighbourhood_ms, reconcile,
+};
+use crate::domain::role::Action;
+use crate::domain::statement::{ReadError, open_statement};
+use crate::domain::time::UnixMs;
+use crate::error::{Error, Result};
+use crate::store::StoreError;
+use crate::store::reconciliation::{
+    Discrepancy, NewFile, NewRun, Resolution, ResultLine, RunRow, RunStoreError, StoredFile,
+};
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// Reconciliation rules and bounds; from config.
+#[derive(Clone, Debug)]
+pub struct ReconciliationSettings {
+    /// The fee the operator withholds on each payment, in millionths (the operator's tariff).
+    pub fee_rate_ppm: u32,
+    /// carepay records missing from the statement are "expected" until this many days after
+    /// their day ends (T+2), then discrepancies.
+    pub grace_days: u32,
+    /// Largest statement file accepted (upload or fetch), in bytes.
+    pub max_statement_bytes: usize,
+}
+
+impl Default for ReconciliationSettings {
+    fn default() -> Self {
+        ReconciliationSettings { fee_rate_ppm: 0, grace_days: 2, max_statement_bytes: 256 * 1024 * 1024 }
+    }
+}
+
+/// Where a file came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Operator,
+    Upload,
+    Cli,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Operator => "operator",
+            Source::Upload => "upload",
+            Source::Cli => "cli",
+        }
+    }
+}
+
+/// A resolution an accountant may give.
+pub const RESOLUTIONS: [&str; 4] = ["adjusted", "operator_error", "timing", "other"];
+
+/// A parsed, checked statement: its lines in file order with their line numbers.
+pub struct ParsedStatement {
+    pub wallet_id: String,
+    pub business_day: String,
+    /// Hex SHA-256 of the bytes parsed.
+    pub sha256: String,
+    pub lines: Vec<NumberedLine>,
+    pub totals: crate::domain::statement::StatementTotals,
+}
+
+fn corrupt(error: ReadError) -> Error {
+    Error::invalid("statement", "STATEMENT_CORRUPT", error)
+}
+
+/// Parses a whole file, refusing it with the line and reason if anything is wrong.
+pub fn parse_statement(bytes: &[u8]) -> Result<ParsedStatement> {
+    let mut reader = open_statement(bytes).map_err(corrupt)?;
+    let mut lines = Vec::new();
+    while let Some(line) = reader.next_line().map_err(corrupt)? {
+        lines.push(NumberedLine { line_no: reader.record_line_no(), line });
+    }
+    let header = reader.header().clone();
+    let totals = reader.totals().ok_or_else(|| Error::invalid("statement", "STATEMENT_CORRUPT", "no trailer"))?;
+    Ok(ParsedStatement {
+        wallet_id: header.wallet_id,
+        business_day: header.date,
+        sha256: sha256_hex(bytes),
+        lines,
+        totals,
+    })
+}
+
+/// The answer for an object that does not exist: the same a scoped caller gets for one
+/// outside their scope.
+fn missing(principal: &Principal, what: &'static str) -> Error {
+    match within_scope(principal, Option::<RegionPath>::None, what, |path| path) {
+        Ok(_) => Error::NotFound { what },
+        Err(error) => error,
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(digest::digest(&digest::SHA256, bytes))
+}
+
+fn day_closed() -> Error {
+    Error::Conflict { code: "DAY_CLOSED", detail: String::from("the business day is closed; adjust on an open day") }
+}
+
+fn run_store_error(error: RunStoreError) -> Error {
+    match error {
+        RunStoreError::DayClosed => day_closed(),
+        RunStoreError::Store(error) => error.into(),
+    }
+}
+
+impl App {
+    /// The facility owning `wallet_id`, when the principal may see it; a wallet outside the
+    /// scope answers exactly like an unknown one.
+    async fn wallet_facility(&self, principal: &Principal, wallet_id: &str) -> Result<FacilityId> {
+        let found = self
+            .store
+            .facility_by_wallet(wallet_id)
+            .await?
+            .map(|(facility, path)| (facility, RegionPath::from_trusted(path)));
+        Ok(within_scope(principal, found, "wallet", |(_, path)| path)?.0)
+    }
+
+    /// An accountant's upload (API or CLI): parse, check the wallet is theirs, keep.
+    pub async fn import_statement(&self, principal: &Principal, bytes: &[u8], source: Source) -> Result<StoredFile> {
+        require(principal, Action::Reconcile)?;
+        if bytes.len() > self.reconciliation.max_statement_bytes {
+            return Err(Error::invalid("statement", "STATEMENT_TOO_LARGE", "the file is larger than allowed"));
+        }
+        let parsed = parse_statement(bytes)?;
+        self.wallet_facility(principal, &parsed.wallet_id).await?;
+        let (file, _) = self.keep_statement(bytes, &parsed, source, principal.token_id.as_str()).await?;
+        Ok(file)
+    }
+
+    /// Keeps a parsed file: the same bytes are the same version, others the next one.
+    pub async fn keep_statement(
+        &self,
+        bytes: &[u8],
+        parsed: &ParsedStatement,
+        source: Source,
+        actor: &str,
+    ) -> Result<(StoredFile, bool)> {
+        let file = NewFile {
+            wallet_id: &parsed.wallet_id,
+            business_day: &parsed.business_day,
+            sha256: &parsed.sha256,
+            source: source.as_str(),
+            content: bytes,
+            totals: parsed.totals,
+            imported_by: actor,
+            now: UnixMs::now(),
+        };
+        Ok(self.store.insert_statement_file(&file).await?)
+    }
+
+    pub async fn run_reconciliation(
+        &self,
+        principal: &Principal,
+        wallet_id: &str,
+        business_day: &str,
+    ) -> Result<RunRow> {
+        require(principal, Action::Reconcile)?;
+        let facility = self.wallet_facility(principal, wallet_id).await?;
+        self.run_day(&facility, wallet_id, business_day, principal.token_id.as_str(), UnixMs::now(), None).await
+    }
+
+    /// Runs a wallet's day against its newest statement version. `parsed` is that file
+    /// already parsed by the caller (import, fetch), which saves reading it back; it is used
+    /// only when its digest is the newest version's.
+    pub async fn run_day(
+        &self,
+        facility: &FacilityId,
+        wallet_id: &str,
+        business_day: &str,
+        actor: &str,
+        now: UnixMs,
+        parsed: Option<ParsedStatement>,
+    ) -> Result<RunRow> {
+        let (from_ms, to_ms) = neighbourhood_ms(business_day)
+            .ok_or_else(|| Error::invalid("date", "INVALID_DATE", "must be a date YYYY-MM-DD"))?;
+        let files = self.store.statement_files(wallet_id, business_day).await?;
+        let file = files.last().ok_or(Error::NotFound { what: "statement" })?;
+        let day_end_ms = day_start_ms(business_day).unwrap_or(from_ms) + MS_PER_DAY;
+        let past_grace = now.0 >= day_end_ms + i64::from(self.reconciliation.grace_days) * MS_PER_DAY;
+        if let Some(run) = self.store.run_for_file(&file.id, past_grace).await? {
+            return Ok(run);
+        }
+        let lines = match parsed {
+            Some(parsed) if parsed.sha256 == file.sha256 => parsed.lines,
+            _ => {
+                let content =
+                    self.store.statement_content(&file.id).await?.ok_or(Error::NotFound { what: "statement" })?;
+                parse_statement(&content)?.lines
+            }
+        };
+        let mut lines = lines;
+        lines.sort_by(|a, b| a.line.out_no.cmp(&b.line.out_no));
+        let carepay = self.store.carepay_entries(wallet_id, from_ms, to_ms, self.reconciliation.fee_rate_ppm).await?;
+
+        let settings = MatchSettings { date: business_day.to_owned(), past_grace };
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut summary = SummaryBuilder::default();
+        reconcile(&settings, lines, carepay, |outcome| {
+            summary.add(&outcome);
+            outcomes.push(outcome);
+        })
+        .map_err(|error| Error::Internal(anyhow::anyhow!(error)))?;
+        let summary = summary.finish();
+        let summary_json = serde_json::to_string(&summary).map_err(|error| Error::Internal(error.into()))?;
+
+        let run = NewRun {
+            wallet_id,
+            facility_id: facility,
+            business_day,
+            file_id: &file.id,
+            past_grace,
+            summary_json: &summary_json,
+            started_by: actor,
+            now,
+            withheld_fee_fen: matched_line_fees(&outcomes),
+        };
+        let events = |run: &RunRow, new_discrepancies: u64| run_events(facility, run, &summary, new_discrepancies);
+        let written = self.store.save_run(&run, &outcomes, events).await.map_err(run_store_error)?;
+        Ok(written.run)
+    }
+
+    /// The newest run of a day and the day's status.
+    pub async fn reconciliation_day(
+        &self,
+        principal: &Principal,
+        wallet_id: &str,
+        business_day: &str,
+    ) -> Result<(RunRow, String)> {
+        require(principal, Action::ReadReconciliation)?;
+        self.wallet_facility(principal, wallet_id).await?;
+        let run = self.store.latest_run(wallet_id, business_day).await?.ok_or(Error::NotFound { what: "run" })?;
+        let status = self.store.day_status(wallet_id, business_day).await?.map(|(status, _, _)| status);
+        Ok((run, status.unwrap_or_else(|| String::from("open"))))
+    }
+
+    pub async fn reconciliation_lines(
+        &self,
+        principal: &Principal,
+        wallet_id: &str,
+        business_day: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<ResultLine>> {
+        let (run, _) = self.reconciliation_day(principal, wallet_id, business_day).await?;
+        Ok(self.store.run_lines(&run.id, after_seq, limit).await?)
+    }
+
+    pub async fn discrepancies(
+        &self,
+        principal: &Principal,
+        wallet_id: &str,
+        business_day: &str,
+        only_open: bool,
+    ) -> Result<Vec<Discrepancy>> {
+        require(principal, Action::ReadReconciliation)?;
+        self.wallet_facility(principal, wallet_id).await?;
+        Ok(self.store.discrepancies(wallet_id, business_day, only_open).await?)
+    }
+
+    pub async fn resolve_discrepancy(
+        &self,
+        principal: &Principal,
+        id: &DiscrepancyId,
+        resolution: &str,
+        note: &str,
+        adjustment_fen: Option<i64>,
+    ) -> Result<Discrepancy> {
+        require(principal, Action::Reconcile)?;
+        if !RESOLUTIONS.contains(&resolution) {
+            return Err(Error::invalid("resolution", "INVALID_RESOLUTION", RESOLUTIONS.join(", ")));
+        }
+        if note.trim().is_empty() || note.chars().count() > 500 {
+            return Err(Error::invalid("note", "INVALID_NOTE", "a note of 1 to 500 characters is required"));
+        }
+        if adjustment_fen.is_some() != (resolution == "adjusted") || adjustment_fen == Some(0) {
+            return Err(Error::invalid(
+                "adjustment",
+                "INVALID_ADJUSTMENT",
+                "an adjusted resolution needs a non-zero adjustment",
+            ));
+        }
+        let Some(discrepancy) = self.store.discrepancy(id).await? else {
+            return Err(missing(principal, "discrepancy"));
+        };
+        self.wallet_facility(principal, &discrepancy.wallet_id).await?;
+        if !discrepancy.open {
+            return Err(Error::Conflict {
+                code: "ALREADY_RESOLVED",
+                detail: String::from("the discrepancy is resolved"),
+            });
+        }
+        let actor = principal.token_id.as_str();
+        let resolution = Resolution { resolution, note, adjustment_fen, actor, now: UnixMs::now() };
+        self.store.resolve_discrepancy(&discrepancy, &resolution).await.map_err(|error| match error {
+            RunStoreError::Store(StoreError::GuardFailed) => {
+                Error::Conflict { code: "ALREADY_RESOLVED", detail: String::from("someone resolved it first") }
+            }
+            other => run_store_error(other),
+        })?;
+        self.store.discrepancy(id).await?.ok_or(Error::NotFound { what: "discrepancy" })
+    }
+
+    pub async fn close_reconciliation_day(
+        &self,
+        principal: &Principal,
+        wallet_id: &str,
+        business_day: &str,
+    ) -> Result<()> {
+        require(principal, Action::Reconcile)?;
+        self.wallet_facility(principal, wallet_id).await?;
+        match self.store.close_day(wallet_id, business_day, principal.token_id.as_str(), UnixMs::now()).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::GuardFailed) => Err(Error::Conflict {
+                code: "DAY_NOT_CLOSABLE",
+                detail: String::from("the day has not been run, is closed already, or has open discrepancies"),
+            }),
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// Fees withheld on the lines that match carepay's records (fees on unmatched lines are
+/// part of their discrepancy, resolved by the accountant).
+fn matched_line_fees(outcomes: &[Outcome]) -> i64 {
+    outcomes
+        .iter()
+        .filter(|outcome| outcome.carepay.is_some())
+        .filter_map(|outcome| outcome.statement.as_ref())
+        .map(|item| item.line.fee_fen)
+        .fold(0i64, i64::saturating_add)
+}
+
+fn run_events(facility: &FacilityId, run: &RunRow, summary: &Summary, new_discrepancies: u64) -> Vec<NewEvent> {
+    let owner = EventOwner::Facility(facility.clone());
+    let data = json!({
+        "run_id": run.id.as_str(),
+        "wallet_id": run.wallet_id,
+        "business_day": run.business_day,
+        "summary": summary,
+        "new_discrepancies": new_discrepancies,
+    });
+    let mut events = vec![NewEvent {
+        owner: owner.clone(),
+        event_type: EventType::ReconciliationCompleted,
+        object_id: run.id.as_str().to_owned(),
+        object_version: 1,
+        data: data.clone(),
+    }];
+    if new_discrepancies > 0 {
+        events.push(NewEvent {
+            owner,
+            event_type: EventType::ReconciliationDiscrepancyFound,
+            object_id: run.id.as_str().to_owned(),
+            object_version: 1,
+            data,
+        });
+    }
+    events
+}
+
+/// `carepay reconcile import FILE`: parse, keep and run, without a back-office token (the
+/// command needs database access, which is the stronger credential). Returns a one-line report.
+pub async fn import_file(app: &App, bytes: &[u8], actor: &str) -> Result<String> {
+    let parsed = parse_statement(bytes)?;
+    let (facility, _) =
+        app.store.facility_by_wallet(&parsed.wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?;
+    let (file, created) = app.keep_statement(bytes, &parsed, Source::Cli, actor).await?;
+    let (wallet_id, business_day) = (parsed.wallet_id.clone(), parsed.business_day.clone());
+    let run = app.run_day(&facility, &wallet_id, &business_day, actor, UnixMs::now(), Some(parsed)).await?;
+    let summary: Summary = serde_json::from_str(&run.summary).map_err(|error| Error::Internal(error.into()))?;
+    let categories: Vec<String> = summary.categories.iter().map(|c| format!("{} {}", c.category, c.count)).collect();
+    Ok(format!(
+        "wallet {} day {}: file {} version {}{}; run {}: {}",
+        wallet_id,
+        business_day,
+        file.id,
+        file.version,
+        if created { "" } else { " (already kept)" },
+        run.id,
+        categories.join(", ")
+    ))
+}

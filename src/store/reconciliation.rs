@@ -1,0 +1,1059 @@
+//! Reconciliation on disk: statement files with their digests and versions, runs and their
+//! line-level results, discrepancies and their resolutions, the day's status and the
+//! record of who did what.
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row as _};
+
+use super::callbacks::enqueue_in;
+use super::directory::corrupt;
+use super::ledger::{EntryRef, KnownAccounts, post_in};
+use super::{Store, StoreError};
+use crate::callbacks::NewEvent;
+use crate::domain::ids::{DiscrepancyId, FacilityId, ReconciliationActionId, RunId, StatementFileId};
+use crate::domain::ledger::{AccountCode, JournalEntry, OverdraftPolicy};
+use crate::domain::reconciliation::{CarepayEntry, Category, Outcome, business_day, expected_fee_fen};
+use crate::domain::statement::{EntryKind, EntryStatus, StatementTotals};
+use crate::domain::time::UnixMs;
+
+/// Result lines written per INSERT: 17 000 binds stays below either backend's limit
+/// (SQLite 32 766, PostgreSQL 65 535) while keeping round trips few on a million-line day.
+const LINE_BATCH: usize = 1_000;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredFile {
+    pub id: StatementFileId,
+    pub wallet_id: String,
+    pub business_day: String,
+    pub version: i64,
+    pub sha256: String,
+    pub source: String,
+    pub byte_count: i64,
+    pub totals: StatementTotals,
+    pub imported_by: String,
+    pub imported_at: UnixMs,
+}
+
+pub struct NewFile<'a> {
+    pub wallet_id: &'a str,
+    pub business_day: &'a str,
+    pub sha256: &'a str,
+    pub source: &'a str,
+    pub content: &'a [u8],
+    pub totals: StatementTotals,
+    pub imported_by: &'a str,
+    pub now: UnixMs,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRow {
+    pub id: RunId,
+    pub wallet_id: String,
+    pub facility_id: FacilityId,
+    pub business_day: String,
+    pub file_id: StatementFileId,
+    pub past_grace: bool,
+    /// JSON of [`crate::domain::reconciliation::Summary`].
+    pub summary: String,
+    pub started_by: String,
+    pub created_at: UnixMs,
+}
+
+/// One stored result line.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ResultLine {
+    pub seq: i64,
+    pub category: String,
+    pub fields: Vec<String>,
+    pub line_no: Option<i64>,
+    pub out_no: String,
+    pub operator_ref: Option<String>,
+    pub statement_kind: Option<String>,
+    pub statement_status: Option<String>,
+    pub statement_amount_fen: Option<i64>,
+    pub statement_fee_fen: Option<i64>,
+    pub settled_at: Option<String>,
+    pub carepay_kind: Option<String>,
+    pub carepay_status: Option<String>,
+    pub carepay_amount_fen: Option<i64>,
+    pub carepay_fee_fen: Option<i64>,
+    pub carepay_business_day: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discrepancy {
+    pub id: DiscrepancyId,
+    pub wallet_id: String,
+    pub business_day: String,
+    pub run_id: RunId,
+    pub category: Category,
+    pub identity: String,
+    pub out_no: String,
+    pub fields: Vec<String>,
+    pub amount_fen: i64,
+    pub open: bool,
+    pub resolution: Option<String>,
+    pub note: Option<String>,
+    pub adjustment_fen: Option<i64>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<UnixMs>,
+    pub version: i64,
+    pub created_at: UnixMs,
+}
+
+/// A resolution to record, with the ledger entry it posts (for "adjusted").
+pub struct Resolution<'a> {
+    pub resolution: &'a str,
+    pub note: &'a str,
+    pub adjustment_fen: Option<i64>,
+    pub actor: &'a str,
+    pub now: UnixMs,
+}
+
+/// Everything one run writes, in one transaction.
+pub struct NewRun<'a> {
+    pub wallet_id: &'a str,
+    pub facility_id: &'a FacilityId,
+    pub business_day: &'a str,
+    pub file_id: &'a StatementFileId,
+    pub past_grace: bool,
+    pub summary_json: &'a str,
+    pub started_by: &'a str,
+    pub now: UnixMs,
+    /// Fees withheld on the day's lines (the trailer's fee total), booked once per day.
+    pub withheld_fee_fen: i64,
+}
+
+/// What a run found, for the callbacks the use case publishes.
+pub struct RunWritten {
+    pub run: RunRow,
+    pub new_discrepancies: u64,
+    /// Whether this call wrote the run (false: an identical run existed).
+    pub created: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunStoreError {
+    #[error("the day is closed")]
+    DayClosed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for RunStoreError {
+    fn from(error: sqlx::Error) -> Self {
+        RunStoreError::Store(error.into())
+    }
+}
+
+fn file_from_row(row: &AnyRow) -> Result<StoredFile, sqlx::Error> {
+    Ok(StoredFile {
+        id: StatementFileId::from_trusted(row.try_get("id")?),
+        wallet_id: row.try_get("wallet_id")?,
+        business_day: row.try_get("business_day")?,
+        version: row.try_get("version")?,
+        sha256: row.try_get("sha256")?,
+        source: row.try_get("source")?,
+        byte_count: row.try_get("byte_count")?,
+        totals: StatementTotals {
+            line_count: u64::try_from(row.try_get::<i64, _>("line_count")?).unwrap_or(0),
+            credit_fen: row.try_get("credit_total_fen")?,
+            debit_fen: row.try_get("debit_total_fen")?,
+            fee_fen: row.try_get("fee_total_fen")?,
+        },
+        imported_by: row.try_get("imported_by")?,
+        imported_at: UnixMs(row.try_get("imported_at_ms")?),
+    })
+}
+
+const FILE_COLUMNS: &str = "id, wallet_id, business_day, version, sha256, source, byte_count, line_count, \
+     credit_total_fen, debit_total_fen, fee_total_fen, imported_by, imported_at_ms";
+
+fn run_from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
+    Ok(RunRow {
+        id: RunId::from_trusted(row.try_get("id")?),
+        wallet_id: row.try_get("wallet_id")?,
+        facility_id: FacilityId::from_trusted(row.try_get("facility_id")?),
+        business_day: row.try_get("business_day")?,
+        file_id: StatementFileId::from_trusted(row.try_get("file_id")?),
+        past_grace: row.try_get::<i64, _>("past_grace")? == 1,
+        summary: row.try_get("summary")?,
+        started_by: row.try_get("started_by")?,
+        created_at: UnixMs(row.try_get("created_at_ms")?),
+    })
+}
+
+const RUN_COLUMNS: &str =
+    "id, wallet_id, facility_id, business_day, file_id, past_grace, summary, started_by, created_at_ms";
+
+fn split_fields(raw: &str) -> Vec<String> {
+    raw.split(',').filter(|field| !field.is_empty()).map(str::to_owned).collect()
+}
+
+fn line_from_row(row: &AnyRow) -> Result<ResultLine, sqlx::Error> {
+    Ok(ResultLine {
+        seq: row.try_get("seq")?,
+        category: row.try_get("category")?,
+        fields: split_fields(&row.try_get::<String, _>("fields")?),
+        line_no: row.try_get("line_no")?,
+        out_no: row.try_get("out_no")?,
+        operator_ref: row.try_get("operator_ref")?,
+        statement_kind: row.try_get("statement_kind")?,
+        statement_status: row.try_get("statement_status")?,
+        statement_amount_fen: row.try_get("statement_amount_fen")?,
+        statement_fee_fen: row.try_get("statement_fee_fen")?,
+        settled_at: row.try_get("settled_at")?,
+        carepay_kind: row.try_get("carepay_kind")?,
+        carepay_status: row.try_get("carepay_status")?,
+        carepay_amount_fen: row.try_get("carepay_amount_fen")?,
+        carepay_fee_fen: row.try_get("carepay_fee_fen")?,
+        carepay_business_day: row.try_get("carepay_business_day")?,
+    })
+}
+
+fn discrepancy_from_row(row: &AnyRow) -> Result<Discrepancy, sqlx::Error> {
+    let category: String = row.try_get("category")?;
+    Ok(Discrepancy {
+        id: DiscrepancyId::from_trusted(row.try_get("id")?),
+        wallet_id: row.try_get("wallet_id")?,
+        business_day: row.try_get("business_day")?,
+        run_id: RunId::from_trusted(row.try_get("run_id")?),
+        category: Category::parse(&category).ok_or_else(|| corrupt("discrepancies.category", &category))?,
+        identity: row.try_get("identity")?,
+        out_no: row.try_get("out_no")?,
+        fields: split_fields(&row.try_get::<String, _>("fields")?),
+        amount_fen: row.try_get("amount_fen")?,
+        open: row.try_get::<String, _>("status")? == "open",
+        resolution: row.try_get("resolution")?,
+        note: row.try_get("note")?,
+        adjustment_fen: row.try_get("adjustment_fen")?,
+        resolved_by: row.try_get("resolved_by")?,
+        resolved_at: row.try_get::<Option<i64>, _>("resolved_at_ms")?.map(UnixMs),
+        version: row.try_get("version")?,
+        created_at: UnixMs(row.try_get("created_at_ms")?),
+    })
+}
+
+const DISCREPANCY_COLUMNS: &str = "id, wallet_id, business_day, run_id, category, identity, out_no, fields, \
+     amount_fen, status, resolution, note, adjustment_fen, resolved_by, resolved_at_ms, version, created_at_ms";
+
+/// How a discrepancy is named across runs of the same day.
+pub fn identity_of(outcome: &Outcome) -> String {
+    match (&outcome.statement, &outcome.carepay) {
+        // A duplicate line shares its reference with the original; its line number tells them apart.
+        (Some(item), _) if outcome.category == Category::Duplicate => {
+            format!("line:{}:{}", item.line.operator_ref, item.line_no)
+        }
+        (Some(item), _) => format!("ref:{}", item.line.operator_ref),
+        (None, Some(entry)) if outcome.category == Category::Duplicate => {
+            format!("carepay:{}:{}", entry.out_no, entry.operator_ref.as_deref().unwrap_or(""))
+        }
+        (None, Some(entry)) => format!("carepay:{}", entry.out_no),
+        (None, None) => String::from("none"),
+    }
+}
+
+fn out_no_of(outcome: &Outcome) -> String {
+    outcome
+        .carepay
+        .as_ref()
+        .map(|entry| entry.out_no.clone())
+        .or_else(|| outcome.statement.as_ref().map(|item| item.line.out_no.clone()))
+        .unwrap_or_default()
+}
+
+fn amount_of(outcome: &Outcome) -> i64 {
+    outcome
+        .statement
+        .as_ref()
+        .map(|item| item.line.amount_fen)
+        .or_else(|| outcome.carepay.as_ref().map(|entry| entry.amount_fen))
+        .unwrap_or(0)
+}
+
+fn wallet_account(wallet_id: &str) -> Result<AccountCode, StoreError> {
+    AccountCode::parse(&format!("wallet:{wallet_id}")).map_err(StoreError::Ledger)
+}
+
+fn account(code: &str) -> AccountCode {
+    AccountCode::parse(code).expect("constant account code")
+}
+
+async fn open_account(
+    conn: &mut AnyConnection,
+    code: &AccountCode,
+    policy: OverdraftPolicy,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
+         VALUES ($1, $2, 0, 0, $3) ON CONFLICT (code) DO NOTHING",
+    )
+    .bind(code.as_str())
+    .bind(policy.as_str())
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Books `entry` unless an entry with the same kind and reference exists: re-runs and new
+/// file versions never book the same operator entry twice.
+async fn book_once(
+    conn: &mut AnyConnection,
+    what: EntryRef<'_>,
+    entry: &JournalEntry,
+    now: UnixMs,
+) -> Result<bool, StoreError> {
+    let exists = sqlx::query("SELECT 1 FROM journal_entries WHERE kind = $1 AND reference = $2")
+        .bind(what.kind)
+        .bind(what.reference)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    for posting in entry.postings() {
+        let policy = if posting.account.as_str().starts_with("wallet:") {
+            OverdraftPolicy::Forbidden
+        } else {
+            OverdraftPolicy::Allowed
+        };
+        open_account(conn, &posting.account, policy, now).await?;
+    }
+    // No shared cache here: the accounts were just opened in this transaction, so their
+    // policies are read from the table.
+    post_in(conn, what, entry, now, &KnownAccounts::default()).await?;
+    Ok(true)
+}
+
+/// The ledger entry for money moving into (`signed_fen > 0`) or out of the wallet against
+/// `counter`, or `None` for zero.
+fn wallet_entry(wallet_id: &str, counter: &str, signed_fen: i64) -> Result<Option<JournalEntry>, StoreError> {
+    if signed_fen == 0 {
+        return Ok(None);
+    }
+    let amount = crate::domain::money::Amount::from_fen(i64::try_from(signed_fen.unsigned_abs()).unwrap_or(i64::MAX))
+        .map_err(|_| StoreError::Ledger(crate::domain::ledger::LedgerError::Overflow))?;
+    let (wallet, counter) = (wallet_account(wallet_id)?, account(counter));
+    let entry = if signed_fen > 0 {
+        JournalEntry::transfer(counter, wallet, amount)
+    } else {
+        JournalEntry::transfer(wallet, counter, amount)
+    };
+    entry.map(Some).map_err(StoreError::Ledger)
+}
+
+#[expect(clippy::too_many_arguments, reason = "one argument per column of the audit row")]
+async fn record_action(
+    conn: &mut AnyConnection,
+    wallet_id: &str,
+    business_day: &str,
+    action: &str,
+    object_id: &str,
+    actor: &str,
+    detail: &str,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO reconciliation_actions (id, wallet_id, business_day, action, object_id, actor, detail, at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(ReconciliationActionId::generate().as_str())
+    .bind(wallet_id)
+    .bind(business_day)
+    .bind(action)
+    .bind(object_id)
+    .bind(actor)
+    .bind(detail)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn day_is_closed(conn: &mut AnyConnection, wallet_id: &str, business_day: &str) -> Result<bool, StoreError> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM reconciliation_days WHERE wallet_id = $1 AND business_day = $2")
+            .bind(wallet_id)
+            .bind(business_day)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(status.as_deref() == Some("closed"))
+}
+
+impl Store {
+    /// Keeps a statement file: the same bytes again return the stored row (`false`), other
+    /// bytes for the same wallet and day become the next version (`true`).
+    pub async fn insert_statement_file(&self, file: &NewFile<'_>) -> Result<(StoredFile, bool), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let select = format!(
+            "SELECT {FILE_COLUMNS} FROM statement_files WHERE wallet_id = $1 AND business_day = $2 AND sha256 = $3"
+        );
+        let existing = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+            .bind(file.wallet_id)
+            .bind(file.business_day)
+            .bind(file.sha256)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            return Ok((file_from_row(&row)?, false));
+        }
+        let version: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(MAX(version), 0) + 1 AS BIGINT) FROM statement_files WHERE wallet_id = $1 AND business_day = $2",
+        )
+        .bind(file.wallet_id)
+        .bind(file.business_day)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id = StatementFileId::generate();
+        sqlx::query(
+            "INSERT INTO statement_files (id, wallet_id, business_day, version, sha256, source, content, byte_count, \
+             line_count, credit_total_fen, debit_total_fen, fee_total_fen, imported_by, imported_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(id.as_str())
+        .bind(file.wallet_id)
+        .bind(file.business_day)
+        .bind(version)
+        .bind(file.sha256)
+        .bind(file.source)
+        .bind(file.content.to_vec())
+        .bind(i64::try_from(file.content.len()).unwrap_or(i64::MAX))
+        .bind(i64::try_from(file.totals.line_count).unwrap_or(i64::MAX))
+        .bind(file.totals.credit_fen)
+        .bind(file.totals.debit_fen)
+        .bind(file.totals.fee_fen)
+        .bind(file.imported_by)
+        .bind(file.now.0)
+        .execute(&mut *tx)
+        .await?;
+        let detail = format!("version {version}, sha256 {}, source {}", file.sha256, file.source);
+        record_action(
+            &mut tx,
+            file.wallet_id,
+            file.business_day,
+            "import",
+            id.as_str(),
+            file.imported_by,
+            &detail,
+            file.now,
+        )
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {FILE_COLUMNS} FROM statement_files WHERE id = $1")))
+            .bind(id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let stored = file_from_row(&row)?;
+        tx.commit().await?;
+        Ok((stored, true))
+    }
+
+    pub async fn statement_files(&self, wallet_id: &str, business_day: &str) -> Result<Vec<StoredFile>, StoreError> {
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM statement_files WHERE wallet_id = $1 AND business_day = $2 ORDER BY version"
+        );
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(wallet_id).bind(business_day).fetch_all(self.pool()).await?;
+        Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn statement_content(&self, id: &StatementFileId) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT content FROM statement_files WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    /// The facility whose merchant wallet this is, with its region path (for scope).
+    pub async fn facility_by_wallet(&self, wallet_id: &str) -> Result<Option<(FacilityId, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT f.id, r.path FROM facilities f JOIN regions r ON r.id = f.region_id WHERE f.merchant_wallet_id = $1",
+        )
+        .bind(wallet_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row
+            .map(|row| -> Result<_, sqlx::Error> { Ok((FacilityId::from_trusted(row.try_get(0)?), row.try_get(1)?)) })
+            .transpose()?)
+    }
+
+    /// carepay's payments and refunds on `wallet_id` that settled in `[from_ms, to_ms)`,
+    /// sorted by merchant number in byte order (the matcher's order, whatever the
+    /// database's collation).
+    pub async fn carepay_entries(
+        &self,
+        wallet_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        fee_rate_ppm: u32,
+    ) -> Result<Vec<CarepayEntry>, StoreError> {
+        use futures_util::TryStreamExt as _;
+
+        // Streamed row by row: a million rows fetched whole would hold every row's driver
+        // representation at once, several times the entries themselves.
+        let mut entries = Vec::new();
+        let mut payments = sqlx::query(
+            "SELECT out_trade_no, trade_no, status, amount_fen, paid_at_ms FROM payments \
+             WHERE merchant_wallet_id = $1 AND paid_at_ms >= $2 AND paid_at_ms < $3 AND status IN ('succeeded', 'reversed')",
+        )
+        .bind(wallet_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch(self.pool());
+        while let Some(row) = payments.try_next().await? {
+            let status: String = row.try_get("status")?;
+            let status = if status == "reversed" { EntryStatus::Reversed } else { EntryStatus::Success };
+            let amount_fen: i64 = row.try_get("amount_fen")?;
+            let settled_at_ms: i64 = row.try_get("paid_at_ms")?;
+            // A reversed payment's fee is given back, as the operator lists it.
+            let fee = if status == EntryStatus::Success { expected_fee_fen(amount_fen, fee_rate_ppm) } else { 0 };
+            entries.push(CarepayEntry {
+                out_no: row.try_get("out_trade_no")?,
+                operator_ref: row.try_get("trade_no")?,
+                kind: EntryKind::Payment,
+                status,
+                amount_fen,
+                expected_fee_fen: fee,
+                settled_at_ms,
+                business_day: business_day(UnixMs(settled_at_ms)),
+            });
+        }
+        drop(payments);
+        let mut refunds = sqlx::query(
+            "SELECT r.out_refund_no, r.refund_no, r.amount_fen, r.succeeded_at_ms FROM refunds r \
+             JOIN payments p ON p.id = r.payment_id \
+             WHERE p.merchant_wallet_id = $1 AND r.status = 'succeeded' AND r.succeeded_at_ms >= $2 AND r.succeeded_at_ms < $3",
+        )
+        .bind(wallet_id)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch(self.pool());
+        while let Some(row) = refunds.try_next().await? {
+            let settled_at_ms: i64 = row.try_get("succeeded_at_ms")?;
+            entries.push(CarepayEntry {
+                out_no: row.try_get("out_refund_no")?,
+                operator_ref: row.try_get("refund_no")?,
+                kind: EntryKind::Refund,
+                status: EntryStatus::Success,
+                amount_fen: row.try_get("amount_fen")?,
+                expected_fee_fen: 0,
+                settled_at_ms,
+                business_day: business_day(UnixMs(settled_at_ms)),
+            });
+        }
+        drop(refunds);
+        entries.sort_by(|a, b| a.out_no.cmp(&b.out_no));
+        Ok(entries)
+    }
+
+    pub async fn run_for_file(
+        &self,
+        file_id: &StatementFileId,
+        past_grace: bool,
+    ) -> Result<Option<RunRow>, StoreError> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE file_id = $1 AND past_grace = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(file_id.as_str())
+            .bind(i64::from(past_grace))
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(run_from_row).transpose()?)
+    }
+
+    pub async fn latest_run(&self, wallet_id: &str, business_day: &str) -> Result<Option<RunRow>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE wallet_id = $1 AND business_day = $2 \
+             ORDER BY created_at_ms DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(wallet_id)
+            .bind(business_day)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(run_from_row).transpose()?)
+    }
+
+    /// Writes a run, its result lines, new discrepancies, the operator's own entries in the
+    /// ledger and the callbacks, all or nothing. Resolves earlier "missing" discrepancies of
+    /// entries that showed up on this statement (timing).
+    pub async fn save_run(
+        &self,
+        run: &NewRun<'_>,
+        outcomes: &[Outcome],
+        events: impl Fn(&RunRow, u64) -> Vec<NewEvent>,
+    ) -> Result<RunWritten, RunStoreError> {
+        let mut tx = self.begin_write().await?;
+        if day_is_closed(&mut tx, run.wallet_id, run.business_day).await? {
+            return Err(RunStoreError::DayClosed);
+        }
+        let select = format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE file_id = $1 AND past_grace = $2");
+        let existing = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+            .bind(run.file_id.as_str())
+            .bind(i64::from(run.past_grace))
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = existing {
+            return Ok(RunWritten { run: run_from_row(&row)?, new_discrepancies: 0, created: false });
+        }
+        sqlx::query(
+            "INSERT INTO reconciliation_days (wallet_id, business_day, status, version) VALUES ($1, $2, 'open', 1) \
+             ON CONFLICT (wallet_id, business_day) DO NOTHING",
+        )
+        .bind(run.wallet_id)
+        .bind(run.business_day)
+        .execute(&mut *tx)
+        .await?;
+        let id = RunId::generate();
+        sqlx::query(
+            "INSERT INTO reconciliation_runs (id, wallet_id, facility_id, business_day, file_id, past_grace, summary, \
+             started_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id.as_str())
+        .bind(run.wallet_id)
+        .bind(run.facility_id.as_str())
+        .bind(run.business_day)
+        .bind(run.file_id.as_str())
+        .bind(i64::from(run.past_grace))
+        .bind(run.summary_json)
+        .bind(run.started_by)
+        .bind(run.now.0)
+        .execute(&mut *tx)
+        .await?;
+
+        for (batch_index, batch) in outcomes.chunks(LINE_BATCH).enumerate() {
+            insert_lines(&mut tx, &id, batch_index * LINE_BATCH, batch).await?;
+        }
+
+        let mut new_discrepancies = 0u64;
+        for outcome in outcomes {
+            match outcome.category {
+                Category::Matched => {}
+                Category::OperatorEntry => book_operator_entry(&mut tx, run, outcome).await?,
+                category => {
+                    let inserted = sqlx::query(
+                        "INSERT INTO discrepancies (id, wallet_id, business_day, run_id, category, identity, out_no, \
+                         fields, amount_fen, status, version, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', 1, $10) \
+                         ON CONFLICT (wallet_id, business_day, category, identity) DO NOTHING",
+                    )
+                    .bind(DiscrepancyId::generate().as_str())
+                    .bind(run.wallet_id)
+                    .bind(run.business_day)
+                    .bind(id.as_str())
+                    .bind(category.as_str())
+                    .bind(identity_of(outcome))
+                    .bind(out_no_of(outcome))
+                    .bind(outcome.fields.join(","))
+                    .bind(amount_of(outcome))
+                    .bind(run.now.0)
+                    .execute(&mut *tx)
+                    .await?;
+                    new_discrepancies += inserted.rows_affected();
+                }
+            }
+            resolve_timing(&mut tx, run, outcome).await?;
+        }
+
+        if run.past_grace {
+            // Past the grace period an "expected" record is re-raised as missing from the
+            // statement; the expectation itself is settled so nothing is open twice.
+            sqlx::query(
+                "UPDATE discrepancies SET status = 'resolved', resolution = 'other', \
+                 note = 'grace period over: raised as missing_in_statement', resolved_by = 'system', \
+                 resolved_at_ms = $1, version = version + 1 \
+                 WHERE wallet_id = $2 AND business_day = $3 AND category = 'expected' AND status = 'open'",
+            )
+            .bind(run.now.0)
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(entry) = wallet_entry(run.wallet_id, "operator:fees", -run.withheld_fee_fen)? {
+            let reference = format!("{}:{}", run.wallet_id, run.business_day);
+            let what = EntryRef {
+                kind: "operator_withheld_fees",
+                reference: &reference,
+                memo: "fees withheld on the statement",
+            };
+            book_once(&mut tx, what, &entry, run.now).await?;
+        }
+
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE id = $1")))
+                .bind(id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        let stored = run_from_row(&row)?;
+        for event in events(&stored, new_discrepancies) {
+            enqueue_in(&mut tx, &event, run.now).await?;
+        }
+        let detail = format!("file {}, {new_discrepancies} new discrepancies", run.file_id);
+        record_action(&mut tx, run.wallet_id, run.business_day, "run", id.as_str(), run.started_by, &detail, run.now)
+            .await?;
+        tx.commit().await?;
+        Ok(RunWritten { run: stored, new_discrepancies, created: true })
+    }
+
+    pub async fn run_lines(&self, run_id: &RunId, after_seq: i64, limit: u32) -> Result<Vec<ResultLine>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, category, fields, line_no, out_no, operator_ref, statement_kind, statement_status, \
+             statement_amount_fen, statement_fee_fen, settled_at, carepay_kind, carepay_status, carepay_amount_fen, \
+             carepay_fee_fen, carepay_business_day FROM reconciliation_lines WHERE run_id = $1 AND seq > $2 \
+             ORDER BY seq LIMIT $3",
+        )
+        .bind(run_id.as_str())
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(line_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn discrepancies(
+        &self,
+        wallet_id: &str,
+        business_day: &str,
+        only_open: bool,
+    ) -> Result<Vec<Discrepancy>, StoreError> {
+        let sql = format!(
+            "SELECT {DISCREPANCY_COLUMNS} FROM discrepancies WHERE wallet_id = $1 AND business_day = $2 \
+             AND ($3 = 0 OR status = 'open') ORDER BY id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(wallet_id)
+            .bind(business_day)
+            .bind(i64::from(only_open))
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(discrepancy_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn discrepancy(&self, id: &DiscrepancyId) -> Result<Option<Discrepancy>, StoreError> {
+        let sql = format!("SELECT {DISCREPANCY_COLUMNS} FROM discrepancies WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id.as_str()).fetch_optional(self.pool()).await?;
+        Ok(row.as_ref().map(discrepancy_from_row).transpose()?)
+    }
+
+    /// Resolves an open discrepancy of an open day (compare-and-set on its version) and, for
+    /// an adjustment, posts the balanced ledger entry in the same transaction.
+    pub async fn resolve_discrepancy(
+        &self,
+        discrepancy: &Discrepancy,
+        resolution: &Resolution<'_>,
+    ) -> Result<(), RunStoreError> {
+        let mut tx = self.begin_write().await?;
+        if day_is_closed(&mut tx, &discrepancy.wallet_id, &discrepancy.business_day).await? {
+            return Err(RunStoreError::DayClosed);
+        }
+        let updated = sqlx::query(
+            "UPDATE discrepancies SET status = 'resolved', resolution = $1, note = $2, adjustment_fen = $3, \
+             resolved_by = $4, resolved_at_ms = $5, version = version + 1 \
+             WHERE id = $6 AND version = $7 AND status = 'open'",
+        )
+        .bind(resolution.resolution)
+        .bind(resolution.note)
+        .bind(resolution.adjustment_fen)
+        .bind(resolution.actor)
+        .bind(resolution.now.0)
+        .bind(discrepancy.id.as_str())
+        .bind(discrepancy.version)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(RunStoreError::Store(StoreError::GuardFailed));
+        }
+        if let Some(adjustment_fen) = resolution.adjustment_fen
+            && let Some(entry) = wallet_entry(&discrepancy.wallet_id, "reconciliation:adjustments", adjustment_fen)?
+        {
+            let what = EntryRef {
+                kind: "reconciliation_adjustment",
+                reference: discrepancy.id.as_str(),
+                memo: resolution.note,
+            };
+            book_once(&mut tx, what, &entry, resolution.now).await?;
+        }
+        let detail = format!("{}: {}", resolution.resolution, resolution.note);
+        record_action(
+            &mut tx,
+            &discrepancy.wallet_id,
+            &discrepancy.business_day,
+            "resolve",
+            discrepancy.id.as_str(),
+            resolution.actor,
+            &detail,
+            resolution.now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `Some(status)` of a day that has been run, with who closed it and when.
+    pub async fn day_status(
+        &self,
+        wallet_id: &str,
+        business_day: &str,
+    ) -> Result<Option<(String, Option<String>, Option<UnixMs>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT status, closed_by, closed_at_ms FROM reconciliation_days WHERE wallet_id = $1 AND business_day = $2",
+        )
+        .bind(wallet_id)
+        .bind(business_day)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row
+            .map(|row| -> Result<_, sqlx::Error> {
+                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get::<Option<i64>, _>(2)?.map(UnixMs)))
+            })
+            .transpose()?)
+    }
+
+    /// Closes a day that has been run and has nothing open. `GuardFailed` otherwise.
+    pub async fn close_day(
+        &self,
+        wallet_id: &str,
+        business_day: &str,
+        actor: &str,
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE reconciliation_days SET status = 'closed', closed_by = $1, closed_at_ms = $2, version = version + 1 \
+             WHERE wallet_id = $3 AND business_day = $4 AND status = 'open' AND NOT EXISTS \
+             (SELECT 1 FROM discrepancies d WHERE d.wallet_id = $3 AND d.business_day = $4 AND d.status = 'open')",
+        )
+        .bind(actor)
+        .bind(now.0)
+        .bind(wallet_id)
+        .bind(business_day)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(StoreError::GuardFailed);
+        }
+        record_action(&mut tx, wallet_id, business_day, "close", business_day, actor, "day closed", now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every action on a wallet's day, oldest first: (action, object, actor, detail, at).
+    pub async fn reconciliation_actions(
+        &self,
+        wallet_id: &str,
+        business_day: &str,
+    ) -> Result<Vec<(String, String, String, String, UnixMs)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT action, object_id, actor, detail, at_ms FROM reconciliation_actions \
+             WHERE wallet_id = $1 AND business_day = $2 ORDER BY at_ms, id",
+        )
+        .bind(wallet_id)
+        .bind(business_day)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?, row.try_get(3)?, UnixMs(row.try_get(4)?)))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+async fn insert_lines(
+    conn: &mut AnyConnection,
+    run_id: &RunId,
+    first_seq: usize,
+    batch: &[Outcome],
+) -> Result<(), StoreError> {
+    const COLUMNS: usize = 17;
+    let mut sql = String::from(
+        "INSERT INTO reconciliation_lines (run_id, seq, category, fields, line_no, out_no, operator_ref, \
+         statement_kind, statement_status, statement_amount_fen, statement_fee_fen, settled_at, carepay_kind, \
+         carepay_status, carepay_amount_fen, carepay_fee_fen, carepay_business_day) VALUES ",
+    );
+    for row in 0..batch.len() {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for column in 0..COLUMNS {
+            if column > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("${}", row * COLUMNS + column + 1));
+        }
+        sql.push(')');
+    }
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (offset, outcome) in batch.iter().enumerate() {
+        let line = outcome.statement.as_ref();
+        let entry = outcome.carepay.as_ref();
+        query = query
+            .bind(run_id.as_str().to_owned())
+            .bind(i64::try_from(first_seq + offset + 1).unwrap_or(i64::MAX))
+            .bind(outcome.category.as_str())
+            .bind(outcome.fields.join(","))
+            .bind(line.map(|item| i64::try_from(item.line_no).unwrap_or(i64::MAX)))
+            .bind(out_no_of(outcome))
+            .bind(
+                line.map(|item| item.line.operator_ref.clone()).or_else(|| entry.and_then(|e| e.operator_ref.clone())),
+            )
+            .bind(line.map(|item| item.line.kind.as_str()))
+            .bind(line.map(|item| item.line.status.as_str()))
+            .bind(line.map(|item| item.line.amount_fen))
+            .bind(line.map(|item| item.line.fee_fen))
+            .bind(line.map(|item| item.line.settled_at.clone()))
+            .bind(entry.map(|e| e.kind.as_str()))
+            .bind(entry.map(|e| e.status.as_str()))
+            .bind(entry.map(|e| e.amount_fen))
+            .bind(entry.map(|e| e.expected_fee_fen))
+            .bind(entry.map(|e| e.business_day.clone()));
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Fees and adjustments the operator made itself go to their own accounts, once each.
+async fn book_operator_entry(conn: &mut AnyConnection, run: &NewRun<'_>, outcome: &Outcome) -> Result<(), StoreError> {
+    let Some(item) = &outcome.statement else { return Ok(()) };
+    if item.line.status != EntryStatus::Success {
+        return Ok(());
+    }
+    let (kind, counter, signed) = match item.line.kind {
+        EntryKind::Fee => ("operator_fee", "operator:fees", -item.line.amount_fen),
+        _ => ("operator_adjustment", "operator:adjustments", item.line.amount_fen),
+    };
+    if let Some(entry) = wallet_entry(run.wallet_id, counter, signed)? {
+        let reference = format!("{}:{}", run.wallet_id, item.line.operator_ref);
+        book_once(conn, EntryRef { kind, reference: &reference, memo: &item.line.memo }, &entry, run.now).await?;
+    }
+    Ok(())
+}
+
+/// An entry carepay expected on an earlier day that this statement lists (wrong day, by the
+/// cut-off) settles that day's "expected"/"missing" discrepancy as timing.
+async fn resolve_timing(conn: &mut AnyConnection, run: &NewRun<'_>, outcome: &Outcome) -> Result<(), StoreError> {
+    let (Some(_), Some(entry)) = (&outcome.statement, &outcome.carepay) else { return Ok(()) };
+    if entry.business_day == run.business_day {
+        return Ok(());
+    }
+    let note = format!("appeared on the statement of {}", run.business_day);
+    sqlx::query(
+        "UPDATE discrepancies SET status = 'resolved', resolution = 'timing', note = $1, resolved_by = 'system', \
+         resolved_at_ms = $2, version = version + 1 \
+         WHERE wallet_id = $3 AND business_day = $4 AND out_no = $5 AND status = 'open' \
+         AND category IN ('expected', 'missing_in_statement') \
+         AND NOT EXISTS (SELECT 1 FROM reconciliation_days d WHERE d.wallet_id = $3 AND d.business_day = $4 AND d.status = 'closed')",
+    )
+    .bind(note)
+    .bind(run.now.0)
+    .bind(run.wallet_id)
+    .bind(&entry.business_day)
+    .bind(&entry.out_no)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A claimed scheduled fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueFetch {
+    pub wallet_id: String,
+    pub business_day: String,
+    pub attempts: i64,
+}
+
+impl Store {
+    /// Plans a fetch of every facility wallet's `business_day` (idempotent: planned once).
+    /// `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
+    pub async fn plan_statement_fetches(&self, business_day: &str, now: UnixMs) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let planned = sqlx::query(
+            "INSERT INTO statement_fetches (wallet_id, business_day, status, attempts, next_attempt_ms) \
+             SELECT merchant_wallet_id, $1, 'pending', 0, $2 FROM facilities WHERE true \
+             ON CONFLICT (wallet_id, business_day) DO NOTHING",
+        )
+        .bind(business_day)
+        .bind(now.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(planned.rows_affected())
+    }
+
+    /// Leases up to `limit` due fetches to `owner` (compare-and-set per row, so two
+    /// instances never fetch the same statement at once).
+    pub async fn claim_statement_fetches(
+        &self,
+        owner: &str,
+        now: UnixMs,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<DueFetch>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT wallet_id, business_day, attempts FROM statement_fetches WHERE status = 'pending' \
+             AND next_attempt_ms <= $1 AND (lease_until_ms IS NULL OR lease_until_ms < $1) \
+             ORDER BY next_attempt_ms LIMIT $2",
+        )
+        .bind(now.0)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        let mut claimed = Vec::new();
+        for row in &rows {
+            let due = DueFetch {
+                wallet_id: row.try_get("wallet_id")?,
+                business_day: row.try_get("business_day")?,
+                attempts: row.try_get("attempts")?,
+            };
+            let mut tx = self.begin_write().await?;
+            let taken = sqlx::query(
+                "UPDATE statement_fetches SET lease_owner = $1, lease_until_ms = $2 WHERE wallet_id = $3 \
+                 AND business_day = $4 AND status = 'pending' AND attempts = $5 \
+                 AND (lease_until_ms IS NULL OR lease_until_ms < $6)",
+            )
+            .bind(owner)
+            .bind(now.0 + lease_ms)
+            .bind(&due.wallet_id)
+            .bind(&due.business_day)
+            .bind(due.attempts)
+            .bind(now.0)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            if taken.rows_affected() == 1 {
+                claimed.push(due);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Records a fetch's outcome: done, or tried again at `retry_at` with the error.
+    pub async fn finish_statement_fetch(
+        &self,
+        due: &DueFetch,
+        owner: &str,
+        retry_at: Option<UnixMs>,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "UPDATE statement_fetches SET status = $1, attempts = attempts + 1, next_attempt_ms = COALESCE($2, next_attempt_ms), \
+             last_error = $3, lease_owner = NULL, lease_until_ms = NULL \
+             WHERE wallet_id = $4 AND business_day = $5 AND lease_owner = $6",
+        )
+        .bind(if retry_at.is_some() { "pending" } else { "done" })
+        .bind(retry_at.map(|at| at.0))
+        .bind(error)
+        .bind(&due.wallet_id)
+        .bind(&due.business_day)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
