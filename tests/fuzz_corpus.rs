@@ -14,6 +14,7 @@ const TARGETS: &[(&str, FuzzBody)] = &[
     ("amount", carepay::fuzzing::amount),
     ("terminal_envelope", carepay::fuzzing::terminal_envelope),
     ("operator_notification", carepay::fuzzing::operator_notification),
+    ("batch_file", carepay::fuzzing::batch_file),
 ];
 
 fn corpus_files(target: &str) -> Vec<PathBuf> {

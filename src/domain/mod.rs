@@ -4,7 +4,9 @@
 
 pub mod access;
 pub mod callbacks;
+pub mod citizen_id;
 pub mod directory;
+pub mod disbursement;
 pub mod ids;
 pub mod ledger;
 pub mod money;
