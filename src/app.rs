@@ -54,6 +54,8 @@ pub struct App {
     /// Seals secrets kept at rest (callback signing secrets). `App::new` starts with a key
     /// that lives as long as the process; `serve` installs the configured one.
     pub secrets: SecretBox,
+    /// Bounds of subsidy disbursement (batch size, error list, concurrency and rate).
+    pub disbursement: crate::disbursement::DisbursementSettings,
 }
 
 impl App {
@@ -65,6 +67,7 @@ impl App {
             payments: PaymentSettings::default(),
             nonces: Arc::new(NonceCache::new(DEFAULT_NONCE_CAPACITY, UnixMs::now().0 / 1_000)),
             secrets: SecretBox::ephemeral(),
+            disbursement: crate::disbursement::DisbursementSettings::default(),
         }
     }
 

@@ -180,6 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             let mut app = App::new(store.clone(), serve.limits()).with_operator(setup.link).with_secrets(secrets);
             app.payments = operator.payment_settings();
+            app.disbursement = serve.disbursement.settings();
             tracing::info!(%address, "carepay listening");
 
             let callbacks_worker = crate::callbacks::worker::spawn(app.clone(), worker_settings)?;
@@ -191,6 +192,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         let _ = stop_rx.wait_for(|stop| *stop).await;
                     }
                 }));
+            let disbursement_worker = tokio::spawn(crate::disbursement::worker::run(app.clone(), {
+                let mut stop_rx = stop_rx.clone();
+                async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                }
+            }));
             crate::server::serve(
                 app,
                 &serve.http_settings(),
@@ -201,6 +208,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             let _ = stop_tx.send(true);
             let _ = payments_worker.await;
+            let _ = disbursement_worker.await;
             callbacks_worker.stop().await;
             store.close().await;
             tracing::info!("stopped");

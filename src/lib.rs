@@ -10,6 +10,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod directory;
+pub mod disbursement;
 pub mod domain;
 pub mod error;
 pub mod fuzzing;

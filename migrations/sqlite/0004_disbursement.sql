@@ -97,4 +97,5 @@ CREATE TABLE subsidy_lines (
     CONSTRAINT subsidy_lines_person_key UNIQUE (batch_id, citizen_id_hmac, generation)
 );
 CREATE INDEX subsidy_lines_person_idx ON subsidy_lines (citizen_id_hmac);
+CREATE INDEX subsidy_lines_batch_status_idx ON subsidy_lines (batch_id, status, seq);
 CREATE INDEX subsidy_lines_due_idx ON subsidy_lines (next_attempt_at_ms) WHERE next_attempt_at_ms IS NOT NULL;

@@ -6,7 +6,10 @@
 //! once `sending` its `out_transfer_no` may have reached the operator, so only a definite answer
 //! (directly or by query) settles it.
 
-use crate::domain::ids::BatchId;
+use crate::domain::directory::{RegionPath, WalletId};
+use crate::domain::ids::{BatchId, ProgrammeId, RegionId, TokenId};
+use crate::domain::money::Amount;
+use crate::domain::time::UnixMs;
 
 macro_rules! status_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
@@ -179,6 +182,128 @@ impl TransferFailure {
             TransferFailure::InsufficientBalance => "资金钱包余额不足，请充值后重新发放",
             TransferFailure::Other => "发放失败，请联系运营机构",
         }
+    }
+}
+
+/// A subsidy programme as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Programme {
+    pub id: ProgrammeId,
+    pub region_id: RegionId,
+    pub region_path: RegionPath,
+    pub name: String,
+    pub funding_wallet_id: WalletId,
+    pub budget: Amount,
+    /// Reserved by approved batches, less what definitely failed.
+    pub committed: Amount,
+    pub per_payment_cap: Amount,
+    pub per_period_cap: Amount,
+    /// Where the money may be spent (e.g. designated canteens); empty for anywhere.
+    pub designated_merchants: Vec<WalletId>,
+    /// First and last day payments may be made, `YYYY-MM-DD` (Asia/Shanghai).
+    pub starts_on: String,
+    pub ends_on: String,
+    pub created_by: TokenId,
+    pub created_at: UnixMs,
+}
+
+/// A batch as stored, with the region of its programme for scope checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub id: BatchId,
+    pub programme_id: ProgrammeId,
+    pub region_path: RegionPath,
+    pub period: Period,
+    pub idempotency_key: String,
+    pub upload_sha256: String,
+    pub uploaded_by: TokenId,
+    pub encoding: crate::domain::disbursement::BatchEncoding,
+    pub chinese_headers: bool,
+    pub status: BatchStatus,
+    pub line_count: u64,
+    pub total: Amount,
+    pub version: i64,
+    pub created_at: UnixMs,
+    pub updated_at: UnixMs,
+}
+
+/// One recorded state change of a batch: who moved it and when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchStep {
+    pub from: Option<BatchStatus>,
+    pub to: BatchStatus,
+    pub actor: TokenId,
+    pub actor_label: String,
+    pub at: UnixMs,
+}
+
+/// Lines and amounts per line state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateTally {
+    pub lines: u64,
+    pub amount_fen: i64,
+}
+
+/// How far a batch has got: a tally per line state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub pending: StateTally,
+    pub sending: StateTally,
+    pub succeeded: StateTally,
+    pub failed: StateTally,
+}
+
+impl Progress {
+    pub fn tally_mut(&mut self, status: LineStatus) -> &mut StateTally {
+        match status {
+            LineStatus::Pending => &mut self.pending,
+            LineStatus::Sending => &mut self.sending,
+            LineStatus::Succeeded => &mut self.succeeded,
+            LineStatus::Failed => &mut self.failed,
+        }
+    }
+
+    /// Lines still needing the operator.
+    pub fn open_lines(&self) -> u64 {
+        self.pending.lines + self.sending.lines
+    }
+}
+
+/// One beneficiary line as the worker and the result file see it. The clear name is here for
+/// the operator's `payee_name`; the ID number only as its masked form.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Line {
+    pub batch_id: BatchId,
+    pub seq: u64,
+    pub file_line: u64,
+    pub generation: u64,
+    pub reissue_of_seq: Option<u64>,
+    pub reissued_as_seq: Option<u64>,
+    pub payee_name: String,
+    pub name_masked: String,
+    pub citizen_id_masked: String,
+    pub wallet_id: WalletId,
+    pub amount: Amount,
+    pub memo: String,
+    pub out_transfer_no: String,
+    pub status: LineStatus,
+    pub fail_code: Option<String>,
+    pub transfer_no: Option<String>,
+    pub succeeded_at: Option<UnixMs>,
+    pub attempts: u32,
+}
+
+impl std::fmt::Debug for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Line")
+            .field("batch_id", &self.batch_id)
+            .field("seq", &self.seq)
+            .field("name", &self.name_masked)
+            .field("citizen_id", &self.citizen_id_masked)
+            .field("amount", &self.amount)
+            .field("status", &self.status)
+            .field("fail_code", &self.fail_code)
+            .finish()
     }
 }
 

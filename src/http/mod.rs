@@ -4,6 +4,7 @@
 
 pub mod callbacks;
 pub mod directory;
+pub mod disbursement;
 pub mod error;
 pub mod extract;
 pub mod notifications;
@@ -69,6 +70,7 @@ pub struct AppState {
         (name = "terminals", description = "Counter terminals and their signing keys"),
         (name = "tokens", description = "Back-office API tokens"),
         (name = "callbacks", description = "Signed callbacks (Standard Webhooks) to facilities' and offices' systems"),
+        (name = "disbursement", description = "Subsidy programmes, batch files, four-eyes approval and execution"),
     ),
     components(schemas(error::Problem))
 )]
@@ -92,6 +94,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(terminals::router())
         .merge(tokens::router())
         .merge(callbacks::router())
+        .merge(disbursement::router())
 }
 
 /// The OpenAPI document, generated from the route annotations so it cannot drift.

@@ -9,6 +9,7 @@
 
 pub mod callbacks;
 pub mod directory;
+pub mod disbursement;
 pub mod ledger;
 pub mod payments;
 pub mod tokens;
@@ -106,6 +107,8 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
     ("ledger_accounts_pkey", "ledger_accounts.code"),
     ("payments_out_trade_no_key", "payments.out_trade_no"),
     ("refunds_out_refund_no_key", "refunds.out_refund_no"),
+    ("subsidy_batches_uploader_key", "subsidy_batches.uploaded_by, subsidy_batches.idempotency_key"),
+    ("subsidy_lines_out_transfer_no_key", "subsidy_lines.out_transfer_no"),
 ];
 
 fn unique_constraint_name(db: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {

@@ -7,6 +7,7 @@ mod bad_input;
 mod callbacks;
 mod cli;
 mod directory;
+mod disbursement;
 mod ledger;
 mod ops;
 mod payments;
