@@ -8,6 +8,7 @@ mod callbacks;
 mod cli;
 mod directory;
 mod disbursement;
+mod disbursement_crash;
 mod ledger;
 mod ops;
 mod payments;
