@@ -45,6 +45,8 @@ pub enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Subsidy batches against a running carepay: upload, approve, run, pause, status, result.
+    Batch(crate::cli_batch::BatchArgs),
     /// Run the sandbox wallet operator (in memory; for development and tests only).
     SandboxOperator(crate::operator::sandbox::run::SandboxOperatorArgs),
 }
@@ -261,5 +263,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SandboxOperator(args) => crate::operator::sandbox::run::run(args).await,
+        Command::Batch(args) => crate::cli_batch::run(args).await,
     }
 }

@@ -8,6 +8,7 @@ pub mod access;
 pub mod app;
 pub mod callbacks;
 pub mod cli;
+pub mod cli_batch;
 pub mod config;
 pub mod directory;
 pub mod disbursement;

@@ -255,8 +255,17 @@ async fn a_file_with_errors_is_refused_whole_with_every_problem_listed_and_leave
 
     // A correct file for the same person: accepted; the person cannot be in a second open batch.
     let text = format!("name,citizen_id,wallet_id,amount\nZhang San,{good},0021000000000101,300.00\n");
-    let (status, _) = upload(&app, &office, "ok-1", text.clone().into_bytes(), 1, "300.00").await;
+    let (status, accepted) = upload(&app, &office, "ok-1", text.clone().into_bytes(), 1, "300.00").await;
     assert_eq!(status, StatusCode::CREATED);
+    // The office's command line shows it with a progress bar.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_carepay"))
+        .args(["batch", "--url", &app.address, "--token", &office.clerk, "status"])
+        .arg(accepted["id"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let bar = String::from_utf8_lossy(&output.stderr);
+    assert!(bar.contains("0/1 lines") && bar.trim_end().ends_with("draft"), "{bar}");
     let (status, body) = upload(&app, &office, "ok-2", text.into_bytes(), 1, "300.00").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["errors"][0]["code"], "IN_OTHER_OPEN_BATCH", "{body}");
