@@ -93,6 +93,30 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=5_000))]
         batch_size: u64,
     },
+    /// Upload + validate + store a subsidy batch file on PostgreSQL, next to `psql \copy`.
+    BatchUpload {
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        lines: u64,
+        /// The PostgreSQL server: the bench creates (and drops) a scratch database there.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+    },
+    /// Execute a subsidy batch against the in-process sandbox operator on PostgreSQL.
+    BatchRun {
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        lines: u64,
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+        /// Transfers in flight at once.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+        concurrency: u64,
+        /// Transfers started per second at most.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        rate_per_s: u32,
+        /// Lines claimed per round.
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        claim_batch: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,6 +280,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let options = crate::callbacks::bench::BenchOptions { events, postgres_url, worker };
             println!("{}", crate::callbacks::bench::run(options).await?);
+            Ok(())
+        }
+        Command::Bench { command: BenchCommand::BatchUpload { lines, postgres_url } } => {
+            println!("{}", crate::disbursement::bench::upload_bench(lines, &postgres_url).await?);
+            Ok(())
+        }
+        Command::Bench {
+            command: BenchCommand::BatchRun { lines, postgres_url, concurrency, rate_per_s, claim_batch },
+        } => {
+            let settings = crate::disbursement::DisbursementSettings {
+                concurrency: usize::try_from(concurrency)?,
+                rate_per_s,
+                claim_batch,
+                ..Default::default()
+            };
+            println!("{}", crate::disbursement::bench::run_bench(lines, &postgres_url, settings).await?);
             Ok(())
         }
         Command::Openapi => {

@@ -2,6 +2,7 @@
 //! four-eyes approval, cancel, pause and resume, progress and the office's result file.
 //! Execution towards the operator lives in [`worker`].
 
+pub mod bench;
 pub mod result_file;
 pub mod worker;
 
