@@ -61,32 +61,63 @@ pub async fn round(app: &App, owner: &str, in_flight: &Arc<Semaphore>) -> Result
     let claimed =
         app.store.claim_lines(owner, now, settings.lease_ms, settings.query_delay_ms, settings.claim_batch).await?;
     let full = claimed.len() as u32 >= settings.claim_batch;
-    // Spacing starts between transfers bounds the rate towards the operator per instance.
+    // Spacing starts between transfers bounds the rate towards the operator per instance. The
+    // n-th start is due at `n * spacing`; we sleep only when more than a timer tick ahead, since
+    // timers are coarser (1 ms) than the spacing at high rates.
     let spacing = Duration::from_micros(1_000_000 / u64::from(settings.rate_per_s.max(1)));
-    let mut ticker = tokio::time::interval(spacing);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let round_start = tokio::time::Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for line in claimed {
-        ticker.tick().await;
+    for (n, line) in claimed.into_iter().enumerate() {
+        let due = round_start + spacing * u32::try_from(n).unwrap_or(u32::MAX);
+        if due > tokio::time::Instant::now() + Duration::from_millis(1) {
+            tokio::time::sleep_until(due).await;
+        }
         let permit = Arc::clone(in_flight).acquire_owned().await.map_err(|e| Error::Internal(e.into()))?;
         let app = app.clone();
         let owner = owner.to_owned();
         tasks.spawn(async move {
             let result = work_line(&app, &owner, &line).await;
             drop(permit);
-            if let Err(error) = result {
-                // The line keeps its lease until it lapses and is then queried again.
-                tracing::warn!(%error, out_transfer_no = %line.line.out_transfer_no, "subsidy line not settled this round");
+            match result {
+                Ok(outcome) => outcome.map(|outcome| (line.line.out_transfer_no.clone(), outcome)),
+                Err(error) => {
+                    // The line keeps its lease until it lapses and is then queried again.
+                    tracing::warn!(%error, out_transfer_no = %line.line.out_transfer_no, "subsidy line not settled this round");
+                    None
+                }
             }
         });
     }
-    while tasks.join_next().await.is_some() {}
+    let mut outcomes = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Some(outcome)) = joined {
+            outcomes.push(outcome);
+        }
+    }
+    record_outcomes(app, &outcomes).await;
     complete_finished(app).await?;
     Ok(full)
 }
 
-/// Sends (first attempt) or asks about (later attempts) one line, and records what is definite.
-async fn work_line(app: &App, owner: &str, claimed: &ClaimedLine) -> Result<()> {
+/// Definite answers of a round, recorded in one transaction; should that fail, line by line, so
+/// one bad line cannot hold back the others. What is not recorded is asked about again.
+async fn record_outcomes(app: &App, outcomes: &[(String, LineOutcome)]) {
+    if outcomes.is_empty() {
+        return;
+    }
+    if let Err(error) = app.store.finish_lines(outcomes, UnixMs::now()).await {
+        tracing::warn!(%error, "recording a round of subsidy outcomes failed; recording them one by one");
+        for (out_transfer_no, outcome) in outcomes {
+            if let Err(error) = app.store.finish_line(out_transfer_no, outcome, UnixMs::now()).await {
+                tracing::error!(%error, %out_transfer_no, "recording a subsidy outcome failed");
+            }
+        }
+    }
+}
+
+/// Sends (first attempt) or asks about (later attempts) one line; the definite answer, if any,
+/// for the caller to record with the rest of the round.
+async fn work_line(app: &App, owner: &str, claimed: &ClaimedLine) -> Result<Option<LineOutcome>> {
     let client =
         &app.operator.as_ref().ok_or_else(|| Error::Internal(anyhow::anyhow!("no operator configured")))?.client;
     let line = &claimed.line;
@@ -99,55 +130,52 @@ async fn work_line(app: &App, owner: &str, claimed: &ClaimedLine) -> Result<()> 
         amount: line.amount,
         memo: line.memo.clone(),
     };
-    if claimed.first_attempt && send(app, client, claimed, &request).await? {
-        return Ok(());
+    if claimed.first_attempt
+        && let Some(failed) = send(client, &request).await
+    {
+        return Ok(Some(failed));
     }
     match client.query_transfer(payer, &line.out_transfer_no).await {
-        Ok(answer) => apply_answer(app, owner, claimed, &answer).await,
+        Ok(answer) => match definite(&answer) {
+            Some(outcome) => Ok(Some(outcome)),
+            None => reschedule(app, owner, claimed).await.map(|()| None),
+        },
         Err(OperatorError::Rejected { http_status: 404, .. }) => {
             // The operator never received it: send it again under the same number (the
             // operator's idempotency key), then ask at the next due time.
-            if send(app, client, claimed, &request).await? {
-                return Ok(());
+            if let Some(failed) = send(client, &request).await {
+                return Ok(Some(failed));
             }
-            reschedule(app, owner, claimed).await
+            reschedule(app, owner, claimed).await.map(|()| None)
         }
-        Err(_) => reschedule(app, owner, claimed).await,
+        Err(_) => reschedule(app, owner, claimed).await.map(|()| None),
     }
 }
 
-/// Sends the transfer; `true` when the operator refused it definitely (recorded as failed).
-/// Anything else, an unknown outcome included, decides nothing: the caller asks.
-async fn send(
-    app: &App,
-    client: &crate::operator::client::OperatorClient,
-    claimed: &ClaimedLine,
-    request: &TransferRequest,
-) -> Result<bool> {
+/// Sends the transfer; the failure when the operator refused it definitely. Anything else, an
+/// unknown outcome included, decides nothing: the caller asks.
+async fn send(client: &crate::operator::client::OperatorClient, request: &TransferRequest) -> Option<LineOutcome> {
     match client.transfer(request).await {
         Err(OperatorError::Rejected { code, .. }) if is_definite_failure(&code) => {
-            let outcome = LineOutcome::Failed { transfer_no: None, fail_code: code };
-            app.store.finish_line(&claimed.line.out_transfer_no, &outcome, UnixMs::now()).await?;
-            Ok(true)
+            Some(LineOutcome::Failed { transfer_no: None, fail_code: code })
         }
-        Ok(_) | Err(_) => Ok(false),
+        Ok(_) | Err(_) => None,
     }
 }
 
-async fn apply_answer(app: &App, owner: &str, claimed: &ClaimedLine, answer: &TransferQueryResponse) -> Result<()> {
-    let outcome = match answer.status {
-        TransferStatus::Accepted => return reschedule(app, owner, claimed).await,
-        TransferStatus::Success => LineOutcome::Succeeded {
+/// The outcome an answer settles, or `None` while the transfer is still `ACCEPTED`.
+fn definite(answer: &TransferQueryResponse) -> Option<LineOutcome> {
+    match answer.status {
+        TransferStatus::Accepted => None,
+        TransferStatus::Success => Some(LineOutcome::Succeeded {
             transfer_no: Some(answer.transfer_no.clone()),
             at: crate::payments::parse_operator_time(answer.succeeded_at.as_deref()).unwrap_or_else(UnixMs::now),
-        },
-        TransferStatus::Failed => LineOutcome::Failed {
+        }),
+        TransferStatus::Failed => Some(LineOutcome::Failed {
             transfer_no: Some(answer.transfer_no.clone()),
             fail_code: answer.fail_code.clone().unwrap_or_else(|| String::from("UNKNOWN")),
-        },
-    };
-    app.store.finish_line(&claimed.line.out_transfer_no, &outcome, UnixMs::now()).await?;
-    Ok(())
+        }),
+    }
 }
 
 async fn reschedule(app: &App, owner: &str, claimed: &ClaimedLine) -> Result<()> {
@@ -214,19 +242,8 @@ async fn completed_event(app: &App, batch: &Batch, progress: &crate::domain::bat
 /// Applies a TRANSFER.* notification from the operator: a hint confirmed by the answer it
 /// carries; a line already final is left as it is.
 pub async fn apply_transfer_notification(app: &App, answer: &TransferQueryResponse) -> Result<()> {
-    let Some(out_transfer_no) = answer.out_transfer_no.as_deref() else {
+    let (Some(out_transfer_no), Some(outcome)) = (answer.out_transfer_no.as_deref(), definite(answer)) else {
         return Ok(());
-    };
-    let outcome = match answer.status {
-        TransferStatus::Accepted => return Ok(()),
-        TransferStatus::Success => LineOutcome::Succeeded {
-            transfer_no: Some(answer.transfer_no.clone()),
-            at: crate::payments::parse_operator_time(answer.succeeded_at.as_deref()).unwrap_or_else(UnixMs::now),
-        },
-        TransferStatus::Failed => LineOutcome::Failed {
-            transfer_no: Some(answer.transfer_no.clone()),
-            fail_code: answer.fail_code.clone().unwrap_or_else(|| String::from("UNKNOWN")),
-        },
     };
     app.store.finish_line(out_transfer_no, &outcome, UnixMs::now()).await?;
     Ok(())

@@ -701,56 +701,30 @@ impl Store {
         outcome: &LineOutcome,
         now: UnixMs,
     ) -> Result<bool, StoreError> {
-        use crate::domain::ledger::JournalEntry;
         let mut tx = self.begin_write().await?;
-        let (status, transfer_no, fail_code, succeeded_at) = match outcome {
-            LineOutcome::Succeeded { transfer_no, at } => {
-                (LineStatus::Succeeded, transfer_no.as_deref(), None, Some(at.0))
-            }
-            LineOutcome::Failed { transfer_no, fail_code } => {
-                (LineStatus::Failed, transfer_no.as_deref(), Some(fail_code.as_str()), None)
-            }
-        };
-        let row = sqlx::query(
-            "UPDATE subsidy_lines SET status = $1, transfer_no = COALESCE($2, transfer_no), fail_code = $3, \
-             succeeded_at_ms = $4, next_attempt_at_ms = NULL, lease_owner = NULL, lease_until_ms = NULL, updated_at_ms = $5 \
-             WHERE out_transfer_no = $6 AND status IN ('pending', 'sending') RETURNING batch_id, amount_fen",
-        )
-        .bind(status.as_str())
-        .bind(transfer_no)
-        .bind(fail_code)
-        .bind(succeeded_at)
-        .bind(now.0)
-        .bind(out_transfer_no)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let batch_id: String = row.try_get("batch_id")?;
-        let amount = amount(&row, "amount_fen")?;
-        let programme: String = sqlx::query_scalar("SELECT programme_id FROM subsidy_batches WHERE id = $1")
-            .bind(batch_id.as_str())
-            .fetch_one(&mut *tx)
-            .await?;
-        let programme = ProgrammeId::from_trusted(programme);
-        match status {
-            LineStatus::Succeeded => {
-                let entry = JournalEntry::transfer(budget_account(&programme), paid_account(&programme), amount)
-                    .map_err(StoreError::Ledger)?;
-                let what = super::ledger::EntryRef { kind: "subsidy_transfer", reference: out_transfer_no, memo: "" };
-                super::ledger::post_in(&mut tx, what, &entry, now).await?;
-            }
-            _ => {
-                sqlx::query("UPDATE subsidy_programmes SET committed_fen = committed_fen - $1 WHERE id = $2")
-                    .bind(amount.fen())
-                    .bind(programme.as_str())
-                    .execute(&mut *tx)
-                    .await?;
+        let mut programmes = std::collections::HashMap::new();
+        let moved = finish_line_in(&mut tx, &mut programmes, out_transfer_no, outcome, now).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// [`Store::finish_line`] for many lines in one transaction (one commit for a worker's round).
+    /// Successes are written before failures so every transaction takes the ledger account rows
+    /// before the programme row: two instances finishing lines of one programme cannot deadlock.
+    /// Returns how many lines moved.
+    pub async fn finish_lines(&self, outcomes: &[(String, LineOutcome)], now: UnixMs) -> Result<usize, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut programmes = std::collections::HashMap::new();
+        let mut moved = 0;
+        let successes = outcomes.iter().filter(|(_, o)| matches!(o, LineOutcome::Succeeded { .. }));
+        let failures = outcomes.iter().filter(|(_, o)| matches!(o, LineOutcome::Failed { .. }));
+        for (out_transfer_no, outcome) in successes.chain(failures) {
+            if finish_line_in(&mut tx, &mut programmes, out_transfer_no, outcome, now).await? {
+                moved += 1;
             }
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(moved)
     }
 
     /// Running batches none of whose lines still need the operator (bounded).
@@ -877,4 +851,65 @@ impl BatchUpload {
             .await?;
         Ok(())
     }
+}
+
+/// One line's definite answer inside the caller's transaction; `programmes` caches each batch's
+/// programme for the transaction's lifetime.
+async fn finish_line_in(
+    conn: &mut AnyConnection,
+    programmes: &mut std::collections::HashMap<String, ProgrammeId>,
+    out_transfer_no: &str,
+    outcome: &LineOutcome,
+    now: UnixMs,
+) -> Result<bool, StoreError> {
+    use crate::domain::ledger::JournalEntry;
+    let (status, transfer_no, fail_code, succeeded_at) = match outcome {
+        LineOutcome::Succeeded { transfer_no, at } => (LineStatus::Succeeded, transfer_no.as_deref(), None, Some(at.0)),
+        LineOutcome::Failed { transfer_no, fail_code } => {
+            (LineStatus::Failed, transfer_no.as_deref(), Some(fail_code.as_str()), None)
+        }
+    };
+    let row = sqlx::query(
+        "UPDATE subsidy_lines SET status = $1, transfer_no = COALESCE($2, transfer_no), fail_code = $3, \
+         succeeded_at_ms = $4, next_attempt_at_ms = NULL, lease_owner = NULL, lease_until_ms = NULL, updated_at_ms = $5 \
+         WHERE out_transfer_no = $6 AND status IN ('pending', 'sending') RETURNING batch_id, amount_fen",
+    )
+    .bind(status.as_str())
+    .bind(transfer_no)
+    .bind(fail_code)
+    .bind(succeeded_at)
+    .bind(now.0)
+    .bind(out_transfer_no)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let batch_id: String = row.try_get("batch_id")?;
+    let amount = amount(&row, "amount_fen")?;
+    let programme = match programmes.get(&batch_id) {
+        Some(programme) => programme.clone(),
+        None => {
+            let programme: String = sqlx::query_scalar("SELECT programme_id FROM subsidy_batches WHERE id = $1")
+                .bind(batch_id.as_str())
+                .fetch_one(&mut *conn)
+                .await?;
+            let programme = ProgrammeId::from_trusted(programme);
+            programmes.insert(batch_id, programme.clone());
+            programme
+        }
+    };
+    if status == LineStatus::Succeeded {
+        let entry = JournalEntry::transfer(budget_account(&programme), paid_account(&programme), amount)
+            .map_err(StoreError::Ledger)?;
+        let what = super::ledger::EntryRef { kind: "subsidy_transfer", reference: out_transfer_no, memo: "" };
+        super::ledger::post_in(conn, what, &entry, now).await?;
+    } else {
+        sqlx::query("UPDATE subsidy_programmes SET committed_fen = committed_fen - $1 WHERE id = $2")
+            .bind(amount.fen())
+            .bind(programme.as_str())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(true)
 }
