@@ -205,6 +205,12 @@ impl App {
         if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
             return Err(Error::invalid("idempotency_key", "INVALID_IDEMPOTENCY_KEY", "1 to 128 characters"));
         }
+        // A programme pays only for months within its active dates.
+        let period = request.period.as_str();
+        if period < &programme.starts_on[..7] || period > &programme.ends_on[..7] {
+            let detail = format!("the programme runs from {} to {}", programme.starts_on, programme.ends_on);
+            return Err(Error::invalid("period", "PERIOD_OUTSIDE_PROGRAMME", detail));
+        }
         let mut file = HashingReader::new(file);
 
         if let Some(existing) = self.store.batch_by_idempotency_key(&principal.token_id, key).await? {

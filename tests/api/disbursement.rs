@@ -244,6 +244,23 @@ async fn a_file_with_errors_is_refused_whole_with_every_problem_listed_and_leave
     assert_eq!(body["errors"][0]["code"], "DUPLICATE_IN_BATCH", "{body}");
     assert_eq!(body["errors"][0]["line"], 3);
 
+    // A month outside the programme's active dates is refused before the file is read.
+    let url = format!(
+        "{}/v1/subsidy-programmes/{}/batches?period=2027-01&line_count=1&total=1.00",
+        app.address, office.programme
+    );
+    let outside = app
+        .client
+        .post(url)
+        .bearer_auth(&office.clerk)
+        .header("idempotency-key", "late")
+        .body("name,citizen_id,wallet_id,amount\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outside.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(outside.text().await.unwrap().contains("PERIOD_OUTSIDE_PROGRAMME"));
+
     let pool = app.db.raw_pool().await;
     for table in ["subsidy_batches", "subsidy_lines", "subsidy_batch_steps"] {
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
