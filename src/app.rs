@@ -67,6 +67,8 @@ pub struct App {
     /// that lives as long as the process; `serve` installs the configured one.
     pub secrets: SecretBox,
     pub reconciliation: ReconciliationSettings,
+    /// Bounds of subsidy disbursement (batch size, error list, concurrency and rate).
+    pub disbursement: crate::disbursement::DisbursementSettings,
 }
 
 impl App {
@@ -82,6 +84,7 @@ impl App {
             terminal_rate: Arc::new(RateLimiter::new(terminal_rate)),
             secrets: SecretBox::ephemeral(),
             reconciliation: ReconciliationSettings::default(),
+            disbursement: crate::disbursement::DisbursementSettings::default(),
         }
     }
 

@@ -55,6 +55,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ReconcileCommand,
     },
+    /// Subsidy batches against a running carepay: upload, approve, run, pause, status, result.
+    Batch(crate::cli_batch::BatchArgs),
     /// Run the sandbox wallet operator (in memory; for development and tests only).
     SandboxOperator(crate::operator::sandbox::run::SandboxOperatorArgs),
 }
@@ -132,6 +134,30 @@ pub enum BenchCommand {
         /// The Python interpreter with the `duckdb` package.
         #[arg(long, default_value = "python3")]
         python: String,
+    },
+    /// Upload + validate + store a subsidy batch file on PostgreSQL, next to `psql \copy`.
+    BatchUpload {
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        lines: u64,
+        /// The PostgreSQL server: the bench creates (and drops) a scratch database there.
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+    },
+    /// Execute a subsidy batch against the in-process sandbox operator on PostgreSQL.
+    BatchRun {
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        lines: u64,
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        postgres_url: String,
+        /// Transfers in flight at once.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_024))]
+        concurrency: u64,
+        /// Transfers started per second at most.
+        #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        rate_per_s: u32,
+        /// Lines claimed per round.
+        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        claim_batch: u32,
     },
 }
 
@@ -232,6 +258,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut app = App::new(store.clone(), serve.limits()).with_operator(setup.link).with_secrets(secrets);
             app.payments = operator.payment_settings();
             app.reconciliation = reconciliation.settings();
+            app.disbursement = serve.disbursement.settings();
             tracing::info!(%address, "carepay listening");
 
             let fetch_worker =
@@ -245,6 +272,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         let _ = stop_rx.wait_for(|stop| *stop).await;
                     }
                 }));
+            let disbursement_worker = tokio::spawn(crate::disbursement::worker::run(app.clone(), {
+                let mut stop_rx = stop_rx.clone();
+                async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                }
+            }));
             crate::server::serve(
                 app,
                 &serve.http_settings(),
@@ -257,6 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = payments_worker.await;
             // A fetch cut short holds only its lease, which runs out; every write is one transaction.
             fetch_worker.abort();
+            let _ = disbursement_worker.await;
             callbacks_worker.stop().await;
             store.close().await;
             tracing::info!("stopped");
@@ -319,6 +353,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::reconciliation::bench::run(options).await?);
             Ok(())
         }
+        Command::Bench { command: BenchCommand::BatchUpload { lines, postgres_url } } => {
+            println!("{}", crate::disbursement::bench::upload_bench(lines, &postgres_url).await?);
+            Ok(())
+        }
+        Command::Bench {
+            command: BenchCommand::BatchRun { lines, postgres_url, concurrency, rate_per_s, claim_batch },
+        } => {
+            let settings = crate::disbursement::DisbursementSettings {
+                concurrency: usize::try_from(concurrency)?,
+                rate_per_s,
+                claim_batch,
+                ..Default::default()
+            };
+            println!("{}", crate::disbursement::bench::run_bench(lines, &postgres_url, settings).await?);
+            Ok(())
+        }
         Command::Openapi => {
             println!("{}", crate::http::openapi().to_pretty_json()?);
             Ok(())
@@ -335,5 +385,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::SandboxOperator(args) => crate::operator::sandbox::run::run(args).await,
+        Command::Batch(args) => crate::cli_batch::run(args).await,
     }
 }

@@ -111,6 +111,63 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub callbacks: CallbackConfig,
+
+    #[command(flatten)]
+    pub disbursement: DisbursementConfig,
+}
+
+/// Subsidy disbursement bounds.
+#[derive(Args, Clone, Debug)]
+pub struct DisbursementConfig {
+    /// Most beneficiary lines in one batch file.
+    #[arg(long, env = "CAREPAY_BATCH_MAX_LINES", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub batch_max_lines: u64,
+
+    /// Largest batch file upload, in bytes (a 1,000,000-line file is about 80 MB).
+    #[arg(long, env = "CAREPAY_BATCH_MAX_UPLOAD_BYTES", default_value_t = 200 * 1_048_576,
+          value_parser = clap::value_parser!(u64).range(1_024..=4_294_967_296))]
+    pub batch_max_upload_bytes: u64,
+
+    /// Problems listed in full when a batch file is refused (all are counted).
+    #[arg(long, env = "CAREPAY_BATCH_MAX_LISTED_ERRORS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub batch_max_listed_errors: u64,
+
+    /// Transfers in flight towards the operator, per instance.
+    #[arg(long, env = "CAREPAY_TRANSFER_CONCURRENCY", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    pub transfer_concurrency: u64,
+
+    /// Transfers started per second, per instance.
+    #[arg(long, env = "CAREPAY_TRANSFER_RATE_PER_S", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub transfer_rate_per_s: u32,
+
+    /// How long a claimed batch line belongs to an instance before another may take it over.
+    #[arg(long, env = "CAREPAY_TRANSFER_LEASE_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(i64).range(1_000..=3_600_000))]
+    pub transfer_lease_ms: i64,
+
+    /// Wait before asking the operator again about a transfer whose outcome is unknown.
+    #[arg(long, env = "CAREPAY_TRANSFER_QUERY_DELAY_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(i64).range(10..=3_600_000))]
+    pub transfer_query_delay_ms: i64,
+}
+
+impl DisbursementConfig {
+    pub fn settings(&self) -> crate::disbursement::DisbursementSettings {
+        crate::disbursement::DisbursementSettings {
+            max_batch_lines: self.batch_max_lines,
+            max_upload_bytes: self.batch_max_upload_bytes,
+            max_listed_errors: usize::try_from(self.batch_max_listed_errors).unwrap_or(usize::MAX),
+            concurrency: usize::try_from(self.transfer_concurrency).unwrap_or(1),
+            rate_per_s: self.transfer_rate_per_s,
+            lease_ms: self.transfer_lease_ms,
+            query_delay_ms: self.transfer_query_delay_ms,
+            ..crate::disbursement::DisbursementSettings::default()
+        }
+    }
 }
 
 #[derive(Args, Clone, Debug)]

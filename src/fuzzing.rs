@@ -150,6 +150,61 @@ pub fn statement(data: &[u8]) {
     assert_eq!(again.totals(), Some(totals));
 }
 
+/// Fuzz body for the subsidy batch file reader ([`crate::domain::disbursement`]), which reads
+/// whatever bytes an office uploads, in UTF-8 or GB18030.
+///
+/// Invariants: the reader never panics; every accepted line has a valid ID number, a 16-digit
+/// wallet id, an amount above zero and within the cap; line numbers only grow; the good totals
+/// equal the sum of the accepted lines; the error list never exceeds its limit while its count
+/// stays exact; no problem message repeats the middle of an accepted ID number.
+pub fn batch_file(data: &[u8]) {
+    use crate::domain::disbursement::{BatchFileReader, ControlTotals, LineRules, validate_file};
+
+    let cap = Amount::from_fen(200_000).expect("a valid cap");
+    let rules = LineRules { per_payment_cap: cap, max_lines: 10_000 };
+    let mut reader = match BatchFileReader::open(data, rules) {
+        Ok(reader) => reader,
+        Err(errors) => {
+            assert!(!errors.is_empty(), "a refused header must say why");
+            return;
+        }
+    };
+    let (mut last_line, mut count, mut total_fen, mut error_count) = (1u64, 0u64, 0i64, 0u64);
+    let mut accepted_middles = Vec::new();
+    let mut messages = Vec::new();
+    while let Some(result) = reader.next_line() {
+        match result {
+            Ok(line) => {
+                assert!(line.line > last_line, "line numbers must grow: {} after {last_line}", line.line);
+                last_line = line.line;
+                assert!(!line.amount.is_zero() && line.amount <= cap, "accepted amount {}", line.amount);
+                assert_eq!(line.wallet_id.as_str().len(), 16);
+                assert!(crate::domain::citizen_id::CitizenId::parse(line.citizen_id.expose_clear_text()).is_ok());
+                accepted_middles.push(line.citizen_id.expose_clear_text()[3..14].to_owned());
+                count += 1;
+                total_fen += line.amount.fen();
+            }
+            Err(errors) => {
+                assert!(!errors.is_empty(), "a refused line must say why");
+                error_count += errors.len() as u64;
+                messages.extend(errors.iter().map(ToString::to_string));
+            }
+        }
+    }
+    assert_eq!(
+        reader.good_totals(),
+        ControlTotals { line_count: count, total: Amount::from_fen(total_fen).expect("bounded sum") }
+    );
+    for middle in &accepted_middles {
+        assert!(messages.iter().all(|m| !m.contains(middle.as_str())), "a problem message repeats an ID number");
+    }
+
+    let limit = 3;
+    let (errors, _) = validate_file(data, rules, reader.good_totals(), limit);
+    assert!(errors.listed().len() <= limit);
+    assert!(errors.total() >= error_count, "validate_file lost problems: {} < {error_count}", errors.total());
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -15,6 +15,7 @@ const TARGETS: &[(&str, FuzzBody)] = &[
     ("terminal_envelope", carepay::fuzzing::terminal_envelope),
     ("operator_notification", carepay::fuzzing::operator_notification),
     ("statement", carepay::fuzzing::statement),
+    ("batch_file", carepay::fuzzing::batch_file),
 ];
 
 fn corpus_files(target: &str) -> Vec<PathBuf> {

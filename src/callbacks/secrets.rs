@@ -14,6 +14,8 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 /// Marks the sealing scheme, so a later one can sit beside it.
 const SEALED_PREFIX: &str = "gcm1:";
 const KEY_BYTES: usize = 32;
+/// HKDF salt of the digest key; changing it changes every stored digest.
+const DIGEST_KEY_SALT: &[u8] = b"carepay digest key v1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -31,6 +33,9 @@ pub enum SecretError {
 #[derive(Clone)]
 pub struct SecretBox {
     key: Arc<LessSafeKey>,
+    /// HMAC-SHA256 key derived from the same secret (HKDF), for keyed digests of personal data
+    /// that must be compared without being kept in clear (citizen ID numbers).
+    digest_key: Arc<ring::hmac::Key>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -45,7 +50,13 @@ impl SecretBox {
             return Err(SecretError::BadKey);
         }
         let key = UnboundKey::new(&AES_256_GCM, bytes).map_err(|_| SecretError::BadKey)?;
-        Ok(SecretBox { key: Arc::new(LessSafeKey::new(key)) })
+        // A separate key for digests: the same bytes must never serve two algorithms.
+        let digest_key: ring::hmac::Key = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, DIGEST_KEY_SALT)
+            .extract(bytes)
+            .expand(&[b"keyed digest"], ring::hmac::HMAC_SHA256)
+            .map_err(|_| SecretError::BadKey)?
+            .into();
+        Ok(SecretBox { key: Arc::new(LessSafeKey::new(key)), digest_key: Arc::new(digest_key) })
     }
 
     /// A key given as base64 (the `CAREPAY_SECRET_KEY` form).
@@ -92,6 +103,17 @@ impl SecretBox {
         Ok(format!("{SEALED_PREFIX}{}", BASE64.encode(sealed)))
     }
 
+    /// Hex HMAC-SHA256 of `data` under the digest key, separated by `purpose`: equal inputs
+    /// give equal digests (duplicate checks), and without the key a digest cannot be tested
+    /// against guesses (an 18-character ID number has few enough values to enumerate).
+    pub fn keyed_digest(&self, purpose: &str, data: &[u8]) -> String {
+        let mut context = ring::hmac::Context::with_key(&self.digest_key);
+        context.update(purpose.as_bytes());
+        context.update(b"\0");
+        context.update(data);
+        hex::encode(context.sign().as_ref())
+    }
+
     pub fn open(&self, sealed: &str, context: &str) -> Result<Vec<u8>, SecretError> {
         let encoded = sealed.strip_prefix(SEALED_PREFIX).ok_or(SecretError::Unsealable)?;
         let raw = BASE64.decode(encoded).map_err(|_| SecretError::Unsealable)?;
@@ -127,6 +149,16 @@ fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_digests_are_stable_per_key_and_purpose() {
+        let key = BASE64.encode([7u8; KEY_BYTES]);
+        let (a, b) = (SecretBox::from_base64(&key).unwrap(), SecretBox::from_base64(&key).unwrap());
+        assert_eq!(a.keyed_digest("citizen_id", b"x"), b.keyed_digest("citizen_id", b"x"));
+        assert_ne!(a.keyed_digest("citizen_id", b"x"), a.keyed_digest("other", b"x"));
+        assert_ne!(a.keyed_digest("citizen_id", b"x"), SecretBox::ephemeral().keyed_digest("citizen_id", b"x"));
+        assert_eq!(a.keyed_digest("citizen_id", b"x").len(), 64);
+    }
 
     #[test]
     fn sealed_values_open_only_with_the_same_key_and_context() {

@@ -142,6 +142,14 @@ typed_id!(
     /// One HTTP attempt to deliver a callback event to an endpoint.
     AttemptId, "att"
 );
+typed_id!(
+    /// A subsidy programme: who pays whom from which funding wallet, within what budget.
+    ProgrammeId, "prg"
+);
+typed_id!(
+    /// One uploaded subsidy batch file; its hex part also prefixes its lines' `out_transfer_no`.
+    BatchId, "bat"
+);
 
 #[cfg(test)]
 mod tests {

@@ -3,8 +3,11 @@
 //! at the edge so the core never re-validates.
 
 pub mod access;
+pub mod batch;
 pub mod callbacks;
+pub mod citizen_id;
 pub mod directory;
+pub mod disbursement;
 pub mod ids;
 pub mod ledger;
 pub mod money;

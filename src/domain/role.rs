@@ -60,6 +60,14 @@ impl Role {
                 matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover | Role::Auditor)
             }
             ReadAudit => matches!(self, Role::Admin | Role::Auditor),
+            ManageProgrammes => self == Role::Admin,
+            UploadBatches => self == Role::SubsidyClerk,
+            // Four-eyes: only an approver approves, and never the batch's uploader.
+            ApproveBatches => self == Role::SubsidyApprover,
+            OperateBatches => matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover),
+            ReadBatches => {
+                matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover | Role::Auditor)
+            }
         }
     }
 }
@@ -98,6 +106,16 @@ pub enum Action {
     Reconcile,
     /// See reconciliation runs, results and discrepancies.
     ReadReconciliation,
+    /// Create subsidy programmes (funding wallet, budget, caps).
+    ManageProgrammes,
+    /// Upload subsidy batch files.
+    UploadBatches,
+    /// Approve a batch someone else uploaded.
+    ApproveBatches,
+    /// Cancel, pause, resume batches and re-issue failed lines.
+    OperateBatches,
+    /// See programmes, batches, progress and results.
+    ReadBatches,
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod callbacks;
 pub mod directory;
+pub mod disbursement;
 pub mod error;
 pub mod extract;
 pub mod notifications;
@@ -73,6 +74,7 @@ pub struct AppState {
         (name = "tokens", description = "Back-office API tokens"),
         (name = "callbacks", description = "Signed callbacks (Standard Webhooks) to facilities' and offices' systems"),
         (name = "reconciliation", description = "Daily reconciliation against the operator's wallet statements"),
+        (name = "disbursement", description = "Subsidy programmes, batch files, four-eyes approval and execution"),
     ),
     components(schemas(error::Problem))
 )]
@@ -98,6 +100,7 @@ fn api() -> OpenApiRouter<AppState> {
         .merge(tokens::router())
         .merge(callbacks::router())
         .merge(reconciliation::router())
+        .merge(disbursement::router())
 }
 
 /// The OpenAPI document, generated from the route annotations so it cannot drift.

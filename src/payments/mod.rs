@@ -224,7 +224,7 @@ fn refund_event(payment: &Payment, refund: &Refund, to: RefundStatus, facts: &Re
     })
 }
 
-fn parse_operator_time(raw: Option<&str>) -> Option<UnixMs> {
+pub(crate) fn parse_operator_time(raw: Option<&str>) -> Option<UnixMs> {
     let instant = OffsetDateTime::parse(raw?, &Rfc3339).ok()?;
     Some(UnixMs((instant.unix_timestamp_nanos() / 1_000_000) as i64))
 }

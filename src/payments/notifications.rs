@@ -52,8 +52,12 @@ impl App {
                         .await?;
                 }
             }
-            // Transfers belong to disbursement; acknowledged until it exists.
-            NotificationType::TransferSuccess | NotificationType::TransferFailed => {}
+            NotificationType::TransferSuccess | NotificationType::TransferFailed => {
+                let answer: crate::operator::types::TransferQueryResponse =
+                    serde_json::from_value(notification.resource)
+                        .map_err(|error| Error::invalid("resource", "INVALID_RESOURCE", error))?;
+                crate::disbursement::worker::apply_transfer_notification(self, &answer).await?;
+            }
         }
         self.store.record_operator_event(&notification.id, &format!("{:?}", notification.event_type), now).await?;
         Ok(())

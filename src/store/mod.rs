@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod callbacks;
 pub mod directory;
+pub mod disbursement;
 pub mod ledger;
 pub mod payments;
 pub mod reconciliation;
@@ -110,6 +111,8 @@ const UNIQUE_CONSTRAINTS: &[(&str, &str)] = &[
     ("refunds_out_refund_no_key", "refunds.out_refund_no"),
     ("statement_files_digest_key", "statement_files.wallet_id, statement_files.business_day, statement_files.sha256"),
     ("statement_files_version_key", "statement_files.wallet_id, statement_files.business_day, statement_files.version"),
+    ("subsidy_batches_uploader_key", "subsidy_batches.uploaded_by, subsidy_batches.idempotency_key"),
+    ("subsidy_lines_out_transfer_no_key", "subsidy_lines.out_transfer_no"),
 ];
 
 fn unique_constraint_name(db: &dyn sqlx::error::DatabaseError) -> Option<&'static str> {

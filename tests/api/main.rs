@@ -8,6 +8,8 @@ mod bad_input;
 mod callbacks;
 mod cli;
 mod directory;
+mod disbursement;
+mod disbursement_crash;
 mod ledger;
 mod log_hygiene;
 mod ops;

@@ -1,0 +1,318 @@
+//! Subsidy disbursement through HTTP against the in-process sandbox operator: upload (GB18030
+//! and UTF-8), idempotent re-upload, all-or-nothing validation, four-eyes approval, execution
+//! with classified failures, re-issue, ledger and result file.
+
+use carepay::domain::money::Amount;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::backend_tests;
+use crate::helpers::TestApp;
+
+const FUNDING_WALLET: &str = "0031000000000001";
+
+/// A valid citizen ID number from its first 17 digits.
+fn citizen_id(first17: &str) -> String {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = first17.bytes().zip(WEIGHTS).map(|(d, w)| u32::from(d - b'0') * w).sum();
+    format!("{first17}{}", b"10X98765432"[(sum % 11) as usize] as char)
+}
+
+fn yuan(text: &str) -> Amount {
+    Amount::parse(text).unwrap()
+}
+
+struct Office {
+    region: String,
+    clerk: String,
+    approver: String,
+    programme: String,
+}
+
+/// A district with a clerk, an approver and a programme paying from a funded wallet.
+async fn office(app: &TestApp) -> Office {
+    let root = &app.root_token;
+    let region = app.create_region(root, None, "district", "吴江区").await;
+    let clerk = app.issue_token(root, "subsidy_clerk", Some(&region)).await;
+    let approver = app.issue_token(root, "subsidy_approver", Some(&region)).await;
+    app.sandbox.open_wallet(FUNDING_WALLET, "吴江区民政局", 1, yuan("100000.00")).unwrap();
+    let programme = app
+        .post(
+            "/v1/subsidy-programmes",
+            root,
+            json!({
+                "region_id": region, "name": "高龄津贴", "funding_wallet_id": FUNDING_WALLET,
+                "budget": "10000.00", "per_payment_cap": "500.00", "per_period_cap": "500.00",
+                "designated_merchants": ["0021000000009999"], "starts_on": "2026-01-01", "ends_on": "2026-12-31"
+            }),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .id();
+    Office { region, clerk, approver, programme }
+}
+
+async fn upload(
+    app: &TestApp,
+    office: &Office,
+    key: &str,
+    file: Vec<u8>,
+    lines: u64,
+    total: &str,
+) -> (StatusCode, Value) {
+    let url = format!(
+        "{}/v1/subsidy-programmes/{}/batches?period=2026-11&line_count={lines}&total={total}",
+        app.address, office.programme
+    );
+    let response = app
+        .client
+        .request(Method::POST, url)
+        .bearer_auth(&office.clerk)
+        .header("idempotency-key", key)
+        .header("content-type", "text/csv")
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null))
+}
+
+async fn wait_for_status(app: &TestApp, token: &str, batch: &str, status: &str) -> Value {
+    loop {
+        let reply = app.get(&format!("/v1/subsidy-batches/{batch}"), token).await.expect(StatusCode::OK);
+        if reply.body["status"] == status {
+            return reply.body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn start_worker(app: &TestApp) {
+    let mut worker_app = app.app.clone();
+    worker_app.disbursement.query_delay_ms = 50;
+    tokio::spawn(carepay::disbursement::worker::run(worker_app, std::future::pending()));
+}
+
+async fn a_gb18030_batch_is_paid_once_per_person_with_failures_classified_and_reissued(app: TestApp) {
+    let office = office(&app).await;
+    start_worker(&app);
+    let ids = [
+        citizen_id("32058419450315002"),
+        citizen_id("32058419520708008"),
+        citizen_id("32058419600101003"),
+        citizen_id("32058419381122004"),
+    ];
+    app.sandbox.open_wallet("0021000000000101", "张三", 2, Amount::ZERO).unwrap();
+    app.sandbox.open_wallet("0021000000000102", "李四", 2, Amount::ZERO).unwrap();
+    app.sandbox.open_wallet("0021000000000103", "王秀英", 2, Amount::ZERO).unwrap();
+    app.sandbox.freeze("0021000000000103").unwrap();
+    let text = format!(
+        "姓名,身份证号,钱包编号,金额,备注\r\n\
+         张三,{},0021000000000101,300.00,十一月\r\n\
+         李四四,{},0021000000000102,200.00,十一月\r\n\
+         王秀英,{},0021000000000103,100.00,十一月\r\n\
+         赵六,{},0021000000000404,50.50,十一月\r\n",
+        ids[0], ids[1], ids[2], ids[3]
+    );
+    let file = encoding_rs::GB18030.encode(&text).0.into_owned();
+    let (status, batch) = upload(&app, &office, "nov-1", file.clone(), 4, "650.50").await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    assert_eq!(batch["encoding"], "gb18030");
+
+    // The same file under the same key is the same batch.
+    let (status, again) = upload(&app, &office, "nov-1", file, 4, "650.50").await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(again["id"], batch["id"]);
+
+    // Four eyes: the uploader's role cannot approve.
+    app.post(&format!("/v1/subsidy-batches/{batch_id}/approve"), &office.clerk, json!({}))
+        .await
+        .expect_problem(StatusCode::FORBIDDEN, "ROLE_NOT_ALLOWED");
+    app.post(&format!("/v1/subsidy-batches/{batch_id}/approve"), &office.approver, json!({}))
+        .await
+        .expect(StatusCode::OK);
+    app.post(&format!("/v1/subsidy-batches/{batch_id}/run"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    let done = wait_for_status(&app, &office.approver, &batch_id, "completed").await;
+    assert_eq!(done["progress"]["succeeded"]["lines"], 1, "{done}");
+    assert_eq!(done["progress"]["failed"]["lines"], 3, "{done}");
+
+    let lines =
+        app.get(&format!("/v1/subsidy-batches/{batch_id}/lines"), &office.approver).await.expect(StatusCode::OK);
+    let codes: Vec<Value> = lines.body.as_array().unwrap().iter().map(|l| l["fail_code"].clone()).collect();
+    assert_eq!(codes, [Value::Null, json!("NAME_MISMATCH"), json!("WALLET_FROZEN"), json!("WALLET_NOT_FOUND")]);
+    assert_eq!(lines.body[0]["name"], "张*");
+    assert_eq!(lines.body[0]["citizen_id"], format!("{}***********{}", &ids[0][..3], &ids[0][14..]));
+
+    // Re-issue the name mismatch with the wallet holder's name.
+    let reissued = app
+        .post(
+            &format!("/v1/subsidy-batches/{batch_id}/lines/2/reissue"),
+            &office.clerk,
+            json!({"payee_name": "李四", "wallet_id": "0021000000000102"}),
+        )
+        .await
+        .expect(StatusCode::CREATED);
+    assert_eq!(reissued.body["reissue_of_seq"], 2);
+    let new_seq = reissued.body["seq"].as_u64().unwrap();
+    loop {
+        let lines = app
+            .get(&format!("/v1/subsidy-batches/{batch_id}/lines?after={}", new_seq - 1), &office.approver)
+            .await
+            .expect(StatusCode::OK);
+        if lines.body[0]["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // The operator paid each payable person exactly once.
+    assert_eq!(app.sandbox.wallet("0021000000000101").unwrap().balance.fen(), 30_000);
+    assert_eq!(app.sandbox.wallet("0021000000000102").unwrap().balance.fen(), 20_000);
+    assert_eq!(app.sandbox.wallet(FUNDING_WALLET).unwrap().balance.fen(), 10_000_000 - 50_000);
+    assert!(app.app.store.verify_ledger().await.unwrap().is_empty());
+    let budget = carepay::store::disbursement::budget_account(
+        &carepay::domain::ids::ProgrammeId::parse(&office.programme).unwrap(),
+    );
+    let totals = app.app.store.account_totals(&budget).await.unwrap().unwrap();
+    assert_eq!(totals.balance_fen(), 1_000_000 - 50_000);
+    let programme = app.get(&format!("/v1/subsidy-programmes/{}", office.programme), &office.approver).await;
+    assert_eq!(programme.body["committed"], "500.00", "{}", programme.text);
+
+    // The result file answers in GB18030 with ID numbers masked.
+    let result = app
+        .client
+        .get(format!("{}/v1/subsidy-batches/{batch_id}/result", app.address))
+        .bearer_auth(&office.approver)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(result.headers()["content-type"], "text/csv; charset=GB18030");
+    let bytes = result.bytes().await.unwrap();
+    let (text, _, bad) = encoding_rs::GB18030.decode(&bytes);
+    assert!(!bad);
+    assert!(text.starts_with("序号,原行号,姓名,身份证号"), "{text}");
+    assert!(text.contains("钱包已冻结"), "{text}");
+    assert!(text.contains("已重新发放"), "{text}");
+    for id in &ids {
+        assert!(!text.contains(id.as_str()), "an ID number in clear in the result file");
+    }
+
+    // History: who uploaded, approved, ran, and the service completing it.
+    let history = app.get(&format!("/v1/subsidy-batches/{batch_id}/history"), &office.approver).await;
+    let steps: Vec<&str> = history.body.as_array().unwrap().iter().map(|s| s["to"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["draft", "approved", "running", "completed"]);
+    let _ = office.region;
+}
+
+async fn a_file_with_errors_is_refused_whole_with_every_problem_listed_and_leaves_no_rows(app: TestApp) {
+    let office = office(&app).await;
+    let good = citizen_id("32058419450315002");
+    let mut text = String::from("name,citizen_id,wallet_id,amount\n");
+    text.push_str(&format!("Zhang San,{good},0021000000000101,300.00\n"));
+    text.push_str(&format!("Zhang San again,{good},0021000000000102,100.00\n"));
+    text.push_str("Li Si,320584194503150020,12345,600.00\n");
+    for _ in 0..3 {
+        text.push_str("x,1,2,3\n");
+    }
+    let (status, body) = upload(&app, &office, "bad-1", text.into_bytes(), 6, "1000.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["code"], "BATCH_FILE_INVALID");
+    assert_eq!(body["errors_listed_limit"], 1000);
+    let found: Vec<(u64, String)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap_or(0), e["code"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(found.contains(&(4, "CITIZEN_ID_CHECK_DIGIT".to_owned())), "{body}");
+    assert!(found.contains(&(4, "INVALID_WALLET_ID".to_owned())), "{body}");
+    assert!(found.contains(&(4, "OVER_PAYMENT_CAP".to_owned())), "{body}");
+    assert!(found.contains(&(3, "DUPLICATE_IN_BATCH".to_owned())), "{body}");
+    // "x,1,2,3": a bad ID number and a bad wallet id each (3 is a valid amount).
+    assert_eq!(found.iter().filter(|(line, _)| *line >= 5).count(), 6, "{body}");
+    assert_eq!(body["errors_total"], 10, "{body}");
+    assert!(!body.to_string().contains(&good[3..14]));
+
+    // Only the duplicate left: found by the store, still refused whole.
+    let text = format!(
+        "name,citizen_id,wallet_id,amount\nZhang San,{good},0021000000000101,300.00\nZhang,{good},0021000000000102,100.00\n"
+    );
+    let (status, body) = upload(&app, &office, "bad-2", text.into_bytes(), 2, "400.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors"][0]["code"], "DUPLICATE_IN_BATCH", "{body}");
+    assert_eq!(body["errors"][0]["line"], 3);
+
+    // A month outside the programme's active dates is refused before the file is read.
+    let url = format!(
+        "{}/v1/subsidy-programmes/{}/batches?period=2027-01&line_count=1&total=1.00",
+        app.address, office.programme
+    );
+    let outside = app
+        .client
+        .post(url)
+        .bearer_auth(&office.clerk)
+        .header("idempotency-key", "late")
+        .body("name,citizen_id,wallet_id,amount\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(outside.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(outside.text().await.unwrap().contains("PERIOD_OUTSIDE_PROGRAMME"));
+
+    let pool = app.db.raw_pool().await;
+    for table in ["subsidy_batches", "subsidy_lines", "subsidy_batch_steps"] {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(count, 0, "{table} has rows after refused files");
+    }
+
+    // A correct file for the same person: accepted; the person cannot be in a second open batch.
+    let text = format!("name,citizen_id,wallet_id,amount\nZhang San,{good},0021000000000101,300.00\n");
+    let (status, accepted) = upload(&app, &office, "ok-1", text.clone().into_bytes(), 1, "300.00").await;
+    assert_eq!(status, StatusCode::CREATED);
+    // The office's command line shows it with a progress bar.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_carepay"))
+        .args(["batch", "--url", &app.address, "--token", &office.clerk, "status"])
+        .arg(accepted["id"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let bar = String::from_utf8_lossy(&output.stderr);
+    assert!(bar.contains("0/1 lines") && bar.trim_end().ends_with("draft"), "{bar}");
+    let (status, body) = upload(&app, &office, "ok-2", text.into_bytes(), 1, "300.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["errors"][0]["code"], "IN_OTHER_OPEN_BATCH", "{body}");
+    // The stored ID number is a keyed digest and a sealed copy, never the number.
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT citizen_id_hmac || citizen_id_sealed || citizen_id_masked FROM subsidy_lines")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(stored.iter().all(|row| !row.contains(&good)));
+}
+
+async fn batches_outside_the_callers_region_look_missing(app: TestApp) {
+    let office = office(&app).await;
+    let root = &app.root_token;
+    let other = app.create_region(root, None, "district", "昆山市").await;
+    let other_approver = app.issue_token(root, "subsidy_approver", Some(&other)).await;
+    let good = citizen_id("32058419450315002");
+    let text = format!("name,citizen_id,wallet_id,amount\nZhang San,{good},0021000000000101,300.00\n");
+    let (_, batch) = upload(&app, &office, "k", text.into_bytes(), 1, "300.00").await;
+    let id = batch["id"].as_str().unwrap();
+    let outside = app.post(&format!("/v1/subsidy-batches/{id}/approve"), &other_approver, json!({})).await;
+    let missing =
+        app.post("/v1/subsidy-batches/bat_0192f1ab0192f1ab0192f1ab0192f1ab/approve", &other_approver, json!({})).await;
+    assert_eq!((outside.status, outside.code().to_owned()), (missing.status, missing.code().to_owned()));
+    assert_eq!(outside.code(), "OUT_OF_SCOPE");
+}
+
+backend_tests!(
+    a_gb18030_batch_is_paid_once_per_person_with_failures_classified_and_reissued,
+    a_file_with_errors_is_refused_whole_with_every_problem_listed_and_leaves_no_rows,
+    batches_outside_the_callers_region_look_missing,
+);
