@@ -173,13 +173,13 @@ async fn measure_carepay(label: &str, url: &str, options: &BenchOptions) -> anyh
         let index = (last as f64 * p).round() as usize;
         Some(f64::from(latencies_us[index]) / 1_000.0)
     };
-    let total_us: u64 = latencies_us.iter().map(|us| u64::from(*us)).sum();
+    let latency_sum_us: u64 = latencies_us.iter().map(|us| u64::from(*us)).sum();
     Ok(Measured {
         label: label.to_owned(),
         completed: latencies_us.len() as u64,
         errors,
         per_second: latencies_us.len() as f64 / elapsed_s,
-        average_ms: total_us as f64 / latencies_us.len().max(1) as f64 / 1_000.0,
+        average_ms: latency_sum_us as f64 / latencies_us.len().max(1) as f64 / 1_000.0,
         p50_ms: percentile(0.50),
         p99_ms: percentile(0.99),
     })
