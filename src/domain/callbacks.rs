@@ -2,9 +2,7 @@
 //! look like, how an event body is laid out, and when a failed delivery is tried again.
 //! No I/O: the worker hands in the clock and the random jitter.
 
-use std::fmt;
-
-use super::directory::RegionPath;
+use super::directory::{RegionPath, text_enum};
 use super::ids::{EndpointId, EventId, FacilityId, RegionId};
 use super::time::UnixMs;
 
@@ -33,86 +31,56 @@ pub const DEFAULT_RETRY_SCHEDULE_MS: [i64; 11] = [
     36_000_000, 36_000_000, 36_000_000, 36_000_000, 36_000_000,
 ];
 
-macro_rules! wire_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-        pub enum $name {
-            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-
-            pub fn parse(raw: &str) -> Option<$name> {
-                $name::ALL.iter().copied().find(|value| value.as_str() == raw)
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-wire_enum!(
+text_enum!(
     /// What happened, as the `type` of a callback body.
     EventType {
-        PaymentSucceeded = "payment.succeeded",
-        PaymentFailed = "payment.failed",
-        PaymentReversed = "payment.reversed",
-        RefundSucceeded = "refund.succeeded",
-        RefundFailed = "refund.failed",
-        TransferSucceeded = "transfer.succeeded",
-        TransferFailed = "transfer.failed",
-        BatchCompleted = "batch.completed",
-        ReconciliationCompleted = "reconciliation.completed",
-        ReconciliationDiscrepancyFound = "reconciliation.discrepancy_found",
+        PaymentSucceeded => "payment.succeeded",
+        PaymentFailed => "payment.failed",
+        PaymentReversed => "payment.reversed",
+        RefundSucceeded => "refund.succeeded",
+        RefundFailed => "refund.failed",
+        TransferSucceeded => "transfer.succeeded",
+        TransferFailed => "transfer.failed",
+        BatchCompleted => "batch.completed",
+        ReconciliationCompleted => "reconciliation.completed",
+        ReconciliationDiscrepancyFound => "reconciliation.discrepancy_found",
         /// carepay stopped delivering to one of the owner's endpoints (410, or failing too long).
-        EndpointDisabled = "endpoint.disabled",
+        EndpointDisabled => "endpoint.disabled",
     }
 );
 
-wire_enum!(
+text_enum!(
     /// Whether carepay delivers to an endpoint.
-    EndpointStatus { Enabled = "enabled", Disabled = "disabled" }
+    EndpointStatus { Enabled => "enabled", Disabled => "disabled" }
 );
 
-wire_enum!(
+text_enum!(
     /// Why an endpoint is disabled.
     DisabledReason {
         /// Its owner switched it off.
-        Owner = "owner",
+        Owner => "owner",
         /// The receiver answered 410 Gone.
-        Gone = "gone",
+        Gone => "gone",
         /// Every attempt failed for longer than the failure window.
-        Failing = "failing",
+        Failing => "failing",
     }
 );
 
-wire_enum!(
+text_enum!(
     /// Where one event stands with one endpoint.
     DeliveryStatus {
         /// Waiting for its next attempt (or in flight).
-        Pending = "pending",
+        Pending => "pending",
         /// The receiver answered 2xx.
-        Succeeded = "succeeded",
+        Succeeded => "succeeded",
         /// Retries exhausted, 410, or the endpoint was disabled; replay brings it back.
-        Failed = "failed",
+        Failed => "failed",
     }
 );
 
-wire_enum!(
+text_enum!(
     /// Whose systems an event is for.
-    OwnerKind { Facility = "facility", Office = "office" }
+    OwnerKind { Facility => "facility", Office => "office" }
 );
 
 /// Who receives an event: a facility, or a subsidy office (a node of the region tree).

@@ -75,14 +75,17 @@ impl WalletId {
 }
 
 macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident => $text:tt),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-        // The wire names are the snake_case variant names, the same text `as_str` gives
-        // (a test holds the two together); the OpenAPI document reads this attribute.
-        #[serde(rename_all = "snake_case")]
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+            serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+        )]
         pub enum $name {
-            $($(#[$vdoc])* $variant),+
+            // `$text` is a `tt`, not a `literal` fragment: a `literal` fragment reaches the
+            // derives wrapped in an invisible group, which the OpenAPI derive does not see
+            // through, and the document would then show the Rust variant names.
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
         }
 
         impl $name {
@@ -104,7 +107,6 @@ macro_rules! text_enum {
         }
     };
 }
-
 pub(crate) use text_enum;
 
 text_enum!(
@@ -343,6 +345,11 @@ mod tests {
         check(crate::domain::payment::PaymentStatus::ALL);
         check(crate::domain::payment::PaymentMethod::ALL);
         check(crate::domain::payment::RefundStatus::ALL);
+        check(crate::domain::callbacks::EventType::ALL);
+        check(crate::domain::callbacks::EndpointStatus::ALL);
+        check(crate::domain::callbacks::DisabledReason::ALL);
+        check(crate::domain::callbacks::DeliveryStatus::ALL);
+        check(crate::domain::callbacks::OwnerKind::ALL);
     }
 
     #[test]

@@ -63,6 +63,11 @@ async fn the_openapi_document_describes_every_route(app: TestApp) {
         );
     }
     assert!(document.body["components"]["securitySchemes"]["bearer"].is_object());
+    // Enumerations are documented by their wire names, as clients must send them.
+    let schemas = &document.body["components"]["schemas"];
+    assert_eq!(schemas["FacilityKind"]["enum"][2], "meal_canteen");
+    assert_eq!(schemas["EventType"]["enum"][0], "payment.succeeded");
+    assert_eq!(schemas["EndpointStatus"]["enum"][0], "enabled");
     assert!(document.body["components"]["schemas"]["Problem"].is_object());
 }
 
