@@ -30,6 +30,8 @@ backend_tests!(
     every_outcome_is_called_back_to_the_facility_once_with_its_version,
     duplicates_spread_over_two_instances_still_make_one_payment,
     callers_over_their_rate_are_told_when_to_retry_and_others_are_unaffected,
+    a_refund_whose_answer_was_lost_is_resolved_by_query_and_booked_once,
+    request_ids_are_remembered_until_their_retention_ends,
 );
 
 const WALLET: &str = "0021000000000001";
@@ -421,4 +423,47 @@ async fn callers_over_their_rate_are_told_when_to_retry_and_others_are_unaffecte
     let limited = call().await.unwrap();
     assert_eq!(limited.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.headers()["retry-after"], "1");
+}
+
+async fn a_refund_whose_answer_was_lost_is_resolved_by_query_and_booked_once(app: TestApp) {
+    use carepay::operator::sandbox::faults::RequestFaultKind;
+    let till = terminal(&app, WALLET).await;
+    let payment = till.pay("p", "20.00", "013412345678900000").await.unwrap();
+    app.sandbox.faults().disturb_notifications(NotificationFault::Drop, 10).unwrap();
+    // The operator refunds, then answers 500: carepay must not call it failed.
+    app.sandbox.faults().fail_requests(RequestFaultKind::ErrorAfterApply, Some("/v1/refunds"), 1).unwrap();
+    let refund = till.refund("r", &payment.payment_id, "5.00").await.unwrap();
+    assert_eq!(refund.status, RefundStatus::Processing as i32, "unknown is not failed");
+    let mut resolved = None;
+    for _ in 0..200 {
+        let message = carepay::grpc::proto::GetRefundRequest { refund_id: refund.refund_id.clone() };
+        let current = till.client.clone().get_refund(till.signed("GetRefund", message)).await.unwrap().into_inner();
+        if current.status != RefundStatus::Processing as i32 {
+            resolved = Some(current);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let resolved = resolved.expect("the worker resolved the refund");
+    assert_eq!(resolved.status, RefundStatus::Succeeded as i32);
+    assert_eq!(till.get_payment(&payment.payment_id).await.unwrap().refunded_amount, "5.00");
+    assert_eq!(wallet_balance_fen(&app).await, 1_500);
+    assert_eq!(sandbox_balance(&app), "15.00", "refunded once at the operator");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM journal_entries WHERE kind = 'refund'").await, 1);
+}
+
+async fn request_ids_are_remembered_until_their_retention_ends(app: TestApp) {
+    use carepay::domain::time::UnixMs;
+    let till = terminal(&app, WALLET).await;
+    till.pay("kept", "1.00", "013412345678900000").await.unwrap();
+    let store = &app.app.store;
+    let week_ago = UnixMs(UnixMs::now().0 - 7 * 86_400_000);
+    store.purge_terminal_housekeeping(UnixMs::now(), week_ago, 1_000).await.unwrap();
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM terminal_requests").await, 1, "a fresh key survives housekeeping");
+    let replay = till.pay("kept", "1.00", "013412345678900000").await.unwrap();
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM payments").await, 1, "and still answers its retry");
+    assert_eq!(replay.status, PaymentStatus::Succeeded as i32);
+    let later = UnixMs(UnixMs::now().0 + 1_000);
+    store.purge_terminal_housekeeping(later, later, 1_000).await.unwrap();
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM terminal_requests").await, 0, "past retention it is purged");
 }
