@@ -633,15 +633,26 @@ impl Store {
         query_delay_ms: i64,
         limit: u32,
     ) -> Result<Vec<ClaimedLine>, StoreError> {
+        // Three index-backed picks, each bounded: pending lines of running batches, re-issued
+        // lines of completed batches, and sent lines due for a query. Every pick reads only the
+        // partial indexes of claimable lines, so the cost does not grow with the finished ones.
+        // Index order (no ORDER BY) keeps the scan a range read rather than a sort.
         let sql = format!(
             "UPDATE subsidy_lines SET status = 'sending', attempts = attempts + 1, lease_owner = $1, \
              lease_until_ms = $2, next_attempt_at_ms = $3, updated_at_ms = $4 \
              WHERE (batch_id, seq) IN ( \
-               SELECT l.batch_id, l.seq FROM subsidy_lines l JOIN subsidy_batches b ON b.id = l.batch_id \
-               WHERE ((l.status = 'pending' AND (b.status = 'running' OR (b.status = 'completed' AND l.generation > 0))) \
-                  OR (l.status = 'sending' AND l.next_attempt_at_ms <= $4)) \
-               AND (l.lease_until_ms IS NULL OR l.lease_until_ms < $4) \
-               ORDER BY l.batch_id, l.seq LIMIT $5) \
+               SELECT batch_id, seq FROM (SELECT l.batch_id, l.seq FROM subsidy_lines l \
+                 WHERE l.status = 'pending' AND l.batch_id IN (SELECT id FROM subsidy_batches WHERE status = 'running') \
+                 AND (l.lease_until_ms IS NULL OR l.lease_until_ms < $4) LIMIT $5) running_lines \
+               UNION ALL \
+               SELECT batch_id, seq FROM (SELECT l.batch_id, l.seq FROM subsidy_lines l \
+                 WHERE l.status = 'pending' AND l.generation > 0 \
+                 AND l.batch_id IN (SELECT id FROM subsidy_batches WHERE status = 'completed') \
+                 AND (l.lease_until_ms IS NULL OR l.lease_until_ms < $4) LIMIT $5) reissued_lines \
+               UNION ALL \
+               SELECT batch_id, seq FROM (SELECT l.batch_id, l.seq FROM subsidy_lines l \
+                 WHERE l.status = 'sending' AND l.next_attempt_at_ms <= $4 \
+                 AND (l.lease_until_ms IS NULL OR l.lease_until_ms < $4) LIMIT $5) due_lines) \
              AND status IN ('pending', 'sending') AND (lease_until_ms IS NULL OR lease_until_ms < $4) {CLAIM_RETURNING}"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -311,7 +311,93 @@ async fn batches_outside_the_callers_region_look_missing(app: TestApp) {
     assert_eq!(outside.code(), "OUT_OF_SCOPE");
 }
 
+/// Two workers (as two instances would) share a batch; the office pauses it part way, nothing
+/// more is sent while it is paused, it resumes, and when it completes the office's endpoint
+/// gets one signed `batch.completed` with the totals. Everyone is paid exactly once.
+async fn a_paused_batch_sends_nothing_until_resumed_and_its_completion_reaches_the_office(app: TestApp) {
+    const LINES: usize = 60;
+    let office = office(&app).await;
+    let receiver = crate::callbacks::receiver::Receiver::accepting().await;
+    let (_, _, _) = crate::callbacks::create_endpoint(
+        &app,
+        &app.root_token,
+        json!({"office_region_id": office.region, "url": receiver.url("/subsidy"), "event_types": ["batch.completed"]}),
+    )
+    .await;
+    let _callbacks = crate::callbacks::start_worker(&app, crate::callbacks::fast_settings());
+    for _ in 0..2 {
+        let mut worker_app = app.app.clone();
+        worker_app.disbursement.query_delay_ms = 20;
+        worker_app.disbursement.rate_per_s = 40;
+        worker_app.disbursement.claim_batch = 4;
+        worker_app.disbursement.concurrency = 2;
+        tokio::spawn(carepay::disbursement::worker::run(worker_app, std::future::pending()));
+    }
+    let mut text = String::from("name,citizen_id,wallet_id,amount,memo\n");
+    for n in 0..LINES {
+        let wallet = format!("00210000000{n:05}");
+        app.sandbox.open_wallet(&wallet, &format!("老人{n}"), 2, Amount::ZERO).unwrap();
+        text.push_str(&format!("老人{n},{},{wallet},10.00,十一月\n", citizen_id(&format!("32058419450315{n:03}"))));
+    }
+    let (status, batch) = upload(&app, &office, "paused", text.into_bytes(), LINES as u64, "600.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/subsidy-batches/{batch_id}");
+    app.post(&format!("{path}/approve"), &office.approver, json!({})).await.expect(StatusCode::OK);
+    app.post(&format!("{path}/run"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+
+    loop {
+        let now = app.get(&path, &office.clerk).await.expect(StatusCode::OK);
+        if now.body["progress"]["succeeded"]["lines"].as_u64().unwrap() >= 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.post(&format!("{path}/pause"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    // Lines already sent are still settled; then nothing moves.
+    let settled = loop {
+        let now = app.get(&path, &office.clerk).await.expect(StatusCode::OK);
+        if now.body["progress"]["sending"]["lines"] == 0 {
+            break now.body["progress"]["succeeded"]["lines"].as_u64().unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let paused = app.get(&path, &office.clerk).await.expect(StatusCode::OK);
+    assert_eq!(paused.body["status"], "paused");
+    assert_eq!(paused.body["progress"]["succeeded"]["lines"].as_u64().unwrap(), settled, "{}", paused.text);
+    assert!(settled < LINES as u64, "the batch finished before it could be paused");
+    let paid_while_paused = (0..LINES)
+        .filter(|n| app.sandbox.wallet(&format!("00210000000{n:05}")).unwrap().balance.fen() > 0)
+        .count() as u64;
+    assert_eq!(paid_while_paused, settled);
+
+    app.post(&format!("{path}/run"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    let done = wait_for_status(&app, &office.clerk, &batch_id, "completed").await;
+    assert_eq!(done["progress"]["succeeded"]["lines"], LINES, "{done}");
+    assert_eq!(done["progress"]["succeeded"]["amount"], "600.00", "{done}");
+    for n in 0..LINES {
+        let balance = app.sandbox.wallet(&format!("00210000000{n:05}")).unwrap().balance.fen();
+        assert_eq!(balance, 1_000, "wallet {n} paid {balance} fen");
+    }
+    assert_eq!(app.sandbox.wallet(FUNDING_WALLET).unwrap().balance.fen(), 10_000_000 - 60_000);
+    assert!(app.app.store.verify_ledger().await.unwrap().is_empty());
+
+    let received = receiver.wait_until("batch.completed", |r| !r.is_empty()).await;
+    assert_eq!(received.len(), 1);
+    let event = received[0].json();
+    assert_eq!(event["type"], "batch.completed");
+    assert_eq!(event["data"]["batch_id"], batch_id.as_str());
+    assert_eq!(event["data"]["succeeded_lines"], LINES);
+    assert_eq!(event["data"]["succeeded_amount"], "600.00");
+    assert_eq!(event["data"]["failed_lines"], 0);
+    let history = app.get(&format!("{path}/history"), &office.approver).await;
+    let steps: Vec<&str> = history.body.as_array().unwrap().iter().map(|s| s["to"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["draft", "approved", "running", "paused", "running", "completed"]);
+}
+
 backend_tests!(
+    a_paused_batch_sends_nothing_until_resumed_and_its_completion_reaches_the_office,
     a_gb18030_batch_is_paid_once_per_person_with_failures_classified_and_reissued,
     a_file_with_errors_is_refused_whole_with_every_problem_listed_and_leaves_no_rows,
     batches_outside_the_callers_region_look_missing,
