@@ -131,9 +131,9 @@ async fn work_line(app: &App, owner: &str, claimed: &ClaimedLine) -> Result<Opti
         memo: line.memo.clone(),
     };
     if claimed.first_attempt
-        && let Some(failed) = send(client, &request).await
+        && let Some(settled) = send(client, &request, UnixMs::now()).await
     {
-        return Ok(Some(failed));
+        return Ok(Some(settled));
     }
     match client.query_transfer(payer, &line.out_transfer_no).await {
         Ok(answer) => match definite(&answer) {
@@ -143,8 +143,8 @@ async fn work_line(app: &App, owner: &str, claimed: &ClaimedLine) -> Result<Opti
         Err(OperatorError::Rejected { http_status: 404, .. }) => {
             // The operator never received it: send it again under the same number (the
             // operator's idempotency key), then ask at the next due time.
-            if let Some(failed) = send(client, &request).await {
-                return Ok(Some(failed));
+            if let Some(settled) = send(client, &request, UnixMs::now()).await {
+                return Ok(Some(settled));
             }
             reschedule(app, owner, claimed).await.map(|()| None)
         }
@@ -152,15 +152,35 @@ async fn work_line(app: &App, owner: &str, claimed: &ClaimedLine) -> Result<Opti
     }
 }
 
-/// Sends the transfer; the failure when the operator refused it definitely. Anything else, an
-/// unknown outcome included, decides nothing: the caller asks.
-async fn send(client: &crate::operator::client::OperatorClient, request: &TransferRequest) -> Option<LineOutcome> {
+/// Sends the transfer; the outcome when the answer settles it. A definite refusal is a
+/// failure; an answer of `SUCCESS` (an operator that settles inside the request) is a success
+/// at the time of the answer, except close to the end of a business day, where only the
+/// operator's own `succeeded_at` (asked for by query) may decide the day it is booked on.
+/// Anything else, an unknown outcome included, decides nothing: the caller asks.
+async fn send(
+    client: &crate::operator::client::OperatorClient,
+    request: &TransferRequest,
+    now: UnixMs,
+) -> Option<LineOutcome> {
     match client.transfer(request).await {
         Err(OperatorError::Rejected { code, .. }) if is_definite_failure(&code) => {
             Some(LineOutcome::Failed { transfer_no: None, fail_code: code })
         }
+        Ok(answer) if answer.status == TransferStatus::Success && !near_business_day_end(now) => {
+            Some(LineOutcome::Succeeded { transfer_no: Some(answer.transfer_no), at: now })
+        }
         Ok(_) | Err(_) => None,
     }
+}
+
+/// How close to midnight in Asia/Shanghai a success answered without its time is asked about
+/// rather than booked at the time carepay saw it.
+const DAY_END_MARGIN_MS: i64 = 60_000;
+
+fn near_business_day_end(now: UnixMs) -> bool {
+    const SHANGHAI_OFFSET_MS: i64 = 8 * 3_600_000;
+    let into_day_ms = (now.0 + SHANGHAI_OFFSET_MS).rem_euclid(crate::domain::reconciliation::MS_PER_DAY);
+    into_day_ms < DAY_END_MARGIN_MS || into_day_ms > crate::domain::reconciliation::MS_PER_DAY - DAY_END_MARGIN_MS
 }
 
 /// The outcome an answer settles, or `None` while the transfer is still `ACCEPTED`.
@@ -247,4 +267,19 @@ pub async fn apply_transfer_notification(app: &App, answer: &TransferQueryRespon
     };
     app.store.finish_line(out_transfer_no, &outcome, UnixMs::now()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn successes_answered_near_midnight_in_shanghai_are_asked_about() {
+        // 2026-11-29T16:00:00Z is midnight in Asia/Shanghai.
+        let midnight = UnixMs(1_795_968_000_000);
+        assert!(near_business_day_end(UnixMs(midnight.0 - 1)));
+        assert!(near_business_day_end(UnixMs(midnight.0 + 59_999)));
+        assert!(!near_business_day_end(UnixMs(midnight.0 + 60_001)));
+        assert!(!near_business_day_end(UnixMs(midnight.0 - 3_600_000)));
+    }
 }

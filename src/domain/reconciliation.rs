@@ -15,7 +15,7 @@ use time::{Date, OffsetDateTime};
 use super::statement::{EntryKind, EntryStatus, StatementLine};
 use super::time::{SHANGHAI, UnixMs};
 
-const MS_PER_DAY: i64 = 86_400_000;
+pub const MS_PER_DAY: i64 = 86_400_000;
 
 /// Where a line or record ends up. Exactly one per item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]

@@ -34,10 +34,13 @@ async fn transfers_succeed_or_fail_with_the_wallet_rules_code() {
         (transfer("T-broke", "0031000000000001", "张三", 5_000_000), Some(codes::INSUFFICIENT_BALANCE)),
     ];
     for (request, fail_code) in cases {
+        // Settled inside the request: the answer already says how.
         let answer = operator.client.transfer(&request).await.unwrap();
-        assert_eq!(answer.status, TransferStatus::Accepted);
-        let queried = operator.client.query_transfer(FUNDING, &request.out_transfer_no).await.unwrap();
         let expected = if fail_code.is_some() { TransferStatus::Failed } else { TransferStatus::Success };
+        assert_eq!(answer.status, expected, "{}", request.out_transfer_no);
+        let again = operator.client.transfer(&request).await.unwrap();
+        assert_eq!((again.transfer_no.as_str(), again.status), (answer.transfer_no.as_str(), expected));
+        let queried = operator.client.query_transfer(FUNDING, &request.out_transfer_no).await.unwrap();
         assert_eq!(queried.status, expected, "{}", request.out_transfer_no);
         assert_eq!(queried.fail_code.as_deref(), fail_code, "{}", request.out_transfer_no);
     }

@@ -775,7 +775,8 @@ impl Books {
         let key = (request.payer_wallet_id.clone(), request.out_transfer_no.clone());
         if let Some(transfer) = self.transfers.get(&key) {
             return if &transfer.request == request {
-                Ok(Applied::plain(transfer.answer.clone()))
+                // A repeat answers with where the transfer stands now.
+                Ok(Applied::plain(TransferResponse { status: transfer.status, ..transfer.answer.clone() }))
             } else {
                 Err(Refusal::duplicate())
             };
@@ -800,7 +801,11 @@ impl Books {
         );
         let mut applied = Applied::plain(answer);
         if self.rules.transfer_delay_ms == 0 {
+            // Settled inside the request: the answer says so, as the spec's status allows.
             applied.events = self.settle_transfer(&key.0, &key.1, now_ms);
+            if let Some(settled) = self.transfers.get(&key) {
+                applied.answer.status = settled.status;
+            }
         } else {
             applied.timers.push(Timer::SettleTransfer { payer_wallet_id: key.0, out_transfer_no: key.1 });
         }
