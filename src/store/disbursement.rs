@@ -719,23 +719,101 @@ impl Store {
         Ok(moved)
     }
 
-    /// [`Store::finish_line`] for many lines in one transaction (one commit for a worker's round).
-    /// Successes are written before failures so every transaction takes the ledger account rows
-    /// before the programme row: two instances finishing lines of one programme cannot deadlock.
+    /// [`Store::finish_line`] for many lines in one transaction (one commit for a worker's round)
+    /// and a fixed number of statements: the lines move with one UPDATE that reads the
+    /// outcomes as a JSON array, successes are booked with [`post_many_in`], and failures give
+    /// their amounts back with one UPDATE per programme. Ledger accounts are moved before
+    /// programme rows, as in every transaction here, so two instances cannot deadlock.
     /// Returns how many lines moved.
     pub async fn finish_lines(&self, outcomes: &[(String, LineOutcome)], now: UnixMs) -> Result<usize, StoreError> {
+        if outcomes.is_empty() {
+            return Ok(0);
+        }
+        let rows: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|(out_transfer_no, outcome)| match outcome {
+                LineOutcome::Succeeded { transfer_no, at } => serde_json::json!({
+                    "out_transfer_no": out_transfer_no, "status": LineStatus::Succeeded.as_str(),
+                    "transfer_no": transfer_no, "fail_code": null, "succeeded_at_ms": at.0,
+                }),
+                LineOutcome::Failed { transfer_no, fail_code } => serde_json::json!({
+                    "out_transfer_no": out_transfer_no, "status": LineStatus::Failed.as_str(),
+                    "transfer_no": transfer_no, "fail_code": fail_code, "succeeded_at_ms": null,
+                }),
+            })
+            .collect();
         let mut tx = self.begin_write().await?;
-        let mut programmes = std::collections::HashMap::new();
-        let mut moved = 0;
-        let successes = outcomes.iter().filter(|(_, o)| matches!(o, LineOutcome::Succeeded { .. }));
-        let failures = outcomes.iter().filter(|(_, o)| matches!(o, LineOutcome::Failed { .. }));
-        for (out_transfer_no, outcome) in successes.chain(failures) {
-            if finish_line_in(&mut tx, &mut programmes, out_transfer_no, outcome, now).await? {
-                moved += 1;
+        let sql = match self.backend() {
+            super::Backend::Postgres => {
+                "UPDATE subsidy_lines AS l SET status = r.status, transfer_no = COALESCE(r.transfer_no, l.transfer_no), \
+                 fail_code = r.fail_code, succeeded_at_ms = r.succeeded_at_ms, next_attempt_at_ms = NULL, \
+                 lease_owner = NULL, lease_until_ms = NULL, updated_at_ms = $2 \
+                 FROM json_to_recordset($1::json) AS r(out_transfer_no TEXT, status TEXT, transfer_no TEXT, \
+                 fail_code TEXT, succeeded_at_ms BIGINT) \
+                 WHERE l.out_transfer_no = r.out_transfer_no AND l.status IN ('pending', 'sending') \
+                 RETURNING l.out_transfer_no, l.batch_id, l.amount_fen, l.status"
+            }
+            super::Backend::Sqlite => {
+                "UPDATE subsidy_lines SET status = r.status, transfer_no = COALESCE(r.transfer_no, subsidy_lines.transfer_no), \
+                 fail_code = r.fail_code, succeeded_at_ms = r.succeeded_at_ms, next_attempt_at_ms = NULL, \
+                 lease_owner = NULL, lease_until_ms = NULL, updated_at_ms = $2 \
+                 FROM (SELECT value ->> 'out_transfer_no' AS out_transfer_no, value ->> 'status' AS status, \
+                 value ->> 'transfer_no' AS transfer_no, value ->> 'fail_code' AS fail_code, \
+                 value ->> 'succeeded_at_ms' AS succeeded_at_ms FROM json_each($1)) AS r \
+                 WHERE subsidy_lines.out_transfer_no = r.out_transfer_no AND subsidy_lines.status IN ('pending', 'sending') \
+                 RETURNING out_transfer_no, batch_id, amount_fen, status"
+            }
+        };
+        let moved_rows =
+            sqlx::query(sql).bind(serde_json::Value::Array(rows).to_string()).bind(now.0).fetch_all(&mut *tx).await?;
+        let mut programmes: std::collections::HashMap<String, ProgrammeId> = std::collections::HashMap::new();
+        let mut succeeded: Vec<(String, ProgrammeId, Amount)> = Vec::new();
+        let mut released: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        for row in &moved_rows {
+            let batch_id: String = row.try_get("batch_id")?;
+            let programme = match programmes.get(&batch_id) {
+                Some(programme) => programme.clone(),
+                None => {
+                    let programme: String =
+                        sqlx::query_scalar("SELECT programme_id FROM subsidy_batches WHERE id = $1")
+                            .bind(batch_id.as_str())
+                            .fetch_one(&mut *tx)
+                            .await?;
+                    let programme = ProgrammeId::from_trusted(programme);
+                    programmes.insert(batch_id, programme.clone());
+                    programme
+                }
+            };
+            let line_amount = amount(row, "amount_fen")?;
+            if row.try_get::<String, _>("status")? == LineStatus::Succeeded.as_str() {
+                succeeded.push((row.try_get("out_transfer_no")?, programme, line_amount));
+            } else {
+                *released.entry(programme.as_str().to_owned()).or_default() += line_amount.fen();
             }
         }
+        let entries = succeeded
+            .iter()
+            .map(|(out_transfer_no, programme, line_amount)| {
+                let entry = crate::domain::ledger::JournalEntry::transfer(
+                    budget_account(programme),
+                    paid_account(programme),
+                    *line_amount,
+                )
+                .map_err(StoreError::Ledger)?;
+                let what = super::ledger::EntryRef { kind: "subsidy_transfer", reference: out_transfer_no, memo: "" };
+                Ok((what, entry))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        super::ledger::post_many_in(&mut tx, &entries, now, &self.known_accounts).await?;
+        for (programme, released_fen) in released {
+            sqlx::query("UPDATE subsidy_programmes SET committed_fen = committed_fen - $1 WHERE id = $2")
+                .bind(released_fen)
+                .bind(programme)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok(moved)
+        Ok(moved_rows.len())
     }
 
     /// Running batches none of whose lines still need the operator (bounded).

@@ -226,6 +226,17 @@ pub(crate) async fn post_in(
         _ => StoreError::from(error),
     })?;
 
+    apply_account_totals(conn, &per_account, known).await?;
+    Ok(id)
+}
+
+/// Moves the running totals of each guarded account by its summed delta, in code order (the
+/// lock order every writer shares); `Overdraft` when a guard holds.
+async fn apply_account_totals(
+    conn: &mut AnyConnection,
+    per_account: &BTreeMap<&AccountCode, AccountTotals>,
+    known: &KnownAccounts,
+) -> Result<(), StoreError> {
     for (account, delta) in per_account {
         if known.policy(account) == Some(OverdraftPolicy::Allowed) {
             continue;
@@ -249,8 +260,81 @@ pub(crate) async fn post_in(
             .fetch_one(&mut *conn)
             .await?;
         if policy != overdraft_text(OverdraftPolicy::Allowed) {
-            return Err(StoreError::Ledger(LedgerError::Overdraft { account: account.clone() }));
+            return Err(StoreError::Ledger(LedgerError::Overdraft { account: (*account).clone() }));
         }
     }
-    Ok(id)
+    Ok(())
+}
+
+/// [`post_in`] for many entries with a fixed number of statements, however many entries:
+/// entries and postings each travel as one JSON array the database unpacks, and each guarded
+/// account moves once by the sum of its postings. For a worker recording a round of outcomes
+/// in one transaction. All or nothing, like the transaction around it.
+pub(crate) async fn post_many_in(
+    conn: &mut AnyConnection,
+    entries: &[(EntryRef<'_>, JournalEntry)],
+    now: UnixMs,
+    known: &KnownAccounts,
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut entry_rows = Vec::with_capacity(entries.len());
+    let mut posting_rows = Vec::with_capacity(entries.len() * 2);
+    let mut per_account: BTreeMap<&AccountCode, AccountTotals> = BTreeMap::new();
+    for (what, entry) in entries {
+        let id = EntryId::generate();
+        entry_rows.push(serde_json::json!({
+            "id": id.as_str(), "kind": what.kind, "reference": what.reference, "memo": what.memo,
+        }));
+        for (seq, posting) in entry.postings().iter().enumerate() {
+            posting_rows.push(serde_json::json!({
+                "entry_id": id.as_str(), "seq": seq, "account_code": posting.account.as_str(),
+                "side": posting.side.as_str(), "amount_fen": posting.amount.fen(),
+            }));
+            let totals = per_account.entry(&posting.account).or_insert(AccountTotals { debits_fen: 0, credits_fen: 0 });
+            match posting.side {
+                Side::Debit => totals.debits_fen += posting.amount.fen(),
+                Side::Credit => totals.credits_fen += posting.amount.fen(),
+            }
+        }
+    }
+    let postgres = conn.backend_name() == "PostgreSQL";
+    let entries_sql = if postgres {
+        "INSERT INTO journal_entries (id, kind, reference, memo, created_at_ms) \
+         SELECT r.id, r.kind, r.reference, r.memo, $2 \
+         FROM json_to_recordset($1::json) AS r(id TEXT, kind TEXT, reference TEXT, memo TEXT)"
+    } else {
+        "INSERT INTO journal_entries (id, kind, reference, memo, created_at_ms) \
+         SELECT value ->> 'id', value ->> 'kind', value ->> 'reference', value ->> 'memo', $2 FROM json_each($1)"
+    };
+    sqlx::query(entries_sql)
+        .bind(serde_json::Value::Array(entry_rows).to_string())
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await?;
+    let postings_sql = if postgres {
+        "INSERT INTO postings (entry_id, seq, account_code, side, amount_fen) \
+         SELECT r.entry_id, r.seq, r.account_code, r.side, r.amount_fen \
+         FROM json_to_recordset($1::json) AS r(entry_id TEXT, seq BIGINT, account_code TEXT, side TEXT, amount_fen BIGINT)"
+    } else {
+        "INSERT INTO postings (entry_id, seq, account_code, side, amount_fen) \
+         SELECT value ->> 'entry_id', value ->> 'seq', value ->> 'account_code', value ->> 'side', \
+         value ->> 'amount_fen' FROM json_each($1)"
+    };
+    sqlx::query(postings_sql)
+        .bind(serde_json::Value::Array(posting_rows).to_string())
+        .execute(&mut *conn)
+        .await
+        .map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation => {
+                let missing = per_account.keys().find(|account| known.policy(account).is_none());
+                match missing {
+                    Some(account) => StoreError::Ledger(LedgerError::UnknownAccount((*account).clone())),
+                    None => StoreError::from(error),
+                }
+            }
+            _ => StoreError::from(error),
+        })?;
+    apply_account_totals(conn, &per_account, known).await
 }
