@@ -180,7 +180,7 @@ const DAY_END_MARGIN_MS: i64 = 60_000;
 fn near_business_day_end(now: UnixMs) -> bool {
     const SHANGHAI_OFFSET_MS: i64 = 8 * 3_600_000;
     let into_day_ms = (now.0 + SHANGHAI_OFFSET_MS).rem_euclid(crate::domain::reconciliation::MS_PER_DAY);
-    into_day_ms < DAY_END_MARGIN_MS || into_day_ms > crate::domain::reconciliation::MS_PER_DAY - DAY_END_MARGIN_MS
+    !(DAY_END_MARGIN_MS..=crate::domain::reconciliation::MS_PER_DAY - DAY_END_MARGIN_MS).contains(&into_day_ms)
 }
 
 /// The outcome an answer settles, or `None` while the transfer is still `ACCEPTED`.
