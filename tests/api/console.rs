@@ -389,7 +389,7 @@ async fn signing_out_and_revoking_the_token_end_the_session_at_once(app: TestApp
         .as_str()
         .unwrap()
         .to_owned();
-    app.post(&format!("/v1/tokens/{token_id}/revoke"), &root, json!({})).await.expect(StatusCode::OK);
+    app.call(Method::DELETE, &format!("/v1/tokens/{token_id}"), &root, None).await.expect(StatusCode::OK);
     let after = other.get("/console/reconciliation").await;
     assert_eq!(after.status, StatusCode::SEE_OTHER, "a revoked token's session still works");
     assert_eq!(after.headers[LOCATION], "/console/sign-in");
