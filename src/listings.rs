@@ -77,7 +77,12 @@ impl App {
     }
 
     /// A facility's payments and refunds created on `business_day` (Asia/Shanghai).
-    pub async fn facility_day(&self, principal: &Principal, id: &FacilityId, business_day: &str) -> Result<FacilityDay> {
+    pub async fn facility_day(
+        &self,
+        principal: &Principal,
+        id: &FacilityId,
+        business_day: &str,
+    ) -> Result<FacilityDay> {
         require(principal, Action::ReadPayments)?;
         let facility = self.facility(principal, id).await?;
         let from_ms = day_start_ms(business_day)

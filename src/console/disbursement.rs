@@ -107,7 +107,8 @@ async fn programmes(State(state): State<AppState>, signed_in: SignedIn) -> PageR
         }
         @if programmes.is_empty() { p.hint { (lang.t("您的范围内没有补贴项目。", "No programme within your scope.")) } }
     };
-    Ok(page(Some(&signed_in.viewer()), lang, Area::Subsidies, lang.t("补贴项目", "Subsidy programmes"), body).into_response())
+    Ok(page(Some(&signed_in.viewer()), lang, Area::Subsidies, lang.t("补贴项目", "Subsidy programmes"), body)
+        .into_response())
 }
 
 fn upload_form(signed_in: &SignedIn, programme: &Programme) -> Result<Markup, PageError> {
@@ -141,7 +142,11 @@ async fn programme_page(
     let lang = signed_in.lang;
     let programme = state.app.programme(&signed_in.principal, id).await?;
     let batches = state.app.programme_batches(&signed_in.principal, id).await?;
-    let bar = BudgetBar { label: programme.name.clone(), budget_fen: programme.budget.fen(), used_fen: programme.committed.fen() };
+    let bar = BudgetBar {
+        label: programme.name.clone(),
+        budget_fen: programme.budget.fen(),
+        used_fen: programme.committed.fen(),
+    };
     let body = html! {
         (budgets(std::slice::from_ref(&bar), lang))
         dl.figures {
@@ -210,10 +215,12 @@ async fn programme(State(state): State<AppState>, signed_in: SignedIn, Path(id):
 async fn upload(State(state): State<AppState>, Path(id): Path<String>, upload: CsrfUpload) -> PageResult {
     let id = programme_id(&id)?;
     let signed_in = &upload.signed_in;
-    let amount = |field: &str| Amount::parse(upload.field(field).trim()).map_err(|e| Error::invalid(field, e.code(), e));
+    let amount =
+        |field: &str| Amount::parse(upload.field(field).trim()).map_err(|e| Error::invalid(field, e.code(), e));
     let request = UploadRequest {
         programme_id: id.clone(),
-        period: Period::parse(upload.field("period").trim()).map_err(|e| Error::invalid("period", "INVALID_PERIOD", e))?,
+        period: Period::parse(upload.field("period").trim())
+            .map_err(|e| Error::invalid("period", "INVALID_PERIOD", e))?,
         idempotency_key: upload.field("idempotency_key").to_owned(),
         stated: ControlTotals {
             line_count: upload

@@ -273,7 +273,8 @@ async fn rotate_key(
     CsrfForm { signed_in, form }: CsrfForm<RotateForm>,
 ) -> PageResult {
     let terminal = TerminalId::parse(&terminal).map_err(|_| Error::OutOfScope)?;
-    let key = PublicKey::parse(form.public_key.trim()).map_err(|error| Error::invalid("public_key", "INVALID_KEY", error))?;
+    let key =
+        PublicKey::parse(form.public_key.trim()).map_err(|error| Error::invalid("public_key", "INVALID_KEY", error))?;
     state.app.rotate_terminal_key(&signed_in.principal, &terminal, key).await?;
     Ok(Redirect::to(&facility_path(facility_id(&id)?.as_str())).into_response())
 }

@@ -50,7 +50,10 @@ pub fn router(settings: ConsoleSettings) -> Router<AppState> {
         .route("/console", get(home))
         .route("/console/sign-in", get(session::sign_in_form).post(session::sign_in))
         .route("/console/sign-out", post(session::sign_out))
-        .route("/console/assets/console.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET) }))
+        .route(
+            "/console/assets/console.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET) }),
+        )
         .route(
             "/console/assets/progress.js",
             get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], PROGRESS_SCRIPT) }),
@@ -109,5 +112,6 @@ async fn home(signed_in: SignedIn) -> PageResult {
             p.hint { (lang.t("审计日志请通过 API 查看（/v1/audit）。", "Read the audit trail through the API (/v1/audit).")) }
         }
     };
-    Ok(page(Some(&signed_in.viewer()), lang, Area::Home, lang.t("carepay 控制台", "carepay console"), body).into_response())
+    Ok(page(Some(&signed_in.viewer()), lang, Area::Home, lang.t("carepay 控制台", "carepay console"), body)
+        .into_response())
 }

@@ -87,7 +87,9 @@ fn day_status(lang: Lang, day: Option<&WalletDay>) -> (&'static str, String) {
     match day {
         None => ("none", String::from(lang.t("未获取对账单", "not fetched"))),
         Some(day) if day.latest_summary.is_none() => ("fetched", String::from(lang.t("已获取，未对账", "fetched"))),
-        Some(day) if day.day_status.as_deref() == Some("closed") => ("closed", String::from(lang.t("已关账", "closed"))),
+        Some(day) if day.day_status.as_deref() == Some("closed") => {
+            ("closed", String::from(lang.t("已关账", "closed")))
+        }
         Some(day) => (
             if day.open_discrepancies > 0 { "open" } else { "reconciled" },
             match lang {
@@ -149,8 +151,14 @@ async fn wallets(State(state): State<AppState>, signed_in: SignedIn) -> PageResu
         }
         @if facilities.is_empty() { p.hint { (lang.t("您的范围内没有机构。", "No facility within your scope.")) } }
     };
-    Ok(page(Some(&signed_in.viewer()), lang, Area::Reconciliation, lang.t("对账：钱包", "Reconciliation: wallets"), body)
-        .into_response())
+    Ok(page(
+        Some(&signed_in.viewer()),
+        lang,
+        Area::Reconciliation,
+        lang.t("对账：钱包", "Reconciliation: wallets"),
+        body,
+    )
+    .into_response())
 }
 
 fn upload_form(signed_in: &SignedIn) -> Markup {
@@ -446,10 +454,8 @@ async fn resolve(
                 .ok_or_else(|| Error::invalid("adjustment", "INVALID_AMOUNT", "signed yuan with two decimals"))?,
         )
     };
-    let resolved = state
-        .app
-        .resolve_discrepancy(&signed_in.principal, &id, &form.resolution, &form.note, adjustment_fen)
-        .await?;
+    let resolved =
+        state.app.resolve_discrepancy(&signed_in.principal, &id, &form.resolution, &form.note, adjustment_fen).await?;
     Ok(Redirect::to(&day_path(&resolved.wallet_id, &resolved.business_day)).into_response())
 }
 

@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Multipart, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
-use axum::Extension;
 use maud::html;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -254,8 +254,8 @@ pub async fn sign_in(
     }
     match state.app.open_console_session(&form.token).await {
         Ok(opened) => {
-            let max_age_s = u32::try_from((opened.expires_at.0 - crate::domain::time::UnixMs::now().0) / 1_000)
-                .unwrap_or(0);
+            let max_age_s =
+                u32::try_from((opened.expires_at.0 - crate::domain::time::UnixMs::now().0) / 1_000).unwrap_or(0);
             let session = set_cookie(&settings, SESSION_COOKIE, &opened.session_id, Some(max_age_s));
             let cleared = set_cookie(&settings, SIGN_IN_COOKIE, "", Some(0));
             let mut response = Redirect::to("/console").into_response();
@@ -268,7 +268,11 @@ pub async fn sign_in(
             let form_token = random_token()?;
             let cookie = set_cookie(&settings, SIGN_IN_COOKIE, &form_token, Some(SIGN_IN_COOKIE_MAX_AGE_S));
             let problem = lang.t("令牌无效、已过期或已吊销。", "The token is unknown, expired or revoked.");
-            Ok((StatusCode::UNAUTHORIZED, [(header::SET_COOKIE, cookie)], sign_in_page(lang, &form_token, Some(problem)))
+            Ok((
+                StatusCode::UNAUTHORIZED,
+                [(header::SET_COOKIE, cookie)],
+                sign_in_page(lang, &form_token, Some(problem)),
+            )
                 .into_response())
         }
         Err(other) => Err(other.into()),

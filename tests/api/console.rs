@@ -41,11 +41,9 @@ struct Page {
 }
 
 fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .find_map(|value| value.strip_prefix(&format!("{name}=")).map(|rest| rest.split(';').next().unwrap().to_owned()))
+    headers.get_all(SET_COOKIE).iter().filter_map(|value| value.to_str().ok()).find_map(|value| {
+        value.strip_prefix(&format!("{name}=")).map(|rest| rest.split(';').next().unwrap().to_owned())
+    })
 }
 
 fn set_cookie_line(headers: &HeaderMap, name: &str) -> String {
@@ -210,7 +208,8 @@ async fn world(app: &TestApp) -> World {
     }
 }
 
-const ALL_ROLES: [&str; 6] = ["admin", "facility_manager", "subsidy_clerk", "subsidy_approver", "accountant", "auditor"];
+const ALL_ROLES: [&str; 6] =
+    ["admin", "facility_manager", "subsidy_clerk", "subsidy_approver", "accountant", "auditor"];
 const RECONCILIATION_READERS: &[&str] = &["admin", "accountant", "auditor"];
 const BATCH_READERS: &[&str] = &["admin", "subsidy_clerk", "subsidy_approver", "auditor"];
 const PAYMENT_READERS: &[&str] = &["admin", "facility_manager", "accountant", "auditor"];
@@ -242,8 +241,10 @@ async fn every_console_page_answers_each_role_and_scope_as_the_api_does(app: Tes
     let world = world(&app).await;
     let pages = pages(&world);
     for role in ALL_ROLES {
-        let inside = Console::sign_in(&app, &app.issue_token(&app.root_token, role, Some(&world.district_a)).await).await;
-        let outside = Console::sign_in(&app, &app.issue_token(&app.root_token, role, Some(&world.district_b)).await).await;
+        let inside =
+            Console::sign_in(&app, &app.issue_token(&app.root_token, role, Some(&world.district_a)).await).await;
+        let outside =
+            Console::sign_in(&app, &app.issue_token(&app.root_token, role, Some(&world.district_b)).await).await;
         for (path, readers, names_an_object) in &pages {
             let allowed = readers.contains(&role);
             let page = inside.get(path).await;
@@ -380,12 +381,7 @@ async fn signing_out_and_revoking_the_token_end_the_session_at_once(app: TestApp
 
     // Revoking the token ends every session it opened, at the next request.
     let tokens = app.get("/v1/tokens", &root).await.expect(StatusCode::OK);
-    let token_id = tokens.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["role"] == "accountant")
-        .unwrap()["id"]
+    let token_id = tokens.body["items"].as_array().unwrap().iter().find(|t| t["role"] == "accountant").unwrap()["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -399,8 +395,13 @@ async fn pages_show_personal_data_only_masked(app: TestApp) {
     let world = world(&app).await;
     let batch = format!("/console/subsidies/batches/{}", world.batch);
     for role in ["subsidy_clerk", "subsidy_approver", "auditor", "admin"] {
-        let console = Console::sign_in(&app, &app.issue_token(&app.root_token, role, Some(&world.district_a)).await).await;
-        for path in [batch.clone(), format!("{batch}/progress.json"), format!("/console/subsidies/programmes/{}", world.programme)] {
+        let console =
+            Console::sign_in(&app, &app.issue_token(&app.root_token, role, Some(&world.district_a)).await).await;
+        for path in [
+            batch.clone(),
+            format!("{batch}/progress.json"),
+            format!("/console/subsidies/programmes/{}", world.programme),
+        ] {
             let page = console.get(&path).await;
             assert_eq!(page.status, StatusCode::OK, "{role} {path}");
             for id in &world.ids {
@@ -412,7 +413,11 @@ async fn pages_show_personal_data_only_masked(app: TestApp) {
         }
         let page = console.get(&batch).await;
         assert!(page.text.contains("欧***"), "{}", page.text);
-        assert!(page.text.contains(&format!("{}***********{}", &world.ids[0][..3], &world.ids[0][14..])), "{}", page.text);
+        assert!(
+            page.text.contains(&format!("{}***********{}", &world.ids[0][..3], &world.ids[0][14..])),
+            "{}",
+            page.text
+        );
     }
 
     // A refused file lists every problem by line without echoing the number it refused.
@@ -420,7 +425,10 @@ async fn pages_show_personal_data_only_masked(app: TestApp) {
     let programme_page = clerk.get(&format!("/console/subsidies/programmes/{}", world.programme)).await;
     let bad_id = format!("{}0", &world.ids[0][..17]);
     let bad_id = if bad_id == world.ids[0] { format!("{}1", &world.ids[0][..17]) } else { bad_id };
-    let file = format!("姓名,身份证号,钱包编号,金额,备注\r\n张三,{bad_id},0021000000000101,300.00,\r\n李四,{},002100000000010,-5,\r\n", world.ids[1]);
+    let file = format!(
+        "姓名,身份证号,钱包编号,金额,备注\r\n张三,{bad_id},0021000000000101,300.00,\r\n李四,{},002100000000010,-5,\r\n",
+        world.ids[1]
+    );
     let form = reqwest::multipart::Form::new()
         .text("csrf", csrf_of(&programme_page.text))
         .text("idempotency_key", "bad-file")

@@ -51,15 +51,14 @@ impl Drop for Driver {
 
 fn find_program(names: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    names.iter().find_map(|name| {
-        std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
-    })
+    names
+        .iter()
+        .find_map(|name| std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file()))
 }
 
 async fn start_driver() -> Driver {
-    let chromedriver = find_program(&["chromedriver"]).expect(
-        "chromedriver is not installed: install Debian's chromium and chromium-driver (bash .ci/run does it)",
-    );
+    let chromedriver = find_program(&["chromedriver"])
+        .expect("chromedriver is not installed: install Debian's chromium and chromium-driver (bash .ci/run does it)");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let process = Command::new(chromedriver)
         .arg(format!("--port={port}"))
@@ -112,7 +111,12 @@ async fn screenshot(browser: &Client, name: &str) {
 }
 
 async fn text_of(browser: &Client, css: &str) -> String {
-    browser.wait().at_most(WAIT_LIMIT).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}"))
+    browser
+        .wait()
+        .at_most(WAIT_LIMIT)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
         .text()
         .await
         .unwrap()
@@ -325,7 +329,12 @@ async fn pay_a_batch(app: &TestApp, browser: &Client) {
     screenshot(browser, "09-batch-completed-live").await;
 
     let reply = app
-        .raw(Method::GET, &format!("/v1/subsidy-batches/{}", batch_url.path().rsplit('/').next().unwrap()), Some(root), None)
+        .raw(
+            Method::GET,
+            &format!("/v1/subsidy-batches/{}", batch_url.path().rsplit('/').next().unwrap()),
+            Some(root),
+            None,
+        )
         .await
         .expect(StatusCode::OK);
     assert_eq!(reply.body["progress"]["succeeded"]["lines"], 2, "{}", reply.text);
