@@ -20,6 +20,7 @@ backend_tests!(
     forms_without_a_valid_csrf_token_or_from_another_origin_change_nothing,
     signing_out_and_revoking_the_token_end_the_session_at_once,
     pages_show_personal_data_only_masked,
+    forms_act_only_for_roles_and_scopes_the_api_allows,
 );
 
 const WALLET: &str = "0021000000000001";
@@ -132,6 +133,7 @@ struct World {
     district_a: String,
     district_b: String,
     facility: String,
+    terminal: String,
     programme: String,
     batch: String,
     clerk_a: String,
@@ -201,6 +203,7 @@ async fn world(app: &TestApp) -> World {
         district_a,
         district_b,
         facility: till.facility_id.clone(),
+        terminal: till.id.clone(),
         programme,
         batch: batch["id"].as_str().unwrap().to_owned(),
         clerk_a,
@@ -449,4 +452,47 @@ async fn pages_show_personal_data_only_masked(app: TestApp) {
     assert!(page.text.contains("CITIZEN_ID_CHECK_DIGIT"), "{}", page.text);
     assert!(page.text.matches(r#"<tr class="file-error">"#).count() >= 3, "{}", page.text);
     assert!(!page.text.contains(&bad_id), "the refused ID number is echoed: {}", page.text);
+}
+
+async fn forms_act_only_for_roles_and_scopes_the_api_allows(app: TestApp) {
+    let world = world(&app).await;
+    let day = format!("/console/reconciliation/wallets/{WALLET}/days/{}", today());
+    let batch = format!("/console/subsidies/batches/{}", world.batch);
+    let terminal = format!("/console/facilities/{}/terminals/{}", world.facility, world.terminal);
+    // (form, roles allowed to send it within the scope); every form is sent with a valid token.
+    let forms: Vec<(String, &[&str])> = vec![
+        (format!("{day}/run"), &["admin", "accountant"]),
+        (format!("{terminal}/suspend"), &["admin", "facility_manager"]),
+        (format!("{batch}/approve"), &["subsidy_approver"]),
+    ];
+    for role in ALL_ROLES {
+        let inside =
+            Console::sign_in(&app, &app.issue_token(&app.root_token, role, Some(&world.district_a)).await).await;
+        let outside =
+            Console::sign_in(&app, &app.issue_token(&app.root_token, role, Some(&world.district_b)).await).await;
+        for (path, allowed) in &forms {
+            let page = outside.post(path, &[("csrf", outside.csrf.as_str())], None).await;
+            assert_eq!(page.status, StatusCode::FORBIDDEN, "{role} out of scope, {path}: {}", page.text);
+            if !allowed.contains(&role) {
+                let page = inside.post(path, &[("csrf", inside.csrf.as_str())], None).await;
+                assert_eq!(page.status, StatusCode::FORBIDDEN, "{role} in scope, {path}: {}", page.text);
+            }
+        }
+    }
+    let batch_now = app.get(&format!("/v1/subsidy-batches/{}", world.batch), &app.root_token).await;
+    assert_eq!(batch_now.body["status"], "draft", "a refused form moved the batch");
+    let terminal_now = app.get(&format!("/v1/terminals/{}", world.terminal), &app.root_token).await;
+    assert_eq!(terminal_now.body["status"], "active", "a refused form suspended the terminal");
+
+    // The uploader may not approve their own batch, even with an approver's page open.
+    let clerk = Console::sign_in(&app, &world.clerk_a).await;
+    let page = clerk.post(&format!("{batch}/approve"), &[("csrf", clerk.csrf.as_str())], None).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.text);
+    let manager =
+        Console::sign_in(&app, &app.issue_token(&app.root_token, "facility_manager", Some(&world.district_a)).await)
+            .await;
+    let page = manager.post(&format!("{terminal}/suspend"), &[("csrf", manager.csrf.as_str())], None).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text);
+    let terminal_now = app.get(&format!("/v1/terminals/{}", world.terminal), &app.root_token).await;
+    assert_eq!(terminal_now.body["status"], "suspended");
 }
