@@ -106,6 +106,11 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_grace_ms: u64,
 
+    /// Mark the web console's cookies `Secure`: set this when /console is reached over https
+    /// (directly or behind a TLS-terminating proxy).
+    #[arg(long, env = "CAREPAY_CONSOLE_SECURE_COOKIE")]
+    pub console_secure_cookie: bool,
+
     #[command(flatten)]
     pub log: LogConfig,
 
@@ -191,6 +196,7 @@ impl ServeConfig {
             max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
             request_timeout_ms: self.request_timeout_ms,
             max_in_flight_requests: usize::try_from(self.max_in_flight_requests).unwrap_or(usize::MAX),
+            console: crate::console::ConsoleSettings { secure_cookie: self.console_secure_cookie },
         }
     }
 

@@ -60,6 +60,7 @@ impl Role {
                 matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover | Role::Auditor)
             }
             ReadAudit => matches!(self, Role::Admin | Role::Auditor),
+            ReadPayments => matches!(self, Role::Admin | Role::FacilityManager | Role::Accountant | Role::Auditor),
             ManageProgrammes => self == Role::Admin,
             UploadBatches => self == Role::SubsidyClerk,
             // Four-eyes: only an approver approves, and never the batch's uploader.
@@ -106,6 +107,8 @@ pub enum Action {
     Reconcile,
     /// See reconciliation runs, results and discrepancies.
     ReadReconciliation,
+    /// See a facility's payments and refunds.
+    ReadPayments,
     /// Create subsidy programmes (funding wallet, budget, caps).
     ManageProgrammes,
     /// Upload subsidy batch files.

@@ -43,11 +43,18 @@ pub struct HttpSettings {
     /// Requests served at once; more are refused with 503 and `Retry-After` rather than
     /// queued without bound.
     pub max_in_flight_requests: usize,
+    /// How the web console (`/console`) is served.
+    pub console: crate::console::ConsoleSettings,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        HttpSettings { max_body_bytes: 1024 * 1024, request_timeout_ms: 30_000, max_in_flight_requests: 512 }
+        HttpSettings {
+            max_body_bytes: 1024 * 1024,
+            request_timeout_ms: 30_000,
+            max_in_flight_requests: 512,
+            console: crate::console::ConsoleSettings::default(),
+        }
     }
 }
 
@@ -129,6 +136,7 @@ pub fn router(app: App, settings: &HttpSettings) -> Router {
         .route("/openapi.json", openapi_json)
         .merge(ops::router())
         .merge(notifications::router())
+        .merge(crate::console::router(settings.console.clone()))
         .with_state(state.clone());
     routes
         .merge(grpc)

@@ -25,7 +25,7 @@ use crate::store::reconciliation::{Discrepancy, ResultLine, RunRow, StoredFile};
 /// Largest upload: a million-line day is about 100 MB as CSV and far less gzipped.
 pub const MAX_UPLOAD_BYTES: usize = 256 * 1024 * 1024;
 /// Result lines per CSV page read from the store while writing a download.
-const CSV_PAGE: u32 = 5_000;
+pub(crate) const CSV_PAGE: u32 = 5_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -349,10 +349,10 @@ async fn day_lines(
     }
 }
 
-const CSV_HEADER: &str = "seq,category,fields,line_no,out_no,operator_ref,statement_kind,statement_status,\
+pub(crate) const CSV_HEADER: &str = "seq,category,fields,line_no,out_no,operator_ref,statement_kind,statement_status,\
 statement_amount,statement_fee,settled_at,carepay_kind,carepay_status,carepay_amount,carepay_fee,carepay_business_day\r\n";
 
-fn push_csv_line(out: &mut String, line: &LineView) {
+pub(crate) fn push_csv_line(out: &mut String, line: &LineView) {
     let opt = |value: &Option<String>| value.clone().unwrap_or_default();
     let fields = [
         line.seq.to_string(),

@@ -129,7 +129,7 @@ fn run_store_error(error: RunStoreError) -> Error {
 impl App {
     /// The facility owning `wallet_id`, when the principal may see it; a wallet outside the
     /// scope answers exactly like an unknown one.
-    async fn wallet_facility(&self, principal: &Principal, wallet_id: &str) -> Result<FacilityId> {
+    pub(crate) async fn wallet_facility(&self, principal: &Principal, wallet_id: &str) -> Result<FacilityId> {
         let found = self
             .store
             .facility_by_wallet(wallet_id)

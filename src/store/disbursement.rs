@@ -58,11 +58,11 @@ pub struct BatchUpload {
     now: UnixMs,
 }
 
-const PROGRAMME_COLUMNS: &str = "p.id, p.region_id, r.path AS region_path, p.name, p.funding_wallet_id, p.budget_fen, \
+pub(super) const PROGRAMME_COLUMNS: &str = "p.id, p.region_id, r.path AS region_path, p.name, p.funding_wallet_id, p.budget_fen, \
      p.committed_fen, p.per_payment_cap_fen, p.per_period_cap_fen, p.designated_merchants, p.starts_on, p.ends_on, \
      p.created_by, p.created_at_ms";
 
-const BATCH_COLUMNS: &str = "b.id, b.programme_id, r.path AS region_path, b.period, b.idempotency_key, \
+pub(super) const BATCH_COLUMNS: &str = "b.id, b.programme_id, r.path AS region_path, b.period, b.idempotency_key, \
      b.upload_sha256, b.uploaded_by, b.encoding, b.chinese_headers, b.status, b.line_count, b.total_fen, b.version, \
      b.created_at_ms, b.updated_at_ms";
 
@@ -80,7 +80,7 @@ fn count(row: &AnyRow, column: &'static str) -> Result<u64, sqlx::Error> {
     u64::try_from(value).map_err(|_| corrupt(column, &value.to_string()))
 }
 
-fn programme_from_row(row: &AnyRow) -> Result<Programme, sqlx::Error> {
+pub(super) fn programme_from_row(row: &AnyRow) -> Result<Programme, sqlx::Error> {
     let merchants: String = row.try_get("designated_merchants")?;
     Ok(Programme {
         id: ProgrammeId::from_trusted(row.try_get("id")?),
@@ -104,7 +104,7 @@ fn programme_from_row(row: &AnyRow) -> Result<Programme, sqlx::Error> {
     })
 }
 
-fn batch_from_row(row: &AnyRow) -> Result<Batch, sqlx::Error> {
+pub(super) fn batch_from_row(row: &AnyRow) -> Result<Batch, sqlx::Error> {
     let encoding: String = row.try_get("encoding")?;
     let status: String = row.try_get("status")?;
     let chinese: i64 = row.try_get("chinese_headers")?;

@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod callbacks;
+pub mod console;
 pub mod directory;
 pub mod disbursement;
 pub mod ledger;

@@ -117,7 +117,7 @@ const PAYMENT_COLUMNS: &str = "id, facility_id, terminal_id, request_id, merchan
      status, amount_fen, refund_reserved_fen, refunded_fen, description, trade_no, fail_code, qr_payload, \
      expires_at_ms, paid_at_ms, version, created_at_ms, updated_at_ms, next_check_at_ms, check_attempts";
 
-const REFUND_COLUMNS: &str = "id, payment_id, terminal_id, request_id, out_refund_no, status, amount_fen, reason, \
+pub(super) const REFUND_COLUMNS: &str = "id, payment_id, terminal_id, request_id, out_refund_no, status, amount_fen, reason, \
      refund_no, fail_code, succeeded_at_ms, version, created_at_ms, updated_at_ms, next_check_at_ms, check_attempts";
 
 fn amount(row: &AnyRow, column: &'static str) -> Result<Amount, sqlx::Error> {
@@ -154,7 +154,7 @@ fn payment_from_row(row: &AnyRow) -> Result<Payment, sqlx::Error> {
     })
 }
 
-fn refund_from_row(row: &AnyRow) -> Result<Refund, sqlx::Error> {
+pub(super) fn refund_from_row(row: &AnyRow) -> Result<Refund, sqlx::Error> {
     let status: String = row.try_get("status")?;
     Ok(Refund {
         id: RefundId::from_trusted(row.try_get("id")?),

@@ -7,6 +7,7 @@ mod audit;
 mod bad_input;
 mod callbacks;
 mod cli;
+mod console;
 mod directory;
 mod disbursement;
 mod disbursement_crash;

@@ -1,0 +1,35 @@
+// Live progress of a subsidy batch: the console's only script. It polls the page's own
+// progress.json and fills in the counts and amounts by state, so the page updates without a
+// reload; without JavaScript the page shows the progress as of its load.
+(function () {
+  "use strict";
+  var box = document.getElementById("live-progress");
+  if (!box) { return; }
+  var url = box.getAttribute("data-progress-url");
+  var statusBox = document.getElementById("batch-status");
+  var pollMs = 1000;
+  var states = ["pending", "sending", "succeeded", "failed"];
+  function show(progress) {
+    states.forEach(function (state) {
+      var lines = box.querySelector('[data-progress="' + state + '-lines"]');
+      var amount = box.querySelector('[data-progress="' + state + '-amount"]');
+      if (lines) { lines.textContent = String(progress[state].lines); }
+      if (amount) { amount.textContent = progress[state].amount; }
+    });
+    if (statusBox) {
+      statusBox.textContent = progress.status_label;
+      statusBox.setAttribute("data-status", progress.status);
+    }
+    return progress.status !== "completed" && progress.status !== "cancelled";
+  }
+  function poll() {
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (response) {
+        if (!response.ok) { throw new Error("progress answered " + response.status); }
+        return response.json();
+      })
+      .then(function (progress) { if (show(progress)) { setTimeout(poll, pollMs); } })
+      .catch(function () { setTimeout(poll, pollMs * 5); });
+  }
+  setTimeout(poll, pollMs);
+})();
