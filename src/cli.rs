@@ -156,7 +156,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         rate_per_s: u32,
         /// Lines claimed per round.
-        #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        #[arg(long, default_value_t = 1_024, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         claim_batch: u32,
     },
 }

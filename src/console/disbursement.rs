@@ -324,7 +324,11 @@ async fn batch(State(state): State<AppState>, signed_in: SignedIn, Path(id): Pat
             (progress_table(lang, &progress))
         }
         @if live { script src="/console/assets/progress.js" defer {} }
-        div.actions {
+        p.hint #batch-changed hidden {
+            (lang.t("批次状态已变化。", "The batch has moved on. "))
+            a href=(base.as_str()) { (lang.t("刷新页面查看最新明细和操作", "Reload for its current lines and actions")) }
+        }
+        div.actions #batch-actions {
             @if batch.status == BatchStatus::Draft && may_approve { (step_button(&signed_in, &batch, "approve", lang.t("审批通过", "Approve"))) }
             @if batch.status.may_become(BatchStatus::Running) && may_operate { (step_button(&signed_in, &batch, "run", lang.t("开始发放", "Start paying"))) }
             @if batch.status.may_become(BatchStatus::Paused) && may_operate { (step_button(&signed_in, &batch, "pause", lang.t("暂停", "Pause"))) }

@@ -44,7 +44,8 @@ pub struct DisbursementSettings {
     pub lease_ms: i64,
     /// Wait before asking the operator again about a line whose outcome was unknown.
     pub query_delay_ms: i64,
-    /// Lines claimed per round trip.
+    /// Lines claimed per round trip (fewer when the rate could not start them all within a
+    /// quarter of the lease).
     pub claim_batch: u32,
 }
 
@@ -58,7 +59,7 @@ impl Default for DisbursementSettings {
             rate_per_s: 2_000,
             lease_ms: 30_000,
             query_delay_ms: 2_000,
-            claim_batch: 256,
+            claim_batch: 1_024,
         }
     }
 }

@@ -58,9 +58,9 @@ pub async fn run(app: App, stop: impl std::future::Future<Output = ()>) {
 pub async fn round(app: &App, owner: &str, in_flight: &Arc<Semaphore>) -> Result<bool> {
     let settings = &app.disbursement;
     let now = UnixMs::now();
-    let claimed =
-        app.store.claim_lines(owner, now, settings.lease_ms, settings.query_delay_ms, settings.claim_batch).await?;
-    let full = claimed.len() as u32 >= settings.claim_batch;
+    let claim_size = claim_size(settings);
+    let claimed = app.store.claim_lines(owner, now, settings.lease_ms, settings.query_delay_ms, claim_size).await?;
+    let full = claimed.len() as u32 >= claim_size;
     // Spacing starts between transfers bounds the rate towards the operator per instance. The
     // n-th start is due at `n * spacing`; we sleep only when more than a timer tick ahead, since
     // timers are coarser (1 ms) than the spacing at high rates.
@@ -97,6 +97,13 @@ pub async fn round(app: &App, owner: &str, in_flight: &Arc<Semaphore>) -> Result
     record_outcomes(app, &outcomes).await;
     complete_finished(app).await?;
     Ok(full)
+}
+
+/// Lines one round claims: no more than the rate can start within a quarter of the lease, so
+/// a round's last line still leaves before its lease could lapse to another instance.
+fn claim_size(settings: &super::DisbursementSettings) -> u32 {
+    let startable = u64::from(settings.rate_per_s) * u64::try_from(settings.lease_ms.max(0)).unwrap_or(0) / 4_000;
+    settings.claim_batch.min(u32::try_from(startable).unwrap_or(u32::MAX)).max(1)
 }
 
 /// Definite answers of a round, recorded in one transaction; should that fail, line by line, so
@@ -272,6 +279,19 @@ pub async fn apply_transfer_notification(app: &App, answer: &TransferQueryRespon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_claims_no_more_than_the_rate_starts_within_a_quarter_of_the_lease() {
+        let settings = |rate_per_s, lease_ms| crate::disbursement::DisbursementSettings {
+            rate_per_s,
+            lease_ms,
+            claim_batch: 1_024,
+            ..Default::default()
+        };
+        assert_eq!(claim_size(&settings(2_000, 30_000)), 1_024);
+        assert_eq!(claim_size(&settings(20, 30_000)), 150);
+        assert_eq!(claim_size(&settings(1, 1_000)), 1);
+    }
 
     #[test]
     fn successes_answered_near_midnight_in_shanghai_are_asked_about() {

@@ -19,7 +19,7 @@ use crate::domain::time::UnixMs;
 
 /// Lines per multi-row INSERT: 11 parameters each stays far below SQLite's 32,766 and
 /// PostgreSQL's 65,535 bound parameters, and large enough that round trips do not dominate.
-pub const LINE_CHUNK: usize = 500;
+pub const LINE_CHUNK: usize = 5_000;
 
 /// A line ready to store: personal data already digested, sealed and masked by the caller.
 #[derive(Clone)]
@@ -51,6 +51,7 @@ pub enum StoredLineProblem {
 /// An upload in progress; see the module comment.
 pub struct BatchUpload {
     tx: WriteTx,
+    backend: super::Backend,
     batch_id: BatchId,
     programme_id: ProgrammeId,
     period: Period,
@@ -273,6 +274,7 @@ impl Store {
         record_step(&mut tx, batch.id, None, BatchStatus::Draft, batch.uploaded_by, batch.now).await?;
         Ok(BatchUpload {
             tx,
+            backend: self.backend(),
             batch_id: batch.id.clone(),
             programme_id: batch.programme.id.clone(),
             period: batch.period.clone(),
@@ -406,51 +408,46 @@ impl BatchUpload {
         let mut problems = Vec::new();
         self.check_other_batches(lines, &mut problems).await?;
 
-        // Bound parameters per row (the batch id is $1, shared).
-        const COLUMNS: usize = 11;
-        let mut sql = String::from(
+        // The rows travel as one JSON array the database unpacks: two parameters however many
+        // rows, instead of eleven per row.
+        let rows: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|line| {
+                serde_json::json!({
+                    "seq": line.seq, "file_line": line.file_line, "payee_name": line.payee_name,
+                    "name_masked": line.name_masked, "citizen_id_hmac": line.citizen_id_hmac,
+                    "citizen_id_sealed": line.citizen_id_sealed, "citizen_id_masked": line.citizen_id_masked,
+                    "wallet_id": line.wallet_id.as_str(), "amount_fen": line.amount.fen(), "memo": line.memo,
+                    "out_transfer_no": line.out_transfer_no,
+                })
+            })
+            .collect();
+        let select = match self.backend {
+            super::Backend::Postgres => {
+                "SELECT $1, r.seq, r.file_line, 0, r.payee_name, r.name_masked, r.citizen_id_hmac, \
+                 r.citizen_id_sealed, r.citizen_id_masked, r.wallet_id, r.amount_fen, r.memo, r.out_transfer_no, \
+                 'pending', 0, NULL::BIGINT, $3 FROM json_to_recordset($2::json) AS r(seq BIGINT, file_line BIGINT, \
+                 payee_name TEXT, name_masked TEXT, citizen_id_hmac TEXT, citizen_id_sealed TEXT, \
+                 citizen_id_masked TEXT, wallet_id TEXT, amount_fen BIGINT, memo TEXT, out_transfer_no TEXT)"
+            }
+            // `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
+            super::Backend::Sqlite => {
+                "SELECT $1, value ->> 'seq', value ->> 'file_line', 0, value ->> 'payee_name', \
+                 value ->> 'name_masked', value ->> 'citizen_id_hmac', value ->> 'citizen_id_sealed', \
+                 value ->> 'citizen_id_masked', value ->> 'wallet_id', value ->> 'amount_fen', value ->> 'memo', \
+                 value ->> 'out_transfer_no', 'pending', 0, NULL, $3 FROM json_each($2) WHERE true"
+            }
+        };
+        let sql = format!(
             "INSERT INTO subsidy_lines (batch_id, seq, file_line, generation, payee_name, name_masked, citizen_id_hmac, \
              citizen_id_sealed, citizen_id_masked, wallet_id, amount_fen, memo, out_transfer_no, status, attempts, \
-             next_attempt_at_ms, updated_at_ms) VALUES ",
+             next_attempt_at_ms, updated_at_ms) {select} \
+             ON CONFLICT (batch_id, citizen_id_hmac, generation) DO NOTHING RETURNING file_line"
         );
-        for i in 0..lines.len() {
-            let base = i * COLUMNS;
-            if i > 0 {
-                sql.push(',');
-            }
-            // $1 is the batch id, shared by every row; updated_at and generation are literals.
-            sql.push_str(&format!(
-                "($1, ${}, ${}, 0, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, 'pending', 0, NULL, {})",
-                base + 2,
-                base + 3,
-                base + 4,
-                base + 5,
-                base + 6,
-                base + 7,
-                base + 8,
-                base + 9,
-                base + 10,
-                base + 11,
-                base + 12,
-                self.now.0
-            ));
-        }
-        sql.push_str(" ON CONFLICT (batch_id, citizen_id_hmac, generation) DO NOTHING RETURNING file_line");
-        let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(self.batch_id.as_str());
-        for line in lines {
-            query = query
-                .bind(i64::try_from(line.seq).unwrap_or(i64::MAX))
-                .bind(i64::try_from(line.file_line).unwrap_or(i64::MAX))
-                .bind(line.payee_name.as_str())
-                .bind(line.name_masked.as_str())
-                .bind(line.citizen_id_hmac.as_str())
-                .bind(line.citizen_id_sealed.as_str())
-                .bind(line.citizen_id_masked.as_str())
-                .bind(line.wallet_id.as_str())
-                .bind(line.amount.fen())
-                .bind(line.memo.as_str())
-                .bind(line.out_transfer_no.as_str());
-        }
+        let query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+            .bind(self.batch_id.as_str())
+            .bind(serde_json::Value::Array(rows).to_string())
+            .bind(self.now.0);
         let inserted: std::collections::HashSet<i64> = query.fetch_all(&mut *self.tx).await?.into_iter().collect();
         for line in lines {
             if inserted.contains(&i64::try_from(line.file_line).unwrap_or(i64::MAX)) {
@@ -477,23 +474,24 @@ impl BatchUpload {
         lines: &[NewLine],
         problems: &mut Vec<(u64, StoredLineProblem)>,
     ) -> Result<(), StoreError> {
-        let placeholders: Vec<String> = (0..lines.len()).map(|i| format!("${}", i + 4)).collect();
+        let people = match self.backend {
+            super::Backend::Postgres => "SELECT json_array_elements_text($4::json)",
+            super::Backend::Sqlite => "SELECT value FROM json_each($4)",
+        };
         let sql = format!(
             "SELECT l.citizen_id_hmac, \
              CAST(SUM(CASE WHEN b.status IN ('draft', 'approved', 'running', 'paused') THEN 1 ELSE 0 END) AS BIGINT) AS open_lines, \
              CAST(COALESCE(SUM(l.amount_fen), 0) AS BIGINT) AS committed_fen \
              FROM subsidy_lines l JOIN subsidy_batches b ON b.id = l.batch_id \
              WHERE b.programme_id = $1 AND b.period = $2 AND b.id <> $3 AND b.status <> 'cancelled' \
-             AND l.status <> 'failed' AND l.citizen_id_hmac IN ({}) GROUP BY l.citizen_id_hmac",
-            placeholders.join(", ")
+             AND l.status <> 'failed' AND l.citizen_id_hmac IN ({people}) GROUP BY l.citizen_id_hmac"
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let hmacs: Vec<&str> = lines.iter().map(|line| line.citizen_id_hmac.as_str()).collect();
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(self.programme_id.as_str())
             .bind(self.period.as_str())
-            .bind(self.batch_id.as_str());
-        for line in lines {
-            query = query.bind(line.citizen_id_hmac.as_str());
-        }
+            .bind(self.batch_id.as_str())
+            .bind(serde_json::json!(hmacs).to_string());
         let rows = query.fetch_all(&mut *self.tx).await?;
         if rows.is_empty() {
             return Ok(());

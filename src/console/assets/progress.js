@@ -17,6 +17,12 @@
       if (amount) { amount.textContent = progress[state].amount; }
     });
     if (statusBox) {
+      if (progress.status !== statusBox.getAttribute("data-status")) {
+        // The buttons were drawn for the old state: hide them and offer a reload instead.
+        document.querySelectorAll("#batch-actions form").forEach(function (form) { form.hidden = true; });
+        var changed = document.getElementById("batch-changed");
+        if (changed) { changed.hidden = false; }
+      }
       statusBox.textContent = progress.status_label;
       statusBox.setAttribute("data-status", progress.status);
     }
