@@ -227,6 +227,11 @@ async fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if matches!(cli.command, Command::Bench { .. }) {
+        // Benchmarks print their report on stdout; `CAREPAY_LOG=info` adds phase timings.
+        let filter = std::env::var("CAREPAY_LOG").unwrap_or_else(|_| String::from("warn"));
+        crate::telemetry::init_logging(crate::telemetry::LogFormat::Text, &filter);
+    }
     match cli.command {
         Command::Serve(args) => {
             let ServeArgs { database, serve, operator, reconciliation } = *args;

@@ -211,9 +211,11 @@ impl App {
                 parse_statement(&content)?.lines
             }
         };
+        let started = std::time::Instant::now();
         let mut lines = lines;
         lines.sort_by(|a, b| a.line.out_no.cmp(&b.line.out_no));
         let carepay = self.store.carepay_entries(wallet_id, from_ms, to_ms, self.reconciliation.fee_rate_ppm).await?;
+        let loaded_ms = started.elapsed().as_millis();
 
         let settings = MatchSettings { date: business_day.to_owned(), past_grace };
         let mut outcomes: Vec<Outcome> = Vec::new();
@@ -238,7 +240,12 @@ impl App {
             withheld_fee_fen: matched_line_fees(&outcomes),
         };
         let events = |run: &RunRow, new_discrepancies: u64| run_events(facility, run, &summary, new_discrepancies);
+        let matched_ms = started.elapsed().as_millis();
         let written = self.store.save_run(&run, &outcomes, events).await.map_err(run_store_error)?;
+        tracing::info!(
+            %wallet_id, %business_day, lines = outcomes.len(), loaded_ms, matched_ms,
+            saved_ms = started.elapsed().as_millis(), "reconciliation run written"
+        );
         Ok(written.run)
     }
 
@@ -384,10 +391,13 @@ fn run_events(facility: &FacilityId, run: &RunRow, summary: &Summary, new_discre
 /// `carepay reconcile import FILE`: parse, keep and run, without a back-office token (the
 /// command needs database access, which is the stronger credential). Returns a one-line report.
 pub async fn import_file(app: &App, bytes: &[u8], actor: &str) -> Result<String> {
+    let started = std::time::Instant::now();
     let parsed = parse_statement(bytes)?;
+    let parsed_ms = started.elapsed().as_millis();
     let (facility, _) =
         app.store.facility_by_wallet(&parsed.wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?;
     let (file, created) = app.keep_statement(bytes, &parsed, Source::Cli, actor).await?;
+    tracing::info!(parsed_ms, kept_ms = started.elapsed().as_millis(), "statement file kept");
     let (wallet_id, business_day) = (parsed.wallet_id.clone(), parsed.business_day.clone());
     let run = app.run_day(&facility, &wallet_id, &business_day, actor, UnixMs::now(), Some(parsed)).await?;
     let summary: Summary = serde_json::from_str(&run.summary).map_err(|error| Error::Internal(error.into()))?;

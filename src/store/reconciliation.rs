@@ -627,33 +627,17 @@ impl Store {
         }
 
         let mut new_discrepancies = 0u64;
+        let mut raised = Vec::new();
         for outcome in outcomes {
             match outcome.category {
                 Category::Matched => {}
                 Category::OperatorEntry => book_operator_entry(&mut tx, run, outcome).await?,
-                category => {
-                    let inserted = sqlx::query(
-                        "INSERT INTO discrepancies (id, wallet_id, business_day, run_id, category, identity, out_no, \
-                         fields, amount_fen, status, version, created_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', 1, $10) \
-                         ON CONFLICT (wallet_id, business_day, category, identity) DO NOTHING",
-                    )
-                    .bind(DiscrepancyId::generate().as_str())
-                    .bind(run.wallet_id)
-                    .bind(run.business_day)
-                    .bind(id.as_str())
-                    .bind(category.as_str())
-                    .bind(identity_of(outcome))
-                    .bind(out_no_of(outcome))
-                    .bind(outcome.fields.join(","))
-                    .bind(amount_of(outcome))
-                    .bind(run.now.0)
-                    .execute(&mut *tx)
-                    .await?;
-                    new_discrepancies += inserted.rows_affected();
-                }
+                _ => raised.push(outcome),
             }
             resolve_timing(&mut tx, run, outcome).await?;
+        }
+        for batch in raised.chunks(LINE_BATCH) {
+            new_discrepancies += insert_discrepancies(&mut tx, run, &id, batch).await?;
         }
 
         if run.past_grace {
@@ -917,6 +901,52 @@ async fn insert_lines(
     let sql = format!("INSERT INTO reconciliation_lines ({COLUMNS}) {select}");
     sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id.as_str()).bind(rows).execute(&mut *conn).await?;
     Ok(())
+}
+
+/// Raises a batch of discrepancies (one JSON array, as for result lines); one already open
+/// for the same item and category stays as it is. Returns how many are new.
+async fn insert_discrepancies(
+    conn: &mut AnyConnection,
+    run: &NewRun<'_>,
+    run_id: &RunId,
+    batch: &[&Outcome],
+) -> Result<u64, StoreError> {
+    let rows: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|outcome| {
+            serde_json::json!({
+                "id": DiscrepancyId::generate().as_str(),
+                "category": outcome.category.as_str(),
+                "identity": identity_of(outcome),
+                "out_no": out_no_of(outcome),
+                "fields": outcome.fields.join(","),
+                "amount_fen": amount_of(outcome),
+            })
+        })
+        .collect();
+    let select = if conn.backend_name() == "PostgreSQL" {
+        "SELECT r.id, $2, $3, $4, r.category, r.identity, r.out_no, r.fields, r.amount_fen, 'open', 1, $5 \
+         FROM json_to_recordset($1::json) AS r(id TEXT, category TEXT, identity TEXT, out_no TEXT, fields TEXT, \
+         amount_fen BIGINT)"
+    } else {
+        // `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
+        "SELECT value ->> 'id', $2, $3, $4, value ->> 'category', value ->> 'identity', value ->> 'out_no', \
+         value ->> 'fields', value ->> 'amount_fen', 'open', 1, $5 FROM json_each($1) WHERE true"
+    };
+    let sql = format!(
+        "INSERT INTO discrepancies (id, wallet_id, business_day, run_id, category, identity, out_no, fields, \
+         amount_fen, status, version, created_at_ms) {select} \
+         ON CONFLICT (wallet_id, business_day, category, identity) DO NOTHING"
+    );
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(run.wallet_id)
+        .bind(run.business_day)
+        .bind(run_id.as_str())
+        .bind(run.now.0)
+        .execute(&mut *conn)
+        .await?;
+    Ok(inserted.rows_affected())
 }
 
 /// Fees and adjustments the operator made itself go to their own accounts, once each.
