@@ -4,6 +4,7 @@ mod helpers;
 mod terminal_client;
 
 mod audit;
+mod audit_actions;
 mod bad_input;
 mod callbacks;
 mod cli;

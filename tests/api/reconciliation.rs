@@ -22,21 +22,21 @@ backend_tests!(
     an_adjustment_posts_a_balanced_ledger_entry,
 );
 
-const WALLET: &str = "0021000000000001";
+pub(crate) const WALLET: &str = "0021000000000001";
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// Today in Asia/Shanghai, the day the payments settle on.
-fn today() -> String {
+pub(crate) fn today() -> String {
     business_day(UnixMs::now())
 }
 
 /// The sandbox's statement of today, as it will serve it once the day has ended.
-fn sandbox_statement(app: &TestApp) -> Vec<u8> {
+pub(crate) fn sandbox_statement(app: &TestApp) -> Vec<u8> {
     let tomorrow_ms = UnixMs::now().0 + MS_PER_DAY;
     app.sandbox.statement_file_as_of(&today(), WALLET, tomorrow_ms).expect("statement").0
 }
 
-async fn pay_three(app: &TestApp) -> String {
+pub(crate) async fn pay_three(app: &TestApp) -> String {
     let till = terminal(app, WALLET).await;
     for (request, amount) in [("r-1", "12.50"), ("r-2", "30.00"), ("r-3", "8.00")] {
         let payment = till.pay(request, amount, "013412345678900000").await.unwrap();
@@ -45,11 +45,11 @@ async fn pay_three(app: &TestApp) -> String {
     till.facility_id.clone()
 }
 
-async fn district(app: &TestApp) -> String {
+pub(crate) async fn district(app: &TestApp) -> String {
     app.get("/v1/regions", &app.root_token).await.body["items"][0]["id"].as_str().unwrap().to_owned()
 }
 
-async fn upload(app: &TestApp, token: &str, bytes: Vec<u8>) -> crate::helpers::Reply {
+pub(crate) async fn upload(app: &TestApp, token: &str, bytes: Vec<u8>) -> crate::helpers::Reply {
     app.raw(Method::POST, "/v1/reconciliation/statements", Some(token), Some(("text/csv", bytes))).await
 }
 
