@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::access::NewToken;
 use crate::app::{App, Limits};
-use crate::config::{DatabaseConfig, OperatorConfig, ReconciliationConfig, ServeConfig};
+use crate::config::{DatabaseConfig, OperatorConfig, ReconciliationConfig, SecretKeyConfig, ServeConfig};
 use crate::domain::directory::Name;
 use crate::domain::ids::RegionId;
 use crate::domain::role::Role;
@@ -42,6 +42,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Keys that seal secrets and personal data at rest.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
     },
     /// Print the OpenAPI document of the REST API.
     Openapi,
@@ -171,6 +176,31 @@ pub enum AuditCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Print a new random key as `ID:BASE64`, to put first in the key list (then restart every
+    /// instance and run `carepay keys reseal`).
+    Generate {
+        /// The new key's id (letters, digits, '-', '_').
+        #[arg(long)]
+        id: String,
+    },
+    /// Re-seal every citizen ID number and callback secret stored under an older key with the
+    /// current (first) key, in bounded transactions. Safe to stop and run again.
+    Reseal {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
+        /// Values re-sealed per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_size: u32,
+        /// Stop after this many transactions (spread the work over several windows).
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Issue a token and print it once. Needs only database access, so it creates the
     /// first admin credential.
@@ -232,7 +262,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let ServeArgs { database, serve, operator, reconciliation } = *args;
             crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
             let worker_settings = serve.callbacks.worker_settings().map_err(anyhow::Error::msg)?;
-            let secrets = serve.callbacks.secret_box(&database)?;
+            let secrets = serve.callbacks.keys.secret_box(&database)?;
             let store = open_store(&database).await?;
             tracing::info!(backend = store.backend().as_str(), "database ready");
             let listener = tokio::net::TcpListener::bind(serve.listen)
@@ -367,6 +397,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             println!("{}", crate::disbursement::bench::run_bench(lines, &postgres_url, settings).await?);
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Generate { id } } => {
+            println!("{}", crate::callbacks::secrets::generate_key_line(&id)?);
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Reseal { database, keys, batch_size, max_batches } } => {
+            let secrets = keys.secret_box(&database)?;
+            let store = open_store(&database).await?;
+            let report = crate::keys::reseal_all(&store, &secrets, batch_size, max_batches).await?;
+            store.close().await;
+            if report.unopenable_total > 0 {
+                anyhow::bail!("{report}");
+            }
+            println!("{report}");
             Ok(())
         }
         Command::Openapi => {

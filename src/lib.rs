@@ -18,6 +18,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod grpc;
 pub mod http;
+pub mod keys;
 pub mod nonces;
 pub mod operator;
 pub mod payments;

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod callbacks;
 pub mod directory;
 pub mod disbursement;
+pub mod keys;
 pub mod ledger;
 pub mod payments;
 pub mod reconciliation;

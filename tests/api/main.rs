@@ -11,6 +11,7 @@ mod cli;
 mod directory;
 mod disbursement;
 mod disbursement_crash;
+mod keys;
 mod ledger;
 mod log_hygiene;
 mod ops;
