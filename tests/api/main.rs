@@ -18,6 +18,7 @@ mod ops;
 mod payments;
 mod reconciliation;
 mod restart;
+mod route_table;
 mod scope;
 mod terminal_auth;
 mod terminal_signing;
