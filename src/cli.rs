@@ -43,6 +43,15 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Seed a demo district (regions, facilities, terminals, today's payments, a paid subsidy
+    /// batch, reconciled days) through the real use cases and the in-process sandbox operator,
+    /// and print a token per role. Running it again adds nothing but new tokens.
+    Demo {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
+    },
     /// Keys that seal secrets and personal data at rest.
     Keys {
         #[command(subcommand)]
@@ -77,6 +86,10 @@ pub struct ServeArgs {
     operator: OperatorConfig,
     #[command(flatten)]
     reconciliation: ReconciliationConfig,
+    /// Seed the demo district first (as `carepay demo`) and print its tokens; needs the
+    /// in-process sandbox operator.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,7 +272,7 @@ async fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
-            let ServeArgs { database, serve, operator, reconciliation } = *args;
+            let ServeArgs { database, serve, operator, reconciliation, demo } = *args;
             crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
             let worker_settings = serve.callbacks.worker_settings().map_err(anyhow::Error::msg)?;
             let secrets = serve.callbacks.keys.secret_box(&database)?;
@@ -289,6 +302,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.payments = operator.payment_settings();
             app.reconciliation = reconciliation.settings();
             app.disbursement = serve.disbursement.settings();
+            if demo {
+                let sandbox = setup.sandbox.as_ref().context("--demo needs the in-process sandbox operator")?;
+                println!("{}", crate::demo::seed(&app, sandbox).await?);
+            }
             tracing::info!(%address, "carepay listening");
 
             let fetch_worker =
@@ -397,6 +414,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             println!("{}", crate::disbursement::bench::run_bench(lines, &postgres_url, settings).await?);
+            Ok(())
+        }
+        Command::Demo { database, keys } => {
+            let secrets = keys.secret_box(&database)?;
+            let store = open_store(&database).await?;
+            let signer = Signer::generate("carepay-demo", Clock::system())
+                .map_err(|error| anyhow::anyhow!("cannot generate a signing key: {error:?}"))?;
+            let setup = crate::operator::setup::connect(
+                OperatorTarget::InProcess(SandboxConfig::default()),
+                signer,
+                crate::operator::client::OperatorSettings::default(),
+                None,
+                Clock::system(),
+            )
+            .await?;
+            let sandbox = setup.sandbox.clone().context("the in-process sandbox operator")?;
+            let app = App::new(store.clone(), Limits::default()).with_operator(setup.link).with_secrets(secrets);
+            let report = crate::demo::seed(&app, &sandbox).await?;
+            store.close().await;
+            println!("{report}");
+            println!("start it with `carepay serve --demo` (the same database) to have the operator's wallets too");
             Ok(())
         }
         Command::Keys { command: KeysCommand::Generate { id } } => {

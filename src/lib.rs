@@ -11,6 +11,7 @@ pub mod callbacks;
 pub mod cli;
 pub mod cli_batch;
 pub mod config;
+pub mod demo;
 pub mod directory;
 pub mod disbursement;
 pub mod domain;

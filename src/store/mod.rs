@@ -9,6 +9,7 @@
 
 pub mod audit;
 pub mod callbacks;
+pub mod demo;
 pub mod directory;
 pub mod disbursement;
 pub mod keys;

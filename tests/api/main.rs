@@ -8,6 +8,7 @@ mod audit_actions;
 mod bad_input;
 mod callbacks;
 mod cli;
+mod demo;
 mod directory;
 mod disbursement;
 mod disbursement_crash;
