@@ -234,6 +234,9 @@ async fn the_operator_statement_is_fetched_once_and_a_day_not_ended_is_retried(a
     let run = app.app.store.latest_run(WALLET, &yesterday).await.unwrap().expect("yesterday was run");
     assert_eq!(run.started_by, "scheduler");
     assert_eq!(app.app.fetch_due_statements("a", &settings, now).await.unwrap(), 0, "done once");
+    // carepay's own fetch and run are not a person's actions: not in the audit trail.
+    let audit = app.get("/v1/audit?limit=200", &app.root_token).await.expect(StatusCode::OK);
+    assert!(!audit.text.contains("statement.imported") && !audit.text.contains("reconciliation.run"), "{}", audit.text);
 }
 
 async fn the_command_line_imports_and_runs_a_file(app: TestApp) {
@@ -252,6 +255,16 @@ async fn the_command_line_imports_and_runs_a_file(app: TestApp) {
     assert!(report.contains("version 1") && report.contains("matched 3"), "{report}");
     let run = app.app.store.latest_run(WALLET, &today()).await.unwrap().expect("run");
     assert_eq!(run.started_by, "cli");
+    // A person at the command line: both steps are in the audit trail, with the --actor name.
+    let audit = app.get("/v1/audit?limit=200", &app.root_token).await.expect(StatusCode::OK);
+    let items = audit.body["items"].as_array().unwrap();
+    let tail: Vec<_> = items.iter().rev().take(2).map(|r| (r["action"].as_str(), r["actor"].as_str())).collect();
+    assert_eq!(
+        tail,
+        [(Some("reconciliation.run"), Some("command-line")), (Some("statement.imported"), Some("command-line"))]
+    );
+    assert_eq!(items.last().unwrap()["summary"]["by"], "cli");
+    assert_eq!(items.last().unwrap()["object_id"], run.id.as_str());
 }
 
 async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {
