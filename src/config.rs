@@ -91,6 +91,11 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub token_rate_burst: u32,
 
+    /// Citizen ID numbers one token may reveal in clear per hour; beyond: 429 with `Retry-After`.
+    #[arg(long, env = "CAREPAY_MAX_REVEALS_PER_HOUR", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_reveals_per_hour: u32,
+
     /// Requests per second one terminal may make (sustained); beyond: RESOURCE_EXHAUSTED.
     #[arg(long, env = "CAREPAY_TERMINAL_RATE_PER_S", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -202,6 +207,7 @@ impl ServeConfig {
                 per_second: self.terminal_rate_per_s,
                 burst: self.terminal_rate_burst,
             },
+            max_reveals_per_hour: self.max_reveals_per_hour,
             ..Limits::default()
         }
     }

@@ -520,6 +520,10 @@ impl App {
     pub async fn reveal_citizen_id(&self, principal: &Principal, id: &BatchId, seq: u64) -> Result<String> {
         require(principal, Action::RevealCitizenIds)?;
         let batch = self.batch(principal, id).await?;
+        // A stolen or misused office token reveals a bounded number of people per hour.
+        self.reveal_quota
+            .check(principal.token_id.as_str(), UnixMs::now().0)
+            .map_err(|retry_after_s| Error::RateLimited { retry_after_s })?;
         let (sealed, bound_to, masked) =
             self.store.line_sealed_citizen_id(&batch.id, seq).await?.ok_or(Error::NotFound { what: "line" })?;
         let clear = self

@@ -190,6 +190,18 @@ async fn a_citizen_id_is_revealed_only_to_the_owning_office_and_every_reveal_is_
     let revealed = actions(&app).await.iter().filter(|a| *a == "citizen_id.revealed").count();
     assert_eq!(revealed, 2);
 
+    // Reveals per token and hour are bounded; one refused is not recorded.
+    let bounded = carepay::app::App {
+        reveal_quota: std::sync::Arc::new(carepay::rate_limit::WindowQuota::new(1, 3_600_000)),
+        ..app.app.clone()
+    };
+    let clerk = app.app.authenticate(&office.clerk, None).await.unwrap();
+    let batch = carepay::domain::ids::BatchId::parse(&batch_id).unwrap();
+    assert_eq!(bounded.reveal_citizen_id(&clerk, &batch, 1).await.unwrap(), id);
+    let refused = bounded.reveal_citizen_id(&clerk, &batch, 1).await.unwrap_err();
+    assert!(matches!(refused, carepay::error::Error::RateLimited { .. }), "{refused:?}");
+    assert_eq!(actions(&app).await.iter().filter(|a| *a == "citizen_id.revealed").count(), 3);
+
     // Refused, and not recorded: roles outside the office, another region's office, a
     // line that does not exist.
     let before = records(&app).await.len();
@@ -207,10 +219,10 @@ async fn a_citizen_id_is_revealed_only_to_the_owning_office_and_every_reveal_is_
     app.post(&format!("/v1/subsidy-batches/{batch_id}/lines/9/reveal"), &office.clerk, json!({}))
         .await
         .expect(StatusCode::NOT_FOUND);
-    // Issuing the two tokens above is recorded; no reveal is.
+    // The region and the two tokens made above are recorded; no refused reveal is.
     let after = actions(&app).await;
     assert_eq!(after.len(), before + 3, "{after:?}");
-    assert_eq!(after.iter().filter(|a| *a == "citizen_id.revealed").count(), 2);
+    assert_eq!(after.iter().filter(|a| *a == "citizen_id.revealed").count(), 3);
 }
 
 async fn every_reconciliation_action_of_a_person_is_recorded_and_refused_ones_are_not(app: TestApp) {
