@@ -13,10 +13,12 @@ use crate::nonces::{DEFAULT_NONCE_CAPACITY, NonceCache};
 use crate::operator::client::OperatorClient;
 use crate::operator::signing::Verifier;
 use crate::payments::PaymentSettings;
-use crate::rate_limit::{Rate, RateLimiter};
+use crate::rate_limit::{Rate, RateLimiter, WindowQuota};
 use crate::reconciliation::ReconciliationSettings;
 use crate::store::Store;
 use std::sync::Arc;
+
+const MS_PER_HOUR: i64 = 3_600_000;
 
 /// Bounds that apply to every use case, from config.
 #[derive(Clone, Debug)]
@@ -29,6 +31,8 @@ pub struct Limits {
     pub token_rate: Rate,
     /// Requests one terminal may make.
     pub terminal_rate: Rate,
+    /// Citizen ID numbers one token may reveal per hour.
+    pub max_reveals_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -38,6 +42,7 @@ impl Default for Limits {
             max_page_size: 200,
             token_rate: Rate { per_second: 50, burst: 100 },
             terminal_rate: Rate { per_second: 50, burst: 100 },
+            max_reveals_per_hour: 100,
         }
     }
 }
@@ -63,6 +68,8 @@ pub struct App {
     pub token_rate: Arc<RateLimiter>,
     /// Requests per terminal.
     pub terminal_rate: Arc<RateLimiter>,
+    /// ID-number reveals per token and hour.
+    pub reveal_quota: Arc<WindowQuota>,
     /// Seals secrets kept at rest (callback signing secrets). `App::new` starts with a key
     /// that lives as long as the process; `serve` installs the configured one.
     pub secrets: SecretBox,
@@ -74,6 +81,7 @@ pub struct App {
 impl App {
     pub fn new(store: Store, limits: Limits) -> App {
         let (token_rate, terminal_rate) = (limits.token_rate, limits.terminal_rate);
+        let reveal_quota = WindowQuota::new(limits.max_reveals_per_hour, MS_PER_HOUR);
         App {
             store,
             limits,
@@ -82,6 +90,7 @@ impl App {
             nonces: Arc::new(NonceCache::new(DEFAULT_NONCE_CAPACITY, UnixMs::now().0 / 1_000)),
             token_rate: Arc::new(RateLimiter::new(token_rate)),
             terminal_rate: Arc::new(RateLimiter::new(terminal_rate)),
+            reveal_quota: Arc::new(reveal_quota),
             secrets: SecretBox::ephemeral(),
             reconciliation: ReconciliationSettings::default(),
             disbursement: crate::disbursement::DisbursementSettings::default(),

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::access::NewToken;
 use crate::app::{App, Limits};
-use crate::config::{DatabaseConfig, OperatorConfig, ReconciliationConfig, ServeConfig};
+use crate::config::{DatabaseConfig, OperatorConfig, ReconciliationConfig, SecretKeyConfig, ServeConfig};
 use crate::domain::directory::Name;
 use crate::domain::ids::RegionId;
 use crate::domain::role::Role;
@@ -43,6 +43,20 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Seed a demo district (regions, facilities, terminals, today's payments, a paid subsidy
+    /// batch, reconciled days) through the real use cases and the in-process sandbox operator,
+    /// and print a token per role. Running it again adds nothing but new tokens.
+    Demo {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
+    },
+    /// Keys that seal secrets and personal data at rest.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Print the OpenAPI document of the REST API.
     Openapi,
     /// Measure throughput on scratch data.
@@ -72,6 +86,10 @@ pub struct ServeArgs {
     operator: OperatorConfig,
     #[command(flatten)]
     reconciliation: ReconciliationConfig,
+    /// Seed the demo district first (as `carepay demo`) and print its tokens; needs the
+    /// in-process sandbox operator.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +189,31 @@ pub enum AuditCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Print a new random key as `ID:BASE64`, to put first in the key list (then restart every
+    /// instance and run `carepay keys reseal`).
+    Generate {
+        /// The new key's id (letters, digits, '-', '_').
+        #[arg(long)]
+        id: String,
+    },
+    /// Re-seal every citizen ID number and callback secret stored under an older key with the
+    /// current (first) key, in bounded transactions. Safe to stop and run again.
+    Reseal {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
+        /// Values re-sealed per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch_size: u32,
+        /// Stop after this many transactions (spread the work over several windows).
+        #[arg(long)]
+        max_batches: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Issue a token and print it once. Needs only database access, so it creates the
     /// first admin credential.
@@ -234,10 +277,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve(args) => {
-            let ServeArgs { database, serve, operator, reconciliation } = *args;
+            let ServeArgs { database, serve, operator, reconciliation, demo } = *args;
             crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
             let worker_settings = serve.callbacks.worker_settings().map_err(anyhow::Error::msg)?;
-            let secrets = serve.callbacks.secret_box(&database)?;
+            let secrets = serve.callbacks.keys.secret_box(&database)?;
             let store = open_store(&database).await?;
             tracing::info!(backend = store.backend().as_str(), "database ready");
             let listener = tokio::net::TcpListener::bind(serve.listen)
@@ -264,6 +307,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.payments = operator.payment_settings();
             app.reconciliation = reconciliation.settings();
             app.disbursement = serve.disbursement.settings();
+            if demo {
+                let sandbox = setup.sandbox.as_ref().context("--demo needs the in-process sandbox operator")?;
+                println!("{}", crate::demo::seed(&app, sandbox).await?);
+            }
             tracing::info!(%address, "carepay listening");
 
             let fetch_worker =
@@ -372,6 +419,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             println!("{}", crate::disbursement::bench::run_bench(lines, &postgres_url, settings).await?);
+            Ok(())
+        }
+        Command::Demo { database, keys } => {
+            let secrets = keys.secret_box(&database)?;
+            let store = open_store(&database).await?;
+            let signer = Signer::generate("carepay-demo", Clock::system())
+                .map_err(|error| anyhow::anyhow!("cannot generate a signing key: {error:?}"))?;
+            let setup = crate::operator::setup::connect(
+                OperatorTarget::InProcess(SandboxConfig::default()),
+                signer,
+                crate::operator::client::OperatorSettings::default(),
+                None,
+                Clock::system(),
+            )
+            .await?;
+            let sandbox = setup.sandbox.clone().context("the in-process sandbox operator")?;
+            let app = App::new(store.clone(), Limits::default()).with_operator(setup.link).with_secrets(secrets);
+            let report = crate::demo::seed(&app, &sandbox).await?;
+            store.close().await;
+            println!("{report}");
+            println!("start it with `carepay serve --demo` (the same database) to have the operator's wallets too");
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Generate { id } } => {
+            println!("{}", crate::callbacks::secrets::generate_key_line(&id)?);
+            Ok(())
+        }
+        Command::Keys { command: KeysCommand::Reseal { database, keys, batch_size, max_batches } } => {
+            let secrets = keys.secret_box(&database)?;
+            let store = open_store(&database).await?;
+            let report = crate::keys::reseal_all(&store, &secrets, batch_size, max_batches).await?;
+            store.close().await;
+            if report.unopenable_total > 0 {
+                anyhow::bail!("{report}");
+            }
+            println!("{report}");
             Ok(())
         }
         Command::Openapi => {

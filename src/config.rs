@@ -91,6 +91,11 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub token_rate_burst: u32,
 
+    /// Citizen ID numbers one token may reveal in clear per hour; beyond: 429 with `Retry-After`.
+    #[arg(long, env = "CAREPAY_MAX_REVEALS_PER_HOUR", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_reveals_per_hour: u32,
+
     /// Requests per second one terminal may make (sustained); beyond: RESOURCE_EXHAUSTED.
     #[arg(long, env = "CAREPAY_TERMINAL_RATE_PER_S", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -208,6 +213,7 @@ impl ServeConfig {
                 per_second: self.terminal_rate_per_s,
                 burst: self.terminal_rate_burst,
             },
+            max_reveals_per_hour: self.max_reveals_per_hour,
             ..Limits::default()
         }
     }
@@ -329,15 +335,48 @@ pub struct CallbackConfig {
           value_parser = parse_schedule)]
     pub callback_retry_schedule_ms: ScheduleArg,
 
-    /// Key sealing secrets at rest (callback signing secrets): base64 of 32 bytes. Every
-    /// instance sharing a database needs the same key.
+    #[command(flatten)]
+    pub keys: SecretKeyConfig,
+}
+
+/// The keys that seal secrets and personal data at rest.
+#[derive(Args, Clone, Debug)]
+pub struct SecretKeyConfig {
+    /// Keys sealing secrets at rest (callback secrets, citizen ID numbers): base64 of 32 bytes,
+    /// or several `id:BASE64` entries separated by commas, the current (sealing) key first and
+    /// the ones it replaced after it. Every instance sharing a database needs the same keys.
     #[arg(long, env = "CAREPAY_SECRET_KEY", hide_env_values = true)]
     pub secret_key: Option<String>,
 
-    /// Where the key is kept when --secret-key is not given; created (mode 0600) when
-    /// missing. Default: next to the SQLite database (`carepay.key`).
+    /// Where the keys are kept when --secret-key is not given (one `id:BASE64` per line, the
+    /// current key first); created (mode 0600) when missing. Default: next to the SQLite
+    /// database (`carepay.key`).
     #[arg(long, env = "CAREPAY_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
+}
+
+impl SecretKeyConfig {
+    /// The key sealing secrets at rest: given, or read from (or generated into) the key file.
+    pub fn secret_box(&self, database: &DatabaseConfig) -> anyhow::Result<SecretBox> {
+        if let Some(key) = &self.secret_key {
+            return SecretBox::from_key_list(key)
+                .map_err(|error| anyhow::anyhow!("--secret-key (CAREPAY_SECRET_KEY): {error}"));
+        }
+        let path = self.secret_key_file.clone().unwrap_or_else(|| database.sqlite_path.with_extension("key"));
+        let (secrets, created) = SecretBox::from_key_file(&path)
+            .map_err(|error| anyhow::anyhow!("--secret-key-file (CAREPAY_SECRET_KEY_FILE): {error}"))?;
+        if created {
+            tracing::warn!(path = %path.display(), "generated a new secret key file (keep it: without it stored callback secrets cannot be used)");
+        } else {
+            tracing::info!(path = %path.display(), "secret key read from its file");
+        }
+        if database.database_url.is_some() {
+            tracing::warn!(
+                "with a shared database, set CAREPAY_SECRET_KEY (the same on every instance) rather than a key file"
+            );
+        }
+        Ok(secrets)
+    }
 }
 
 /// The retry schedule as clap holds it (printable, for `--help`).
@@ -384,28 +423,6 @@ impl CallbackConfig {
             schedule: self.callback_retry_schedule_ms.0.clone(),
             ..WorkerSettings::default()
         })
-    }
-
-    /// The key sealing secrets at rest: given, or read from (or generated into) the key file.
-    pub fn secret_box(&self, database: &DatabaseConfig) -> anyhow::Result<SecretBox> {
-        if let Some(key) = &self.secret_key {
-            return SecretBox::from_base64(key)
-                .map_err(|error| anyhow::anyhow!("--secret-key (CAREPAY_SECRET_KEY): {error}"));
-        }
-        let path = self.secret_key_file.clone().unwrap_or_else(|| database.sqlite_path.with_extension("key"));
-        let (secrets, created) = SecretBox::from_key_file(&path)
-            .map_err(|error| anyhow::anyhow!("--secret-key-file (CAREPAY_SECRET_KEY_FILE): {error}"))?;
-        if created {
-            tracing::warn!(path = %path.display(), "generated a new secret key file (keep it: without it stored callback secrets cannot be used)");
-        } else {
-            tracing::info!(path = %path.display(), "secret key read from its file");
-        }
-        if database.database_url.is_some() {
-            tracing::warn!(
-                "with a shared database, set CAREPAY_SECRET_KEY (the same on every instance) rather than a key file"
-            );
-        }
-        Ok(secrets)
     }
 }
 

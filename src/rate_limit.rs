@@ -70,6 +70,46 @@ fn refilled(bucket: &Bucket, now: Instant, per_second: u64, full: u64) -> u64 {
     bucket.milli_tokens.saturating_add(elapsed_ms.saturating_mul(per_second)).min(full)
 }
 
+/// At most `per_window` uses per caller in each fixed window (for rare, sensitive actions such
+/// as revealing an ID number, where a per-second bucket would be far too generous).
+#[derive(Debug)]
+pub struct WindowQuota {
+    per_window: u32,
+    window_ms: i64,
+    /// Caller -> (start of its current window, uses in it).
+    uses: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl WindowQuota {
+    pub fn new(per_window: u32, window_ms: i64) -> WindowQuota {
+        WindowQuota { per_window, window_ms: window_ms.max(1), uses: Mutex::new(HashMap::new()) }
+    }
+
+    /// Count one use by `key` at `now_ms`, or say in how many whole seconds its window ends.
+    pub fn check(&self, key: &str, now_ms: i64) -> Result<(), u32> {
+        let mut uses = self.uses.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let window_start = now_ms - now_ms.rem_euclid(self.window_ms);
+        if !uses.contains_key(key) && uses.len() >= MAX_TRACKED_CALLERS {
+            uses.retain(|_, (start, _)| *start == window_start);
+            if uses.len() >= MAX_TRACKED_CALLERS {
+                return Err(1);
+            }
+        }
+        let entry = uses.entry(key.to_owned()).or_insert((window_start, 0));
+        if entry.0 != window_start {
+            *entry = (window_start, 0);
+        }
+        if entry.1 < self.per_window {
+            entry.1 += 1;
+            Ok(())
+        } else {
+            let left_ms = window_start + self.window_ms - now_ms;
+            let left_s = (left_ms + 999) / 1_000;
+            Err(u32::try_from(left_s).unwrap_or(u32::MAX).max(1))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -88,5 +128,15 @@ mod tests {
         // Half a second refills one request at 2 per second.
         assert_eq!(limiter.check("tok", start + Duration::from_millis(500)), Ok(()));
         assert_eq!(limiter.check("tok", start + Duration::from_millis(500)), Err(1));
+    }
+
+    #[test]
+    fn a_window_quota_refuses_past_its_count_until_the_next_window() {
+        let quota = WindowQuota::new(2, 3_600_000);
+        assert_eq!(quota.check("tok", 7_200_000), Ok(()));
+        assert_eq!(quota.check("tok", 7_200_001), Ok(()));
+        assert_eq!(quota.check("tok", 7_200_002), Err(3_600));
+        assert_eq!(quota.check("other", 7_200_002), Ok(()));
+        assert_eq!(quota.check("tok", 10_800_000), Ok(()), "a new hour");
     }
 }

@@ -22,6 +22,7 @@ use crate::domain::role::Action;
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
+use crate::store::audit::{Actor, AuditEntry};
 use crate::store::disbursement::{LINE_CHUNK, NewBatch, NewLine, StoredLineProblem};
 
 /// Purpose string of the keyed ID-number digest; changing it changes every stored digest.
@@ -180,7 +181,25 @@ impl App {
             created_by: principal.token_id.clone(),
             created_at: UnixMs::now(),
         };
-        self.store.insert_programme(&programme).await?;
+        let audit = AuditEntry {
+            actor: Actor::Token(principal),
+            action: "programme.created",
+            object_kind: "subsidy_programme",
+            object_id: programme.id.as_str(),
+            region_path: Some(&programme.region_path),
+            summary: serde_json::json!({
+                "name": programme.name,
+                "region_id": programme.region_id.as_str(),
+                "funding_wallet_id": programme.funding_wallet_id.as_str(),
+                "budget": programme.budget.to_string(),
+                "per_payment_cap": programme.per_payment_cap.to_string(),
+                "per_period_cap": programme.per_period_cap.to_string(),
+                "designated_merchants": programme.designated_merchants.len(),
+                "starts_on": programme.starts_on,
+                "ends_on": programme.ends_on,
+            }),
+        };
+        self.store.insert_programme(&programme, &audit).await?;
         Ok(programme)
     }
 
@@ -302,7 +321,22 @@ impl App {
         }
         let sha256 = file.finish().map_err(|e| Error::Internal(e.into()))?;
         upload.set_sha256(&sha256).await?;
-        upload.commit().await?;
+        let audit = AuditEntry {
+            actor: Actor::Token(principal),
+            action: "batch.uploaded",
+            object_kind: "subsidy_batch",
+            object_id: batch_id.as_str(),
+            region_path: Some(&programme.region_path),
+            summary: serde_json::json!({
+                "programme_id": programme.id.as_str(),
+                "period": request.period.as_str(),
+                "after": BatchStatus::Draft.as_str(),
+                "line_count": actual.line_count,
+                "total": actual.total.to_string(),
+                "upload_sha256": sha256,
+            }),
+        };
+        upload.commit(&audit).await?;
         let batch =
             self.store.batch(&batch_id).await?.ok_or_else(|| Error::Internal(anyhow::anyhow!("batch vanished")))?;
         tracing::info!(batch = %batch.id, lines = batch.line_count, "subsidy batch uploaded");
@@ -385,7 +419,8 @@ impl App {
             return Err(wrong_state(&batch, "approved"));
         }
         let label = self.actor_label(principal).await?;
-        match self.store.approve_batch(&batch, (&principal.token_id, &label), UnixMs::now()).await {
+        let audit = batch_audit(principal, &batch, "batch.approved", BatchStatus::Approved);
+        match self.store.approve_batch(&batch, (&principal.token_id, &label), UnixMs::now(), &audit).await {
             Ok(()) => {}
             Err(StoreError::GuardFailed) => {
                 return Err(Error::conflict(
@@ -420,10 +455,17 @@ impl App {
         }
         let label = self.actor_label(principal).await?;
         let actor = (&principal.token_id, label.as_str());
+        let action = match (batch.status, to) {
+            (_, BatchStatus::Cancelled) => "batch.cancelled",
+            (_, BatchStatus::Paused) => "batch.paused",
+            (BatchStatus::Paused, _) => "batch.resumed",
+            _ => "batch.started",
+        };
+        let audit = batch_audit(principal, &batch, action, to);
         let moved = if to == BatchStatus::Cancelled {
-            self.store.cancel_batch(&batch, actor, UnixMs::now()).await
+            self.store.cancel_batch(&batch, actor, UnixMs::now(), &audit).await
         } else {
-            self.store.move_batch(&batch, to, actor, UnixMs::now()).await
+            self.store.move_batch(&batch, to, actor, UnixMs::now(), &audit).await
         };
         match moved {
             Ok(()) => self.reload(&batch.id).await,
@@ -453,7 +495,17 @@ impl App {
         if name.is_empty() || name.chars().count() > crate::domain::disbursement::MAX_NAME_CHARS {
             return Err(Error::invalid("payee_name", "INVALID_NAME", "a name has 1 to 64 characters"));
         }
-        match self.store.reissue_line(&batch.id, seq, name, wallet_id, UnixMs::now()).await {
+        let object_id = format!("{}/{seq}", batch.id);
+        let audit = AuditEntry {
+            actor: Actor::Token(principal),
+            action: "line.reissued",
+            object_kind: "subsidy_line",
+            object_id: &object_id,
+            region_path: Some(&batch.region_path),
+            // The corrected name only masked: the audit trail is read by people outside the office.
+            summary: serde_json::json!({"line": seq, "payee_name": mask_name(name), "wallet_id": wallet_id.as_str()}),
+        };
+        match self.store.reissue_line(&batch.id, seq, name, wallet_id, UnixMs::now(), &audit).await {
             Ok(line) => Ok(line),
             Err(StoreError::GuardFailed) => Err(Error::conflict(
                 "NOT_REISSUABLE",
@@ -463,8 +515,58 @@ impl App {
         }
     }
 
+    /// The clear citizen ID number of one line, for the office that owns the programme. The
+    /// reveal is written to the audit trail before the number leaves; if that fails, it does
+    /// not leave.
+    pub async fn reveal_citizen_id(&self, principal: &Principal, id: &BatchId, seq: u64) -> Result<String> {
+        require(principal, Action::RevealCitizenIds)?;
+        let batch = self.batch(principal, id).await?;
+        // A stolen or misused office token reveals a bounded number of people per hour.
+        self.reveal_quota
+            .check(principal.token_id.as_str(), UnixMs::now().0)
+            .map_err(|retry_after_s| Error::RateLimited { retry_after_s })?;
+        let (sealed, bound_to, masked) =
+            self.store.line_sealed_citizen_id(&batch.id, seq).await?.ok_or(Error::NotFound { what: "line" })?;
+        let clear = self
+            .secrets
+            .open(&sealed, &format!("{bound_to}/citizen_id"))
+            .map_err(|error| Error::Internal(anyhow::anyhow!("line {seq} of {}: {error}", batch.id)))?;
+        let clear = String::from_utf8(clear)
+            .map_err(|_| Error::Internal(anyhow::anyhow!("line {seq} of {}: not text", batch.id)))?;
+        let object_id = format!("{}/{seq}", batch.id);
+        let audit = AuditEntry {
+            actor: Actor::Token(principal),
+            action: "citizen_id.revealed",
+            object_kind: "subsidy_line",
+            object_id: &object_id,
+            region_path: Some(&batch.region_path),
+            summary: serde_json::json!({"line": seq, "citizen_id": masked}),
+        };
+        self.store.append_audit(&audit, UnixMs::now()).await?;
+        Ok(clear)
+    }
+
     async fn reload(&self, id: &BatchId) -> Result<Batch> {
         self.store.batch(id).await?.ok_or_else(|| Error::Internal(anyhow::anyhow!("batch {id} vanished")))
+    }
+}
+
+/// The audit record of a batch moving from its current state to `to`.
+fn batch_audit<'a>(principal: &'a Principal, batch: &'a Batch, action: &'a str, to: BatchStatus) -> AuditEntry<'a> {
+    AuditEntry {
+        actor: Actor::Token(principal),
+        action,
+        object_kind: "subsidy_batch",
+        object_id: batch.id.as_str(),
+        region_path: Some(&batch.region_path),
+        summary: serde_json::json!({
+            "before": batch.status.as_str(),
+            "after": to.as_str(),
+            "programme_id": batch.programme_id.as_str(),
+            "period": batch.period.as_str(),
+            "line_count": batch.line_count,
+            "total": batch.total.to_string(),
+        }),
     }
 }
 

@@ -69,6 +69,8 @@ impl Role {
             ReadBatches => {
                 matches!(self, Role::Admin | Role::SubsidyClerk | Role::SubsidyApprover | Role::Auditor)
             }
+            // Only the office that owns the people's data; an admin or auditor sees it masked.
+            RevealCitizenIds => matches!(self, Role::SubsidyClerk | Role::SubsidyApprover),
         }
     }
 }
@@ -119,6 +121,8 @@ pub enum Action {
     OperateBatches,
     /// See programmes, batches, progress and results.
     ReadBatches,
+    /// See a beneficiary's citizen ID number in clear (each time recorded in the audit trail).
+    RevealCitizenIds,
 }
 
 #[cfg(test)]
@@ -143,6 +147,7 @@ mod tests {
             Action::ManageFacilityCallbacks,
             Action::ManageOfficeCallbacks,
             Action::Reconcile,
+            Action::RevealCitizenIds,
         ] {
             assert!(!Role::Auditor.may(action));
         }

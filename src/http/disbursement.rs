@@ -39,6 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(pause_batch))
         .routes(routes!(cancel_batch))
         .routes(routes!(reissue_line))
+        .routes(routes!(reveal_citizen_id))
         .routes(routes!(batch_result))
 }
 
@@ -526,6 +527,34 @@ async fn reissue_line(
     let wallet = wallet_field("wallet_id", &body.wallet_id)?;
     let line = state.app.reissue_line(&caller, &batch_id(&path.id)?, path.seq, &body.payee_name, &wallet).await?;
     Ok((StatusCode::CREATED, Json(line.into())))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RevealedCitizenId {
+    pub seq: u64,
+    /// The citizen ID number in clear. This reveal is recorded in the audit trail.
+    #[schema(example = "320584194503150025")]
+    pub citizen_id: String,
+}
+
+/// Reveal a beneficiary's citizen ID number in clear (subsidy clerk or approver of the
+/// programme's office). Every reveal is recorded in the audit trail; the answer must not be
+/// cached (`Cache-Control: no-store`).
+#[utoipa::path(post, path = "/v1/subsidy-batches/{id}/lines/{seq}/reveal", tag = "disbursement",
+    params(("id" = String, Path, description = "bat_..."), ("seq" = u64, Path, description = "the line")),
+    responses((status = 200, body = RevealedCitizenId), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn reveal_citizen_id(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictPath(path): StrictPath<LinePath>,
+) -> ApiResult<Response> {
+    let citizen_id = state.app.reveal_citizen_id(&caller, &batch_id(&path.id)?, path.seq).await?;
+    let mut response = Json(RevealedCitizenId { seq: path.seq, citizen_id }).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
 }
 
 /// The result file: CSV in the encoding the office uploaded, ID numbers masked.

@@ -11,7 +11,7 @@ use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::reconciliation::DueFetch;
 
-use super::{Source, parse_statement};
+use super::{Initiator, Source, parse_statement};
 
 /// When and how the fetch worker runs; from config.
 #[derive(Clone, Debug)]
@@ -72,9 +72,9 @@ impl App {
             return Err(Error::invalid("statement", "STATEMENT_CORRUPT", "the header names another wallet or day"));
         }
         let facility = self.store.facility_by_wallet(wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?.0;
-        self.keep_statement(&bytes, &parsed, Source::Operator, "operator").await?;
+        self.keep_statement(&bytes, &parsed, Source::Operator, Initiator::Carepay("operator")).await?;
         drop(bytes);
-        self.run_day(&facility, wallet_id, day, "scheduler", now, Some(parsed)).await?;
+        self.run_day(&facility, wallet_id, day, Initiator::Carepay("scheduler"), now, Some(parsed)).await?;
         Ok(Fetched::Reconciled)
     }
 

@@ -25,6 +25,7 @@ use crate::domain::statement::{ReadError, open_statement};
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
+use crate::store::audit::{Actor, AuditEntry};
 use crate::store::reconciliation::{
     Discrepancy, NewFile, NewRun, Resolution, ResultLine, RunRow, RunStoreError, StoredFile,
 };
@@ -46,6 +47,44 @@ pub struct ReconciliationSettings {
 impl Default for ReconciliationSettings {
     fn default() -> Self {
         ReconciliationSettings { fee_rate_ppm: 0, grace_days: 2, max_statement_bytes: 256 * 1024 * 1024 }
+    }
+}
+
+/// Who keeps a file or starts a run. What a person does (through the API or at the command
+/// line) is written to the audit trail; what carepay's own scheduler does is not.
+#[derive(Clone, Copy, Debug)]
+pub enum Initiator<'a> {
+    Person(&'a Principal),
+    /// Someone with database access, named by `--actor`.
+    CommandLine(&'a str),
+    /// carepay itself: `operator` (a fetched file) or `scheduler` (the run after a fetch).
+    Carepay(&'static str),
+}
+
+impl Initiator<'_> {
+    /// The name kept with the file, run or action.
+    fn name(&self) -> &str {
+        match self {
+            Initiator::Person(principal) => principal.token_id.as_str(),
+            Initiator::CommandLine(name) | Initiator::Carepay(name) => name,
+        }
+    }
+
+    fn audit_actor(&self) -> Option<Actor<'_>> {
+        match self {
+            Initiator::Person(principal) => Some(Actor::Token(principal)),
+            Initiator::CommandLine(_) => Some(Actor::CommandLine),
+            Initiator::Carepay(_) => None,
+        }
+    }
+
+    /// The audit summary's `by` field: the command line's `--actor` name, which the record's
+    /// actor (`command-line`) does not carry.
+    fn label(&self) -> Option<&str> {
+        match self {
+            Initiator::CommandLine(name) => Some(name),
+            _ => None,
+        }
     }
 }
 
@@ -138,6 +177,14 @@ impl App {
         Ok(within_scope(principal, found, "wallet", |(_, path)| path)?.0)
     }
 
+    /// The region of the facility owning `wallet_id`, for the audit record of a person's action.
+    async fn wallet_region(&self, by: Initiator<'_>, wallet_id: &str) -> Result<Option<RegionPath>> {
+        if by.audit_actor().is_none() {
+            return Ok(None);
+        }
+        Ok(self.store.facility_by_wallet(wallet_id).await?.map(|(_, path)| RegionPath::from_trusted(path)))
+    }
+
     /// An accountant's upload (API or CLI): parse, check the wallet is theirs, keep.
     pub async fn import_statement(&self, principal: &Principal, bytes: &[u8], source: Source) -> Result<StoredFile> {
         require(principal, Action::Reconcile)?;
@@ -146,7 +193,7 @@ impl App {
         }
         let parsed = parse_statement(bytes)?;
         self.wallet_facility(principal, &parsed.wallet_id).await?;
-        let (file, _) = self.keep_statement(bytes, &parsed, source, principal.token_id.as_str()).await?;
+        let (file, _) = self.keep_statement(bytes, &parsed, source, Initiator::Person(principal)).await?;
         Ok(file)
     }
 
@@ -156,8 +203,9 @@ impl App {
         bytes: &[u8],
         parsed: &ParsedStatement,
         source: Source,
-        actor: &str,
+        by: Initiator<'_>,
     ) -> Result<(StoredFile, bool)> {
+        let region = self.wallet_region(by, &parsed.wallet_id).await?;
         let file = NewFile {
             wallet_id: &parsed.wallet_id,
             business_day: &parsed.business_day,
@@ -165,8 +213,23 @@ impl App {
             source: source.as_str(),
             content: bytes,
             totals: parsed.totals,
-            imported_by: actor,
+            imported_by: by.name(),
             now: UnixMs::now(),
+            audit: by.audit_actor().map(|actor| AuditEntry {
+                actor,
+                action: "statement.imported",
+                object_kind: "statement_file",
+                object_id: "",
+                region_path: region.as_ref(),
+                summary: json!({
+                    "wallet_id": parsed.wallet_id,
+                    "business_day": parsed.business_day,
+                    "sha256": parsed.sha256,
+                    "source": source.as_str(),
+                    "byte_count": bytes.len(),
+                    "by": by.label(),
+                }),
+            }),
         };
         Ok(self.store.insert_statement_file(&file).await?)
     }
@@ -179,7 +242,7 @@ impl App {
     ) -> Result<RunRow> {
         require(principal, Action::Reconcile)?;
         let facility = self.wallet_facility(principal, wallet_id).await?;
-        self.run_day(&facility, wallet_id, business_day, principal.token_id.as_str(), UnixMs::now(), None).await
+        self.run_day(&facility, wallet_id, business_day, Initiator::Person(principal), UnixMs::now(), None).await
     }
 
     /// Runs a wallet's day against its newest statement version. `parsed` is that file
@@ -190,7 +253,7 @@ impl App {
         facility: &FacilityId,
         wallet_id: &str,
         business_day: &str,
-        actor: &str,
+        by: Initiator<'_>,
         now: UnixMs,
         parsed: Option<ParsedStatement>,
     ) -> Result<RunRow> {
@@ -228,6 +291,7 @@ impl App {
         let summary = summary.finish();
         let summary_json = serde_json::to_string(&summary).map_err(|error| Error::Internal(error.into()))?;
 
+        let region = self.wallet_region(by, wallet_id).await?;
         let run = NewRun {
             wallet_id,
             facility_id: facility,
@@ -235,9 +299,25 @@ impl App {
             file_id: &file.id,
             past_grace,
             summary_json: &summary_json,
-            started_by: actor,
+            started_by: by.name(),
             now,
             withheld_fee_fen: matched_line_fees(&outcomes),
+            audit: by.audit_actor().map(|actor| AuditEntry {
+                actor,
+                action: "reconciliation.run",
+                object_kind: "reconciliation_run",
+                object_id: "",
+                region_path: region.as_ref(),
+                summary: json!({
+                    "wallet_id": wallet_id,
+                    "business_day": business_day,
+                    "file_id": file.id.as_str(),
+                    "file_version": file.version,
+                    "past_grace": past_grace,
+                    "categories": summary.categories.iter().map(|c| (c.category.to_string(), c.count)).collect::<std::collections::BTreeMap<_, _>>(),
+                    "by": by.label(),
+                }),
+            }),
         };
         let events = |run: &RunRow, new_discrepancies: u64| run_events(facility, run, &summary, new_discrepancies);
         let matched_ms = started.elapsed().as_millis();
@@ -320,7 +400,24 @@ impl App {
             });
         }
         let actor = principal.token_id.as_str();
-        let resolution = Resolution { resolution, note, adjustment_fen, actor, now: UnixMs::now() };
+        let region = self.wallet_region(Initiator::Person(principal), &discrepancy.wallet_id).await?;
+        let audit = AuditEntry {
+            actor: Actor::Token(principal),
+            action: "discrepancy.resolved",
+            object_kind: "discrepancy",
+            object_id: discrepancy.id.as_str(),
+            region_path: region.as_ref(),
+            // The note stays with the discrepancy: it is free text and may name people.
+            summary: json!({
+                "before": "open",
+                "after": "resolved",
+                "wallet_id": discrepancy.wallet_id,
+                "business_day": discrepancy.business_day,
+                "resolution": resolution,
+                "adjustment_fen": adjustment_fen,
+            }),
+        };
+        let resolution = Resolution { resolution, note, adjustment_fen, actor, now: UnixMs::now(), audit: Some(audit) };
         self.store.resolve_discrepancy(&discrepancy, &resolution).await.map_err(|error| match error {
             RunStoreError::Store(StoreError::GuardFailed) => {
                 Error::Conflict { code: "ALREADY_RESOLVED", detail: String::from("someone resolved it first") }
@@ -338,7 +435,17 @@ impl App {
     ) -> Result<()> {
         require(principal, Action::Reconcile)?;
         self.wallet_facility(principal, wallet_id).await?;
-        match self.store.close_day(wallet_id, business_day, principal.token_id.as_str(), UnixMs::now()).await {
+        let region = self.wallet_region(Initiator::Person(principal), wallet_id).await?;
+        let audit = AuditEntry {
+            actor: Actor::Token(principal),
+            action: "reconciliation_day.closed",
+            object_kind: "reconciliation_day",
+            object_id: "",
+            region_path: region.as_ref(),
+            summary: json!({"before": "open", "after": "closed", "wallet_id": wallet_id, "business_day": business_day}),
+        };
+        let actor = principal.token_id.as_str();
+        match self.store.close_day(wallet_id, business_day, actor, UnixMs::now(), Some(&audit)).await {
             Ok(()) => Ok(()),
             Err(StoreError::GuardFailed) => Err(Error::Conflict {
                 code: "DAY_NOT_CLOSABLE",
@@ -396,10 +503,11 @@ pub async fn import_file(app: &App, bytes: &[u8], actor: &str) -> Result<String>
     let parsed_ms = started.elapsed().as_millis();
     let (facility, _) =
         app.store.facility_by_wallet(&parsed.wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?;
-    let (file, created) = app.keep_statement(bytes, &parsed, Source::Cli, actor).await?;
+    let by = Initiator::CommandLine(actor);
+    let (file, created) = app.keep_statement(bytes, &parsed, Source::Cli, by).await?;
     tracing::info!(parsed_ms, kept_ms = started.elapsed().as_millis(), "statement file kept");
     let (wallet_id, business_day) = (parsed.wallet_id.clone(), parsed.business_day.clone());
-    let run = app.run_day(&facility, &wallet_id, &business_day, actor, UnixMs::now(), Some(parsed)).await?;
+    let run = app.run_day(&facility, &wallet_id, &business_day, by, UnixMs::now(), Some(parsed)).await?;
     let summary: Summary = serde_json::from_str(&run.summary).map_err(|error| Error::Internal(error.into()))?;
     let categories: Vec<String> = summary.categories.iter().map(|c| format!("{} {}", c.category, c.count)).collect();
     Ok(format!(

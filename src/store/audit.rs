@@ -146,6 +146,26 @@ pub(crate) async fn append_in(
     Ok(record.seq)
 }
 
+/// Append `entry` about `object_id` (known only inside the store's transaction, such as a new
+/// run's id) with `extra` fields merged into its summary. `None` records nothing: the change
+/// was made by carepay itself (a scheduled fetch), not by a person.
+pub(crate) async fn append_about_in(
+    conn: &mut AnyConnection,
+    entry: Option<&AuditEntry<'_>>,
+    object_id: &str,
+    extra: serde_json::Value,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    let Some(entry) = entry else { return Ok(()) };
+    let mut summary = entry.summary.clone();
+    if let (Some(summary), serde_json::Value::Object(extra)) = (summary.as_object_mut(), extra) {
+        summary.extend(extra);
+    }
+    let entry = AuditEntry { object_id, summary, ..entry.clone() };
+    append_in(conn, &entry, now).await?;
+    Ok(())
+}
+
 fn record_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, sqlx::Error> {
     Ok(AuditRecord {
         seq: row.try_get("seq")?,
@@ -167,6 +187,15 @@ const AUDIT_COLUMNS: &str = "seq, at_ms, actor, actor_role, actor_region_id, act
      summary, request_id, prev_hash, hash";
 
 impl Store {
+    /// Append a record of an action that changes nothing else (revealing a personal
+    /// identifier), in a write transaction of its own.
+    pub async fn append_audit(&self, entry: &AuditEntry<'_>, now: UnixMs) -> Result<i64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let seq = append_in(&mut tx, entry, now).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
     /// Records after `after_seq` whose object lies within `scope` (records about no region
     /// are shown only to callers who see every region), at most `limit`, in order.
     pub async fn audit_records(

@@ -8,6 +8,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
+use super::audit::{AuditEntry, append_in};
 use super::directory::corrupt;
 use super::{Store, StoreError, WriteTx};
 use crate::domain::batch::{Batch, BatchStatus, BatchStep, Line, LineStatus, Period, Programme, Progress};
@@ -324,6 +325,7 @@ impl Store {
         to: BatchStatus,
         actor: (&TokenId, &str),
         now: UnixMs,
+        audit: &AuditEntry<'_>,
     ) -> Result<(), StoreError> {
         if !batch.status.may_become(to) {
             return Err(StoreError::GuardFailed);
@@ -331,13 +333,20 @@ impl Store {
         let mut tx = self.begin_write().await?;
         move_batch_in(&mut tx, batch, to, now).await?;
         record_step(&mut tx, &batch.id, Some(batch.status), to, actor, now).await?;
+        append_in(&mut tx, audit, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Approves a draft and reserves its total against the programme's budget in one
     /// transaction; `GuardFailed` when the budget would be exceeded or the batch moved.
-    pub async fn approve_batch(&self, batch: &Batch, actor: (&TokenId, &str), now: UnixMs) -> Result<(), StoreError> {
+    pub async fn approve_batch(
+        &self,
+        batch: &Batch,
+        actor: (&TokenId, &str),
+        now: UnixMs,
+        audit: &AuditEntry<'_>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let reserved = sqlx::query(
             "UPDATE subsidy_programmes SET committed_fen = committed_fen + $1 \
@@ -352,12 +361,19 @@ impl Store {
         }
         move_batch_in(&mut tx, batch, BatchStatus::Approved, now).await?;
         record_step(&mut tx, &batch.id, Some(batch.status), BatchStatus::Approved, actor, now).await?;
+        append_in(&mut tx, audit, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Cancels a draft or approved batch, releasing an approved batch's reservation.
-    pub async fn cancel_batch(&self, batch: &Batch, actor: (&TokenId, &str), now: UnixMs) -> Result<(), StoreError> {
+    pub async fn cancel_batch(
+        &self,
+        batch: &Batch,
+        actor: (&TokenId, &str),
+        now: UnixMs,
+        audit: &AuditEntry<'_>,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         move_batch_in(&mut tx, batch, BatchStatus::Cancelled, now).await?;
         if batch.status == BatchStatus::Approved {
@@ -368,6 +384,7 @@ impl Store {
                 .await?;
         }
         record_step(&mut tx, &batch.id, Some(batch.status), BatchStatus::Cancelled, actor, now).await?;
+        append_in(&mut tx, audit, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -519,8 +536,11 @@ impl BatchUpload {
         &self.batch_id
     }
 
-    /// Makes the batch and its lines durable. Without this call nothing is kept.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    /// Makes the batch and its lines durable, with the upload's audit record (appended last, so
+    /// the audit chain is held only for the commit, not for the whole upload). Without this
+    /// call nothing is kept.
+    pub async fn commit(mut self, audit: &AuditEntry<'_>) -> Result<(), StoreError> {
+        append_in(&mut self.tx, audit, self.now).await?;
         self.tx.commit().await?;
         Ok(())
     }
@@ -585,7 +605,7 @@ const CLAIM_RETURNING: &str = "RETURNING batch_id, seq, file_line, generation, r
 
 impl Store {
     /// Books a new programme's budget into the ledger with the programme row.
-    pub async fn insert_programme(&self, programme: &Programme) -> Result<(), StoreError> {
+    pub async fn insert_programme(&self, programme: &Programme, audit: &AuditEntry<'_>) -> Result<(), StoreError> {
         use crate::domain::ledger::{JournalEntry, OverdraftPolicy};
         let mut tx = self.begin_write().await?;
         let merchants: Vec<&str> = programme.designated_merchants.iter().map(WalletId::as_str).collect();
@@ -615,6 +635,7 @@ impl Store {
         let entry = JournalEntry::transfer(allocation, budget, programme.budget).map_err(StoreError::Ledger)?;
         let what = super::ledger::EntryRef { kind: "programme_budget", reference: programme.id.as_str(), memo: "" };
         super::ledger::post_in(&mut tx, what, &entry, programme.created_at, &self.known_accounts).await?;
+        append_in(&mut tx, audit, programme.created_at).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -852,6 +873,7 @@ impl Store {
         payee_name: &str,
         wallet_id: &WalletId,
         now: UnixMs,
+        audit: &AuditEntry<'_>,
     ) -> Result<Line, StoreError> {
         let mut tx = self.begin_write().await?;
         let seq = i64::try_from(seq).map_err(|_| StoreError::GuardFailed)?;
@@ -907,24 +929,36 @@ impl Store {
         let sql = format!("SELECT {LINE_COLUMNS} FROM subsidy_lines WHERE batch_id = $1 AND seq = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(batch.as_str()).bind(next).fetch_one(&mut *tx).await?;
         let line = line_from_row(&row)?;
+        super::audit::append_about_in(
+            &mut tx,
+            Some(audit),
+            audit.object_id,
+            serde_json::json!({"new_line": next}),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(line)
     }
 
-    /// The sealed ID number of a line, for the owning office only.
+    /// The sealed ID number of a line, for the owning office only: (sealed copy, the
+    /// `out_transfer_no` it is bound to, masked form). A re-issued line carries its first
+    /// generation's sealed copy, so the binding is that line's number.
     pub async fn line_sealed_citizen_id(
         &self,
         batch: &BatchId,
         seq: u64,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<(String, String, String)>, StoreError> {
         let row = sqlx::query(
-            "SELECT citizen_id_sealed, out_transfer_no FROM subsidy_lines WHERE batch_id = $1 AND seq = $2",
+            "SELECT l.citizen_id_sealed, f.out_transfer_no, l.citizen_id_masked FROM subsidy_lines l \
+             JOIN subsidy_lines f ON f.batch_id = l.batch_id AND f.file_line = l.file_line AND f.generation = 0 \
+             WHERE l.batch_id = $1 AND l.seq = $2",
         )
         .bind(batch.as_str())
         .bind(i64::try_from(seq).unwrap_or(i64::MAX))
         .fetch_optional(self.pool())
         .await?;
-        Ok(row.map(|r| (r.get("citizen_id_sealed"), r.get("out_transfer_no"))))
+        Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
     }
 }
 

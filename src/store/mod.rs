@@ -10,8 +10,10 @@
 pub mod audit;
 pub mod callbacks;
 pub mod console;
+pub mod demo;
 pub mod directory;
 pub mod disbursement;
+pub mod keys;
 pub mod ledger;
 pub mod payments;
 pub mod reconciliation;

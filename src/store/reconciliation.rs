@@ -5,6 +5,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
+use super::audit::{AuditEntry, append_about_in};
 use super::callbacks::enqueue_in;
 use super::directory::corrupt;
 use super::ledger::{EntryRef, KnownAccounts, post_in};
@@ -43,6 +44,8 @@ pub struct NewFile<'a> {
     pub totals: StatementTotals,
     pub imported_by: &'a str,
     pub now: UnixMs,
+    /// The audit record when a person imports it (the file's id is filled in here).
+    pub audit: Option<AuditEntry<'a>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +111,7 @@ pub struct Resolution<'a> {
     pub adjustment_fen: Option<i64>,
     pub actor: &'a str,
     pub now: UnixMs,
+    pub audit: Option<AuditEntry<'a>>,
 }
 
 /// Everything one run writes, in one transaction.
@@ -122,6 +126,8 @@ pub struct NewRun<'a> {
     pub now: UnixMs,
     /// Fees withheld on the day's lines (the trailer's fee total), booked once per day.
     pub withheld_fee_fen: i64,
+    /// The audit record when a person started the run (the run's id is filled in here).
+    pub audit: Option<AuditEntry<'a>>,
 }
 
 /// What a run found, for the callbacks the use case publishes.
@@ -441,6 +447,8 @@ impl Store {
             file.now,
         )
         .await?;
+        append_about_in(&mut tx, file.audit.as_ref(), id.as_str(), serde_json::json!({"version": version}), file.now)
+            .await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {FILE_COLUMNS} FROM statement_files WHERE id = $1")))
             .bind(id.as_str())
             .fetch_one(&mut *tx)
@@ -677,6 +685,8 @@ impl Store {
         let detail = format!("file {}, {new_discrepancies} new discrepancies", run.file_id);
         record_action(&mut tx, run.wallet_id, run.business_day, "run", id.as_str(), run.started_by, &detail, run.now)
             .await?;
+        let counts = serde_json::json!({"new_discrepancies": new_discrepancies});
+        append_about_in(&mut tx, run.audit.as_ref(), id.as_str(), counts, run.now).await?;
         tx.commit().await?;
         Ok(RunWritten { run: stored, new_discrepancies, created: true })
     }
@@ -771,6 +781,8 @@ impl Store {
             resolution.now,
         )
         .await?;
+        let id = discrepancy.id.as_str();
+        append_about_in(&mut tx, resolution.audit.as_ref(), id, serde_json::json!({}), resolution.now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -802,6 +814,7 @@ impl Store {
         business_day: &str,
         actor: &str,
         now: UnixMs,
+        audit: Option<&AuditEntry<'_>>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         let updated = sqlx::query(
@@ -819,6 +832,7 @@ impl Store {
             return Err(StoreError::GuardFailed);
         }
         record_action(&mut tx, wallet_id, business_day, "close", business_day, actor, "day closed", now).await?;
+        append_about_in(&mut tx, audit, &format!("{wallet_id}/{business_day}"), serde_json::json!({}), now).await?;
         tx.commit().await?;
         Ok(())
     }

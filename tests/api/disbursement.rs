@@ -9,10 +9,10 @@ use serde_json::{Value, json};
 use crate::backend_tests;
 use crate::helpers::TestApp;
 
-const FUNDING_WALLET: &str = "0031000000000001";
+pub(crate) const FUNDING_WALLET: &str = "0031000000000001";
 
 /// A valid citizen ID number from its first 17 digits.
-fn citizen_id(first17: &str) -> String {
+pub(crate) fn citizen_id(first17: &str) -> String {
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
     let sum: u32 = first17.bytes().zip(WEIGHTS).map(|(d, w)| u32::from(d - b'0') * w).sum();
     format!("{first17}{}", b"10X98765432"[(sum % 11) as usize] as char)
@@ -22,15 +22,15 @@ fn yuan(text: &str) -> Amount {
     Amount::parse(text).unwrap()
 }
 
-struct Office {
-    region: String,
-    clerk: String,
-    approver: String,
-    programme: String,
+pub(crate) struct Office {
+    pub(crate) region: String,
+    pub(crate) clerk: String,
+    pub(crate) approver: String,
+    pub(crate) programme: String,
 }
 
 /// A district with a clerk, an approver and a programme paying from a funded wallet.
-async fn office(app: &TestApp) -> Office {
+pub(crate) async fn office(app: &TestApp) -> Office {
     let root = &app.root_token;
     let region = app.create_region(root, None, "district", "吴江区").await;
     let clerk = app.issue_token(root, "subsidy_clerk", Some(&region)).await;
@@ -52,7 +52,7 @@ async fn office(app: &TestApp) -> Office {
     Office { region, clerk, approver, programme }
 }
 
-async fn upload(
+pub(crate) async fn upload(
     app: &TestApp,
     office: &Office,
     key: &str,
@@ -78,7 +78,7 @@ async fn upload(
     (status, serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null))
 }
 
-async fn wait_for_status(app: &TestApp, token: &str, batch: &str, status: &str) -> Value {
+pub(crate) async fn wait_for_status(app: &TestApp, token: &str, batch: &str, status: &str) -> Value {
     loop {
         let reply = app.get(&format!("/v1/subsidy-batches/{batch}"), token).await.expect(StatusCode::OK);
         if reply.body["status"] == status {
@@ -88,7 +88,7 @@ async fn wait_for_status(app: &TestApp, token: &str, batch: &str, status: &str) 
     }
 }
 
-fn start_worker(app: &TestApp) {
+pub(crate) fn start_worker(app: &TestApp) {
     let mut worker_app = app.app.clone();
     worker_app.disbursement.query_delay_ms = 50;
     tokio::spawn(carepay::disbursement::worker::run(worker_app, std::future::pending()));

@@ -85,6 +85,14 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(TestDatabase::new(backend).await, HttpSettings::default()).await
 }
 
+/// The key list every test server seals with (`id:BASE64`), so a test can hand it to the
+/// command line (key rotation).
+pub const TEST_SECRET_KEYS: &str = "test:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+pub fn test_secrets() -> carepay::callbacks::secrets::SecretBox {
+    carepay::callbacks::secrets::SecretBox::from_key_list(TEST_SECRET_KEYS).expect("test key")
+}
+
 /// Payment timings scaled down so tests of timeouts and polling finish quickly.
 pub fn test_payment_settings() -> PaymentSettings {
     PaymentSettings {
@@ -130,7 +138,7 @@ pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp
     .await
     .expect("sandbox operator");
     let sandbox = setup.sandbox.expect("in-process sandbox");
-    let mut app = App::new(store, test_limits()).with_operator(setup.link);
+    let mut app = App::new(store, test_limits()).with_operator(setup.link).with_secrets(test_secrets());
     app.payments = test_payment_settings();
     let worker_settings = WorkerSettings { poll_interval_ms: 50, ..WorkerSettings::default() };
     let (worker_stop, worker_stop_rx) = oneshot::channel::<()>();

@@ -1,5 +1,5 @@
 //! Secrets stay out of logs: a real `carepay serve` at debug level, driven through requests
-//! that carry and return secrets, never writes one of them to its log.
+//! that carry and return secrets and a citizen ID number, never writes one of them to its log.
 
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::process::{Command, Stdio};
@@ -44,6 +44,12 @@ async fn no_token_or_signing_secret_reaches_the_log(backend: carepay::store::Bac
             break event["address"].as_str().unwrap().to_owned();
         }
     };
+    // Drain the log while the requests run: a full pipe would stall the server's logging.
+    let reader = std::thread::spawn(move || {
+        let mut rest = String::new();
+        stdout.read_to_string(&mut rest).unwrap();
+        rest
+    });
     let base = format!("http://{address}");
     let http = reqwest::Client::new();
     let post = |path: &str, token: &str, body: serde_json::Value| {
@@ -84,6 +90,50 @@ async fn no_token_or_signing_secret_reaches_the_log(backend: carepay::store::Bac
     }
     http.get(format!("{base}/v1/regions")).bearer_auth(&auditor).send().await.unwrap();
 
+    // A citizen ID number uploaded in a batch file and revealed in clear.
+    let citizen_id = crate::disbursement::citizen_id("32058419450315002");
+    let programme: serde_json::Value = post(
+        "/v1/subsidy-programmes",
+        &root,
+        json!({"region_id": region_id, "name": "高龄津贴", "funding_wallet_id": "0031000000000001", "budget": "100.00",
+               "per_payment_cap": "10.00", "per_period_cap": "10.00", "starts_on": "2026-01-01", "ends_on": "2026-12-31"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let clerk: serde_json::Value =
+        post("/v1/tokens", &root, json!({"role": "subsidy_clerk", "region_id": region_id, "label": "clerk"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let clerk = clerk["secret"].as_str().unwrap().to_owned();
+    let batch: serde_json::Value = http
+        .post(format!(
+            "{base}/v1/subsidy-programmes/{}/batches?period=2026-11&line_count=1&total=10.00",
+            programme["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&clerk)
+        .header("idempotency-key", "log-1")
+        .body(format!("姓名,身份证号,钱包编号,金额\n张三,{citizen_id},0021000000000101,10.00\n"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let revealed: serde_json::Value =
+        post(&format!("/v1/subsidy-batches/{}/lines/1/reveal", batch["id"].as_str().unwrap()), &clerk, json!({}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(revealed["citizen_id"], citizen_id.as_str());
+
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     for _ in 0..200 {
         if child.try_wait().unwrap().is_some() {
@@ -91,12 +141,16 @@ async fn no_token_or_signing_secret_reaches_the_log(backend: carepay::store::Bac
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    stdout.read_to_string(&mut log).unwrap();
+    log.push_str(&reader.join().unwrap());
     child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     assert!(log.contains("carepay listening") && log.len() > 1_000, "the log was captured");
-    for (what, secret) in
-        [("root token", root.as_str()), ("issued token", &auditor), ("refused token", &near_miss), ("whsec", &whsec)]
-    {
+    for (what, secret) in [
+        ("root token", root.as_str()),
+        ("issued token", &auditor),
+        ("refused token", &near_miss),
+        ("whsec", &whsec),
+        ("citizen ID number", &citizen_id),
+    ] {
         assert!(!log.contains(secret), "the {what} appears in the log");
     }
     let whsec_body = whsec.trim_start_matches("whsec_");

@@ -22,21 +22,21 @@ backend_tests!(
     an_adjustment_posts_a_balanced_ledger_entry,
 );
 
-const WALLET: &str = "0021000000000001";
+pub(crate) const WALLET: &str = "0021000000000001";
 const MS_PER_DAY: i64 = 86_400_000;
 
 /// Today in Asia/Shanghai, the day the payments settle on.
-fn today() -> String {
+pub(crate) fn today() -> String {
     business_day(UnixMs::now())
 }
 
 /// The sandbox's statement of today, as it will serve it once the day has ended.
-fn sandbox_statement(app: &TestApp) -> Vec<u8> {
+pub(crate) fn sandbox_statement(app: &TestApp) -> Vec<u8> {
     let tomorrow_ms = UnixMs::now().0 + MS_PER_DAY;
     app.sandbox.statement_file_as_of(&today(), WALLET, tomorrow_ms).expect("statement").0
 }
 
-async fn pay_three(app: &TestApp) -> String {
+pub(crate) async fn pay_three(app: &TestApp) -> String {
     let till = terminal(app, WALLET).await;
     for (request, amount) in [("r-1", "12.50"), ("r-2", "30.00"), ("r-3", "8.00")] {
         let payment = till.pay(request, amount, "013412345678900000").await.unwrap();
@@ -45,11 +45,11 @@ async fn pay_three(app: &TestApp) -> String {
     till.facility_id.clone()
 }
 
-async fn district(app: &TestApp) -> String {
+pub(crate) async fn district(app: &TestApp) -> String {
     app.get("/v1/regions", &app.root_token).await.body["items"][0]["id"].as_str().unwrap().to_owned()
 }
 
-async fn upload(app: &TestApp, token: &str, bytes: Vec<u8>) -> crate::helpers::Reply {
+pub(crate) async fn upload(app: &TestApp, token: &str, bytes: Vec<u8>) -> crate::helpers::Reply {
     app.raw(Method::POST, "/v1/reconciliation/statements", Some(token), Some(("text/csv", bytes))).await
 }
 
@@ -234,6 +234,9 @@ async fn the_operator_statement_is_fetched_once_and_a_day_not_ended_is_retried(a
     let run = app.app.store.latest_run(WALLET, &yesterday).await.unwrap().expect("yesterday was run");
     assert_eq!(run.started_by, "scheduler");
     assert_eq!(app.app.fetch_due_statements("a", &settings, now).await.unwrap(), 0, "done once");
+    // carepay's own fetch and run are not a person's actions: not in the audit trail.
+    let audit = app.get("/v1/audit?limit=200", &app.root_token).await.expect(StatusCode::OK);
+    assert!(!audit.text.contains("statement.imported") && !audit.text.contains("reconciliation.run"), "{}", audit.text);
 }
 
 async fn the_command_line_imports_and_runs_a_file(app: TestApp) {
@@ -252,6 +255,16 @@ async fn the_command_line_imports_and_runs_a_file(app: TestApp) {
     assert!(report.contains("version 1") && report.contains("matched 3"), "{report}");
     let run = app.app.store.latest_run(WALLET, &today()).await.unwrap().expect("run");
     assert_eq!(run.started_by, "cli");
+    // A person at the command line: both steps are in the audit trail, with the --actor name.
+    let audit = app.get("/v1/audit?limit=200", &app.root_token).await.expect(StatusCode::OK);
+    let items = audit.body["items"].as_array().unwrap();
+    let tail: Vec<_> = items.iter().rev().take(2).map(|r| (r["action"].as_str(), r["actor"].as_str())).collect();
+    assert_eq!(
+        tail,
+        [(Some("reconciliation.run"), Some("command-line")), (Some("statement.imported"), Some("command-line"))]
+    );
+    assert_eq!(items.last().unwrap()["summary"]["by"], "cli");
+    assert_eq!(items.last().unwrap()["object_id"], run.id.as_str());
 }
 
 async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {

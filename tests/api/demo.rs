@@ -1,0 +1,89 @@
+//! `carepay demo` seeds a district through the real use cases, on SQLite and PostgreSQL; run
+//! again (in the same process, and from the command line in a new one) it adds nothing but
+//! fresh tokens.
+
+use reqwest::StatusCode;
+
+use crate::backend_tests;
+use crate::helpers::{TEST_SECRET_KEYS, TestApp};
+
+backend_tests!(the_demo_seeds_a_district_once_however_often_it_runs);
+
+async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {sql}")))
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
+    let pool = app.db.raw_pool().await;
+    let mut counts = Vec::new();
+    for (what, sql) in [
+        ("regions", "regions"),
+        ("facilities", "facilities"),
+        ("terminals", "terminals"),
+        ("succeeded payments", "payments WHERE status = 'succeeded'"),
+        ("failed payments", "payments WHERE status = 'failed'"),
+        ("refunds", "refunds WHERE status = 'succeeded'"),
+        ("callback endpoints", "callback_endpoints"),
+        ("programmes", "subsidy_programmes"),
+        ("completed batches", "subsidy_batches WHERE status = 'completed'"),
+        ("paid lines", "subsidy_lines WHERE status = 'succeeded'"),
+        ("failed lines", "subsidy_lines WHERE status = 'failed'"),
+        ("statement files", "statement_files"),
+        ("resolved discrepancies", "discrepancies WHERE status = 'resolved'"),
+        ("open discrepancies", "discrepancies WHERE status = 'open'"),
+        ("closed days", "reconciliation_days WHERE status = 'closed'"),
+        ("live demo tokens", "api_tokens WHERE revoked_at_ms IS NULL AND label LIKE '演示 %'"),
+    ] {
+        counts.push((what, count(&pool, sql).await));
+    }
+    counts
+}
+
+async fn the_demo_seeds_a_district_once_however_often_it_runs(app: TestApp) {
+    let report = carepay::demo::seed(&app.app, &app.sandbox).await.expect("demo");
+    assert_eq!(report.tokens.len(), 6);
+    let expected = vec![
+        ("regions", 10),
+        ("facilities", 12),
+        ("terminals", 12),
+        ("succeeded payments", 60),
+        ("failed payments", 12),
+        ("refunds", 4),
+        ("callback endpoints", 4),
+        ("programmes", 1),
+        ("completed batches", 1),
+        ("paid lines", 7),
+        ("failed lines", 3),
+        ("statement files", 3),
+        ("resolved discrepancies", 2),
+        ("open discrepancies", 0),
+        ("closed days", 3),
+        ("live demo tokens", 6),
+    ];
+    assert_eq!(counts(&app).await, expected);
+
+    // Each printed token signs in, with its role.
+    for (role, _, secret) in &report.tokens {
+        let reply = app.get("/v1/regions", secret.expose()).await.expect(StatusCode::OK);
+        assert!(!reply.body["items"].as_array().unwrap().is_empty(), "{role} sees its region");
+    }
+
+    // Again in this process, then from the command line (a new sandbox): nothing new.
+    let again = carepay::demo::seed(&app.app, &app.sandbox).await.expect("demo again");
+    assert_eq!(again.batch_id, report.batch_id);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_carepay"))
+        .args(["demo", "--database-url", &app.db.url, "--secret-key", TEST_SECRET_KEYS])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("subsidy_approver"));
+    assert_eq!(counts(&app).await, expected);
+    // The earlier tokens were revoked.
+    app.get("/v1/regions", report.tokens[0].2.expose()).await.expect(StatusCode::UNAUTHORIZED);
+    let verdict = app.get("/v1/audit/verify", &app.root_token).await.expect(StatusCode::OK);
+    assert_eq!(verdict.body["intact"], true);
+}
