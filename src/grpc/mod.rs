@@ -49,9 +49,14 @@ pub fn router(app: App) -> Router {
     let signed = route(Router::new(), terminal).layer(axum::middleware::from_fn_with_state(app, auth::verify_terminal));
 
     let (reporter, health) = tonic_health::server::health_reporter();
-    tokio::spawn(async move {
+    // Set before the router is returned, so the first health check already sees SERVING: the
+    // reporter was just made, so nothing else holds its lock and one poll completes the write.
+    let mut serving = Box::pin(async move {
         reporter.set_serving::<proto::terminal_service_server::TerminalServiceServer<terminal::TerminalGrpc>>().await;
     });
+    if futures_util::FutureExt::now_or_never(&mut serving).is_none() {
+        tokio::spawn(serving);
+    }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
