@@ -36,9 +36,10 @@ const SYSTEM_ACTOR_LABEL: &str = "carepay";
 pub async fn run(app: App, stop: impl std::future::Future<Output = ()>) {
     let owner = format!("disburse-{}", uuid::Uuid::now_v7().simple());
     let in_flight = Arc::new(Semaphore::new(app.disbursement.concurrency.max(1)));
+    let mut recording = Recording::default();
     tokio::pin!(stop);
     loop {
-        let busy = match round(&app, &owner, &in_flight).await {
+        let busy = match round(&app, &owner, &in_flight, &mut recording).await {
             Ok(busy) => busy,
             Err(error) => {
                 tracing::error!(%error, "disbursement worker round failed");
@@ -47,15 +48,46 @@ pub async fn run(app: App, stop: impl std::future::Future<Output = ()>) {
         };
         let pause = if busy { Duration::ZERO } else { Duration::from_millis(IDLE_POLL_MS) };
         tokio::select! {
-            () = &mut stop => return,
+            () = &mut stop => {
+                recording.finish().await;
+                return;
+            }
             () = tokio::time::sleep(pause) => {}
         }
     }
 }
 
-/// One round: claim what is due, work it with bounded concurrency and rate, then complete
-/// batches that are done. `true` when a full claim was found (more may be waiting).
-pub async fn round(app: &App, owner: &str, in_flight: &Arc<Semaphore>) -> Result<bool> {
+/// The previous round's outcomes being recorded (and finished batches completed) while the
+/// next round claims and sends: at most one round waits to be recorded. Its lines keep their
+/// leases until then, so no claim takes them meanwhile.
+#[derive(Default)]
+pub struct Recording(Option<tokio::task::JoinHandle<()>>);
+
+impl Recording {
+    async fn finish(&mut self) {
+        if let Some(previous) = self.0.take()
+            && let Err(error) = previous.await
+        {
+            tracing::error!(%error, "recording a round of subsidy outcomes stopped");
+        }
+    }
+
+    async fn start(&mut self, app: &App, outcomes: Vec<(String, LineOutcome)>) {
+        self.finish().await;
+        let app = app.clone();
+        self.0 = Some(tokio::spawn(async move {
+            record_outcomes(&app, &outcomes).await;
+            if let Err(error) = complete_finished(&app).await {
+                tracing::error!(%error, "completing finished subsidy batches failed");
+            }
+        }));
+    }
+}
+
+/// One round: claim what is due, work it with bounded concurrency and rate, then hand the
+/// answers to `recording` (which also completes batches that are done). `true` when a full
+/// claim was found (more may be waiting).
+pub async fn round(app: &App, owner: &str, in_flight: &Arc<Semaphore>, recording: &mut Recording) -> Result<bool> {
     let settings = &app.disbursement;
     let now = UnixMs::now();
     let claim_size = claim_size(settings);
@@ -94,8 +126,7 @@ pub async fn round(app: &App, owner: &str, in_flight: &Arc<Semaphore>) -> Result
             outcomes.push(outcome);
         }
     }
-    record_outcomes(app, &outcomes).await;
-    complete_finished(app).await?;
+    recording.start(app, outcomes).await;
     Ok(full)
 }
 
