@@ -581,24 +581,6 @@ fn paid_account(programme: &ProgrammeId) -> crate::domain::ledger::AccountCode {
     crate::domain::ledger::AccountCode::parse(&code).expect("programme ids are lowercase hex")
 }
 
-async fn open_account(
-    conn: &mut AnyConnection,
-    code: &crate::domain::ledger::AccountCode,
-    policy: crate::domain::ledger::OverdraftPolicy,
-    now: UnixMs,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
-         VALUES ($1, $2, 0, 0, $3) ON CONFLICT (code) DO NOTHING",
-    )
-    .bind(code.as_str())
-    .bind(policy.as_str())
-    .bind(now.0)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 const CLAIM_RETURNING: &str = "RETURNING batch_id, seq, file_line, generation, reissue_of_seq, reissued_as_seq, \
      payee_name, name_masked, citizen_id_masked, wallet_id, amount_fen, memo, out_transfer_no, status, fail_code, \
      transfer_no, succeeded_at_ms, attempts";
@@ -629,9 +611,15 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let (budget, allocation) = (budget_account(&programme.id), allocation_account(&programme.id));
-        open_account(&mut tx, &budget, OverdraftPolicy::Forbidden, programme.created_at).await?;
-        open_account(&mut tx, &allocation, OverdraftPolicy::Allowed, programme.created_at).await?;
-        open_account(&mut tx, &paid_account(&programme.id), OverdraftPolicy::Allowed, programme.created_at).await?;
+        super::ledger::open_account_in(&mut tx, &budget, OverdraftPolicy::Forbidden, programme.created_at).await?;
+        super::ledger::open_account_in(&mut tx, &allocation, OverdraftPolicy::Allowed, programme.created_at).await?;
+        super::ledger::open_account_in(
+            &mut tx,
+            &paid_account(&programme.id),
+            OverdraftPolicy::Allowed,
+            programme.created_at,
+        )
+        .await?;
         let entry = JournalEntry::transfer(allocation, budget, programme.budget).map_err(StoreError::Ledger)?;
         let what = super::ledger::EntryRef { kind: "programme_budget", reference: programme.id.as_str(), memo: "" };
         super::ledger::post_in(&mut tx, what, &entry, programme.created_at, &self.known_accounts).await?;
@@ -731,11 +719,8 @@ impl Store {
         outcome: &LineOutcome,
         now: UnixMs,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut programmes = std::collections::HashMap::new();
-        let moved = finish_line_in(&mut tx, &mut programmes, out_transfer_no, outcome, now).await?;
-        tx.commit().await?;
-        Ok(moved)
+        let moved = self.finish_lines(&[(out_transfer_no.to_owned(), outcome.clone())], now).await?;
+        Ok(moved == 1)
     }
 
     /// [`Store::finish_line`] for many lines in one transaction (one commit for a worker's round)
@@ -972,65 +957,4 @@ impl BatchUpload {
             .await?;
         Ok(())
     }
-}
-
-/// One line's definite answer inside the caller's transaction; `programmes` caches each batch's
-/// programme for the transaction's lifetime.
-async fn finish_line_in(
-    conn: &mut AnyConnection,
-    programmes: &mut std::collections::HashMap<String, ProgrammeId>,
-    out_transfer_no: &str,
-    outcome: &LineOutcome,
-    now: UnixMs,
-) -> Result<bool, StoreError> {
-    use crate::domain::ledger::JournalEntry;
-    let (status, transfer_no, fail_code, succeeded_at) = match outcome {
-        LineOutcome::Succeeded { transfer_no, at } => (LineStatus::Succeeded, transfer_no.as_deref(), None, Some(at.0)),
-        LineOutcome::Failed { transfer_no, fail_code } => {
-            (LineStatus::Failed, transfer_no.as_deref(), Some(fail_code.as_str()), None)
-        }
-    };
-    let row = sqlx::query(
-        "UPDATE subsidy_lines SET status = $1, transfer_no = COALESCE($2, transfer_no), fail_code = $3, \
-         succeeded_at_ms = $4, next_attempt_at_ms = NULL, lease_owner = NULL, lease_until_ms = NULL, updated_at_ms = $5 \
-         WHERE out_transfer_no = $6 AND status IN ('pending', 'sending') RETURNING batch_id, amount_fen",
-    )
-    .bind(status.as_str())
-    .bind(transfer_no)
-    .bind(fail_code)
-    .bind(succeeded_at)
-    .bind(now.0)
-    .bind(out_transfer_no)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else {
-        return Ok(false);
-    };
-    let batch_id: String = row.try_get("batch_id")?;
-    let amount = amount(&row, "amount_fen")?;
-    let programme = match programmes.get(&batch_id) {
-        Some(programme) => programme.clone(),
-        None => {
-            let programme: String = sqlx::query_scalar("SELECT programme_id FROM subsidy_batches WHERE id = $1")
-                .bind(batch_id.as_str())
-                .fetch_one(&mut *conn)
-                .await?;
-            let programme = ProgrammeId::from_trusted(programme);
-            programmes.insert(batch_id, programme.clone());
-            programme
-        }
-    };
-    if status == LineStatus::Succeeded {
-        let entry = JournalEntry::transfer(budget_account(&programme), paid_account(&programme), amount)
-            .map_err(StoreError::Ledger)?;
-        let what = super::ledger::EntryRef { kind: "subsidy_transfer", reference: out_transfer_no, memo: "" };
-        super::ledger::post_in(conn, what, &entry, now, &super::ledger::KnownAccounts::default()).await?;
-    } else {
-        sqlx::query("UPDATE subsidy_programmes SET committed_fen = committed_fen - $1 WHERE id = $2")
-            .bind(amount.fen())
-            .bind(programme.as_str())
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(true)
 }

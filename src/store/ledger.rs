@@ -88,16 +88,8 @@ impl Store {
         policy: OverdraftPolicy,
         now: UnixMs,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
-             VALUES ($1, $2, 0, 0, $3) ON CONFLICT (code) DO NOTHING",
-        )
-        .bind(code.as_str())
-        .bind(overdraft_text(policy))
-        .bind(now.0)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let mut conn = self.pool().acquire().await?;
+        open_account_in(&mut conn, code, policy, now).await
     }
 
     /// Book `entry` in its own transaction.
@@ -169,6 +161,25 @@ impl Store {
         }
         Ok(mismatches)
     }
+}
+
+/// [`Store::open_ledger_account`] inside the caller's transaction.
+pub(crate) async fn open_account_in(
+    conn: &mut AnyConnection,
+    code: &AccountCode,
+    policy: OverdraftPolicy,
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
+         VALUES ($1, $2, 0, 0, $3) ON CONFLICT (code) DO NOTHING",
+    )
+    .bind(code.as_str())
+    .bind(overdraft_text(policy))
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Book `entry` inside the caller's transaction, so the posting and the state change it
@@ -299,7 +310,7 @@ pub(crate) async fn post_many_in(
             }
         }
     }
-    let postgres = conn.backend_name() == "PostgreSQL";
+    let postgres = super::Backend::of(conn) == super::Backend::Postgres;
     let entries_sql = if postgres {
         "INSERT INTO journal_entries (id, kind, reference, memo, created_at_ms) \
          SELECT r.id, r.kind, r.reference, r.memo, $2 \

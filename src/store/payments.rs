@@ -230,15 +230,7 @@ async fn apply_effects(
             if known.policy(code).is_some() {
                 continue;
             }
-            sqlx::query(
-                "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
-                 VALUES ($1, $2, 0, 0, $3) ON CONFLICT (code) DO NOTHING",
-            )
-            .bind(code.as_str())
-            .bind(policy.as_str())
-            .bind(now.0)
-            .execute(&mut *conn)
-            .await?;
+            super::ledger::open_account_in(conn, code, *policy, now).await?;
         }
         post_in(conn, what, &entry, now, known).await?;
         opened = accounts;

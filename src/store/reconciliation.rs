@@ -285,24 +285,6 @@ fn account(code: &str) -> AccountCode {
     AccountCode::parse(code).expect("constant account code")
 }
 
-async fn open_account(
-    conn: &mut AnyConnection,
-    code: &AccountCode,
-    policy: OverdraftPolicy,
-    now: UnixMs,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
-         VALUES ($1, $2, 0, 0, $3) ON CONFLICT (code) DO NOTHING",
-    )
-    .bind(code.as_str())
-    .bind(policy.as_str())
-    .bind(now.0)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// Books `entry` unless an entry with the same kind and reference exists: re-runs and new
 /// file versions never book the same operator entry twice.
 async fn book_once(
@@ -326,7 +308,7 @@ async fn book_once(
         } else {
             OverdraftPolicy::Allowed
         };
-        open_account(conn, &posting.account, policy, now).await?;
+        super::ledger::open_account_in(conn, &posting.account, policy, now).await?;
     }
     // No shared cache here: the accounts were just opened in this transaction, so their
     // policies are read from the table.
@@ -911,7 +893,7 @@ async fn insert_lines(
         })
         .collect();
     let rows = serde_json::Value::Array(rows).to_string();
-    let select = if conn.backend_name() == "PostgreSQL" { POSTGRES } else { SQLITE };
+    let select = if super::Backend::of(conn) == super::Backend::Postgres { POSTGRES } else { SQLITE };
     let sql = format!("INSERT INTO reconciliation_lines ({COLUMNS}) {select}");
     sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id.as_str()).bind(rows).execute(&mut *conn).await?;
     Ok(())
@@ -938,7 +920,7 @@ async fn insert_discrepancies(
             })
         })
         .collect();
-    let select = if conn.backend_name() == "PostgreSQL" {
+    let select = if super::Backend::of(conn) == super::Backend::Postgres {
         "SELECT r.id, $2, $3, $4, r.category, r.identity, r.out_no, r.fields, r.amount_fen, 'open', 1, $5 \
          FROM json_to_recordset($1::json) AS r(id TEXT, category TEXT, identity TEXT, out_no TEXT, fields TEXT, \
          amount_fen BIGINT)"

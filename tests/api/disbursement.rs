@@ -383,6 +383,30 @@ async fn a_paused_batch_sends_nothing_until_resumed_and_its_completion_reaches_t
     assert_eq!(app.sandbox.wallet(FUNDING_WALLET).unwrap().balance.fen(), 10_000_000 - 60_000);
     assert!(app.app.store.verify_ledger().await.unwrap().is_empty());
 
+    // A late or repeated answer for lines already final (a worker whose lease lapsed, a
+    // TRANSFER.* notification) moves nothing and books nothing, in bulk or alone.
+    let lines = app.get(&format!("{path}/lines"), &office.clerk).await.expect(StatusCode::OK);
+    let out_nos: Vec<String> =
+        lines.body.as_array().unwrap().iter().map(|l| l["out_transfer_no"].as_str().unwrap().to_owned()).collect();
+    let now = carepay::domain::time::UnixMs::now();
+    let again: Vec<(String, carepay::store::disbursement::LineOutcome)> = out_nos
+        .iter()
+        .map(|no| (no.clone(), carepay::store::disbursement::LineOutcome::Succeeded { transfer_no: None, at: now }))
+        .collect();
+    assert_eq!(app.app.store.finish_lines(&again, now).await.unwrap(), 0);
+    let failed = carepay::store::disbursement::LineOutcome::Failed {
+        transfer_no: None,
+        fail_code: String::from("WALLET_FROZEN"),
+    };
+    assert!(!app.app.store.finish_line(&out_nos[0], &failed, now).await.unwrap());
+    let budget = carepay::store::disbursement::budget_account(
+        &carepay::domain::ids::ProgrammeId::parse(&office.programme).unwrap(),
+    );
+    assert_eq!(app.app.store.account_totals(&budget).await.unwrap().unwrap().balance_fen(), 1_000_000 - 60_000);
+    let programme = app.get(&format!("/v1/subsidy-programmes/{}", office.programme), &office.clerk).await;
+    assert_eq!(programme.body["committed"], "600.00", "{}", programme.text);
+    assert!(app.app.store.verify_ledger().await.unwrap().is_empty());
+
     let received = receiver.wait_until("batch.completed", |r| !r.is_empty()).await;
     assert_eq!(received.len(), 1);
     let event = received[0].json();
