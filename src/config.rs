@@ -37,6 +37,12 @@ pub struct DatabaseConfig {
     #[arg(long, env = "CAREPAY_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5_000,
           value_parser = clap::value_parser!(u64).range(100..=120_000))]
     pub db_acquire_timeout_ms: u64,
+
+    /// PostgreSQL: native connections kept beside the pool for bulk copies (statement
+    /// files, batch uploads), opened when first needed.
+    #[arg(long, env = "CAREPAY_DB_BULK_CONNECTIONS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=32))]
+    pub db_bulk_connections: u32,
 }
 
 impl DatabaseConfig {
@@ -51,6 +57,7 @@ impl DatabaseConfig {
         PoolSettings {
             max_connections: self.db_max_connections,
             acquire_timeout_ms: self.db_acquire_timeout_ms,
+            bulk_max_connections: self.db_bulk_connections,
             ..PoolSettings::default()
         }
     }

@@ -67,11 +67,18 @@ pub struct PoolSettings {
     pub acquire_timeout_ms: u64,
     /// How long SQLite waits on a locked database before giving up.
     pub sqlite_busy_timeout_ms: u64,
+    /// PostgreSQL: native connections kept beside the pool for bulk `COPY`.
+    pub bulk_max_connections: u32,
 }
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        PoolSettings { max_connections: 10, acquire_timeout_ms: 5_000, sqlite_busy_timeout_ms: 5_000 }
+        PoolSettings {
+            max_connections: 10,
+            acquire_timeout_ms: 5_000,
+            sqlite_busy_timeout_ms: 5_000,
+            bulk_max_connections: 2,
+        }
     }
 }
 
@@ -145,6 +152,9 @@ pub struct Store {
     /// Serialises write transactions in this process (used on SQLite only).
     write_gate: Arc<tokio::sync::Mutex<()>>,
     pub(crate) known_accounts: ledger::KnownAccounts,
+    /// PostgreSQL only: native connections beside the portable pool, for what the `Any`
+    /// driver cannot speak (`COPY`). Opened lazily, so stores that never bulk-copy hold none.
+    bulk: Option<sqlx::PgPool>,
 }
 
 /// A write transaction, holding the SQLite write gate while it lives.
@@ -201,12 +211,30 @@ impl Store {
             })
             .connect_with(options)
             .await?;
+        let bulk = match backend {
+            Backend::Postgres => Some(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(settings.bulk_max_connections)
+                    .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+                    .connect_lazy(url)?,
+            ),
+            Backend::Sqlite => None,
+        };
         Ok(Store {
             pool,
             backend,
             write_gate: Arc::new(tokio::sync::Mutex::new(())),
             known_accounts: ledger::KnownAccounts::default(),
+            bulk,
         })
+    }
+
+    /// The native PostgreSQL pool for bulk `COPY` (None on SQLite). Its connections are not
+    /// the portable pool's: a `COPY` there is its own transaction, never part of one begun
+    /// with `begin_write`.
+    #[expect(dead_code, reason = "the bulk statement and batch-upload paths take it up")]
+    pub(crate) fn bulk_pool(&self) -> Option<&sqlx::PgPool> {
+        self.bulk.as_ref()
     }
 
     /// The SQLite url for a file path, creating the file when missing.
@@ -266,5 +294,8 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(bulk) = &self.bulk {
+            bulk.close().await;
+        }
     }
 }
