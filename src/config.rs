@@ -43,6 +43,21 @@ pub struct DatabaseConfig {
     #[arg(long, env = "CAREPAY_DB_BULK_CONNECTIONS", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=32))]
     pub db_bulk_connections: u32,
+
+    /// Most payment writes (nonces, starts, outcomes) that share one transaction.
+    #[arg(long, env = "CAREPAY_GROUP_COMMIT_MAX_BATCH", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_024))]
+    pub group_commit_max_batch: u64,
+
+    /// Payment writes that may wait for a transaction, per lane; beyond it callers wait.
+    #[arg(long, env = "CAREPAY_GROUP_COMMIT_QUEUE", default_value_t = 4_096,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub group_commit_queue: u64,
+
+    /// PostgreSQL: transactions starting payments written at once.
+    #[arg(long, env = "CAREPAY_GROUP_COMMIT_BEGIN_WRITERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub group_commit_begin_writers: u64,
 }
 
 impl DatabaseConfig {
@@ -58,6 +73,11 @@ impl DatabaseConfig {
             max_connections: self.db_max_connections,
             acquire_timeout_ms: self.db_acquire_timeout_ms,
             bulk_max_connections: self.db_bulk_connections,
+            group_commit: crate::store::group_commit::GroupCommitSettings {
+                max_batch: self.group_commit_max_batch as usize,
+                queue: self.group_commit_queue as usize,
+                postgres_begin_writers: self.group_commit_begin_writers as usize,
+            },
             ..PoolSettings::default()
         }
     }

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 
 use crate::app::App;
@@ -19,7 +20,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = http::router(app, settings);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let server = axum::serve(without_nagle(listener), router).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         let _ = stopping_tx.send(());
@@ -58,4 +59,16 @@ pub async fn shutdown_signal() {
         () = interrupt => {}
         () = terminate => {}
     }
+}
+
+/// Accepted connections send each write at once. With Nagle's algorithm a small write
+/// behind unacknowledged data waits for the peer's delayed ACK (40 ms on Linux): HTTP/2
+/// answers to many terminals on one connection, and keep-alive HTTP/1.1 answers, would
+/// stall on it.
+pub fn without_nagle(listener: TcpListener) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
+    listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on an accepted connection");
+        }
+    })
 }

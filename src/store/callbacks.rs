@@ -224,6 +224,108 @@ pub async fn enqueue_in(conn: &mut AnyConnection, event: &NewEvent, now: UnixMs)
     Ok(id)
 }
 
+/// [`enqueue_in`] for many events with a fixed number of statements however many there
+/// are: the events as one JSON array, one read of their owners' endpoints, and their
+/// deliveries as one JSON array. Inside the caller's transaction, like `enqueue_in`.
+pub(crate) async fn enqueue_many_in(
+    conn: &mut AnyConnection,
+    events: &[&NewEvent],
+    now: UnixMs,
+) -> Result<Vec<EventId>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let postgres = Backend::of(conn) == Backend::Postgres;
+    let mut ids = Vec::with_capacity(events.len());
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let body = event_body(event.event_type, now, &event.object_id, event.object_version, &event.data)
+            .map_err(|error| StoreError::Database(sqlx::Error::Encode(Box::new(error))))?;
+        let id = EventId::generate();
+        rows.push(serde_json::json!({
+            "id": id.as_str(), "owner_kind": event.owner.kind().as_str(), "owner_id": event.owner.id(),
+            "event_type": event.event_type.as_str(), "object_id": event.object_id, "object_version": event.object_version,
+            "body": body,
+        }));
+        ids.push(id);
+    }
+    let select = if postgres {
+        "SELECT r.id, r.owner_kind, r.owner_id, r.event_type, r.object_id, r.object_version, r.body, $2 \
+         FROM json_to_recordset($1::json) AS r(id TEXT, owner_kind TEXT, owner_id TEXT, event_type TEXT, \
+         object_id TEXT, object_version BIGINT, body TEXT)"
+    } else {
+        "SELECT value ->> 'id', value ->> 'owner_kind', value ->> 'owner_id', value ->> 'event_type', \
+         value ->> 'object_id', value ->> 'object_version', value ->> 'body', $2 FROM json_each($1)"
+    };
+    let sql = format!(
+        "INSERT INTO callback_events (id, owner_kind, owner_id, event_type, object_id, object_version, body, \
+         created_at_ms) {select}"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await?;
+
+    let mut owners: Vec<&str> = events.iter().map(|event| event.owner.id()).collect();
+    owners.sort_unstable();
+    owners.dedup();
+    let owners_sql = if postgres {
+        "SELECT id, owner_kind, owner_id, event_types, status FROM callback_endpoints \
+         WHERE owner_id IN (SELECT json_array_elements_text($1::json))"
+    } else {
+        "SELECT id, owner_kind, owner_id, event_types, status FROM callback_endpoints \
+         WHERE owner_id IN (SELECT value FROM json_each($1))"
+    };
+    let endpoints =
+        sqlx::query(owners_sql).bind(serde_json::Value::from(owners).to_string()).fetch_all(&mut *conn).await?;
+    let mut deliveries = Vec::new();
+    for row in &endpoints {
+        let owner_kind: String = row.try_get("owner_kind")?;
+        let owner_id: String = row.try_get("owner_id")?;
+        let types = EventTypes::from_stored(&row.try_get::<String, _>("event_types")?);
+        let enabled = row.try_get::<String, _>("status")? == EndpointStatus::Enabled.as_str();
+        let endpoint_id: String = row.try_get("id")?;
+        for (event, id) in events.iter().zip(&ids) {
+            if event.owner.kind().as_str() != owner_kind
+                || event.owner.id() != owner_id
+                || !types.contains(event.event_type)
+            {
+                continue;
+            }
+            let (status, next_attempt_at, last_error) = if enabled {
+                (DeliveryStatus::Pending, Some(now.0), None)
+            } else {
+                (DeliveryStatus::Failed, None, Some("endpoint disabled"))
+            };
+            deliveries.push(serde_json::json!({
+                "event_id": id.as_str(), "endpoint_id": endpoint_id, "status": status.as_str(),
+                "next_attempt_at_ms": next_attempt_at, "last_error": last_error,
+            }));
+        }
+    }
+    if !deliveries.is_empty() {
+        let select = if postgres {
+            "SELECT r.event_id, r.endpoint_id, r.status, 0, r.next_attempt_at_ms, r.last_error, $2, $2 \
+             FROM json_to_recordset($1::json) AS r(event_id TEXT, endpoint_id TEXT, status TEXT, \
+             next_attempt_at_ms BIGINT, last_error TEXT)"
+        } else {
+            "SELECT value ->> 'event_id', value ->> 'endpoint_id', value ->> 'status', 0, \
+             value ->> 'next_attempt_at_ms', value ->> 'last_error', $2, $2 FROM json_each($1)"
+        };
+        let sql = format!(
+            "INSERT INTO callback_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at_ms, last_error, \
+             created_at_ms, updated_at_ms) {select}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::Value::Array(deliveries).to_string())
+            .bind(now.0)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(ids)
+}
+
 /// A rotated signing secret, sealed: the new one, and the previous one with how long it
 /// still signs.
 #[derive(Clone, Copy, Debug)]

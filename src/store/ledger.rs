@@ -182,6 +182,37 @@ pub(crate) async fn open_account_in(
     Ok(())
 }
 
+/// [`open_account_in`] for several accounts in one statement (none: no statement).
+pub(crate) async fn open_accounts_in(
+    conn: &mut AnyConnection,
+    accounts: &[(AccountCode, OverdraftPolicy)],
+    now: UnixMs,
+) -> Result<(), StoreError> {
+    if accounts.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = accounts
+        .iter()
+        .map(|(code, policy)| serde_json::json!({"code": code.as_str(), "overdraft": overdraft_text(*policy)}))
+        .collect();
+    let select = if super::Backend::of(conn) == super::Backend::Postgres {
+        "SELECT r.code, r.overdraft, 0, 0, $2 FROM json_to_recordset($1::json) AS r(code TEXT, overdraft TEXT)"
+    } else {
+        // `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
+        "SELECT value ->> 'code', value ->> 'overdraft', 0, 0, $2 FROM json_each($1) WHERE true"
+    };
+    let sql = format!(
+        "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) {select} \
+         ON CONFLICT (code) DO NOTHING"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Book `entry` inside the caller's transaction, so the posting and the state change it
 /// records commit or roll back together. Accounts are updated in code order, so two
 /// concurrent entries touching the same accounts lock them in the same order and cannot

@@ -13,6 +13,7 @@ pub mod console;
 pub mod demo;
 pub mod directory;
 pub mod disbursement;
+pub mod group_commit;
 pub mod keys;
 pub mod ledger;
 pub mod payments;
@@ -69,6 +70,7 @@ pub struct PoolSettings {
     pub sqlite_busy_timeout_ms: u64,
     /// PostgreSQL: native connections kept beside the pool for bulk `COPY`.
     pub bulk_max_connections: u32,
+    pub group_commit: group_commit::GroupCommitSettings,
 }
 
 impl Default for PoolSettings {
@@ -78,6 +80,7 @@ impl Default for PoolSettings {
             acquire_timeout_ms: 5_000,
             sqlite_busy_timeout_ms: 5_000,
             bulk_max_connections: 2,
+            group_commit: group_commit::GroupCommitSettings::default(),
         }
     }
 }
@@ -155,6 +158,9 @@ pub struct Store {
     /// PostgreSQL only: native connections beside the portable pool, for what the `Any`
     /// driver cannot speak (`COPY`). Opened lazily, so stores that never bulk-copy hold none.
     bulk: Option<sqlx::PgPool>,
+    /// The writers that let concurrent payment writes share a transaction; `None` on the
+    /// writers' own store.
+    group: Option<group_commit::GroupCommit>,
 }
 
 /// A write transaction, holding the SQLite write gate while it lives.
@@ -226,7 +232,26 @@ impl Store {
             write_gate: Arc::new(tokio::sync::Mutex::new(())),
             known_accounts: ledger::KnownAccounts::default(),
             bulk,
-        })
+            group: None,
+        }
+        .with_group_commit(settings.group_commit))
+    }
+
+    fn with_group_commit(self, settings: group_commit::GroupCommitSettings) -> Store {
+        let group = group_commit::GroupCommit::start(self.clone(), settings);
+        Store { group: Some(group), ..self }
+    }
+
+    /// Hand a payment-path write to the group commit (or, on the writers' own store, write
+    /// it alone).
+    pub(crate) async fn group_commit<T>(
+        &self,
+        job: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, StoreError>>) -> group_commit::Job,
+    ) -> Result<T, StoreError> {
+        match &self.group {
+            Some(group) => group.submit(job).await,
+            None => group_commit::write_alone(self, job).await,
+        }
     }
 
     /// The native PostgreSQL pool for bulk `COPY` (None on SQLite). Its connections are not

@@ -5,6 +5,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::callbacks::enqueue_in;
 use super::directory::corrupt;
+use super::group_commit::Job;
 use super::ledger::{EntryRef, KnownAccounts, post_in};
 use super::{Store, StoreError};
 use crate::callbacks::NewEvent;
@@ -177,10 +178,6 @@ pub(super) fn refund_from_row(row: &AnyRow) -> Result<Refund, sqlx::Error> {
 }
 
 /// `'a', 'b'` for a `status IN (...)` list. Only ever built from the enum's own constants.
-fn status_list(statuses: &[PaymentStatus]) -> String {
-    statuses.iter().map(|status| format!("'{}'", status.as_str())).collect::<Vec<_>>().join(", ")
-}
-
 /// Insert the idempotency row; `Some(seen)` when the key already existed.
 async fn claim_request(
     conn: &mut AnyConnection,
@@ -201,6 +198,11 @@ async fn claim_request(
     if inserted.rows_affected() == 1 {
         return Ok(None);
     }
+    seen_request(conn, request).await.map(Some)
+}
+
+/// What a request id already used was and created.
+async fn seen_request(conn: &mut AnyConnection, request: &TerminalRequest<'_>) -> Result<SeenRequest, StoreError> {
     let row = sqlx::query(
         "SELECT request_sha256, kind, object_id FROM terminal_requests WHERE terminal_id = $1 AND request_id = $2",
     )
@@ -209,11 +211,11 @@ async fn claim_request(
     .fetch_one(&mut *conn)
     .await?;
     let kind: String = row.try_get("kind")?;
-    Ok(Some(SeenRequest {
+    Ok(SeenRequest {
         request_sha256: row.try_get("request_sha256")?,
         kind: RequestKind::parse(&kind).ok_or_else(|| corrupt("terminal_requests.kind", &kind))?,
         object_id: row.try_get("object_id")?,
-    }))
+    })
 }
 
 /// Apply `effects` inside the caller's transaction; returns the accounts to remember as
@@ -241,34 +243,293 @@ async fn apply_effects(
     Ok(opened)
 }
 
+/// A terminal nonce to record.
+pub(crate) struct NonceWrite {
+    pub terminal_id: TerminalId,
+    pub nonce: String,
+    pub expires_at: UnixMs,
+}
+
+/// A payment to create under a terminal's request id.
+pub(crate) struct BeginWrite {
+    pub payment: Payment,
+    pub request_id: String,
+    pub request_sha256: String,
+    pub kind: RequestKind,
+    pub now: UnixMs,
+}
+
+/// A [`Booking`] that owns its reference, to travel to a writer.
+pub(crate) struct OwnedBooking {
+    pub kind: String,
+    pub reference: String,
+    pub memo: String,
+    pub entry: JournalEntry,
+    pub accounts: Vec<(AccountCode, OverdraftPolicy)>,
+}
+
+/// A payment to move forward, with what must commit with the move.
+pub(crate) struct MoveWrite {
+    pub payment_id: PaymentId,
+    /// The states it may move from (each may become `to`); never empty.
+    pub from: Vec<PaymentStatus>,
+    pub to: PaymentStatus,
+    pub facts: TradeFacts,
+    pub booking: Option<OwnedBooking>,
+    pub events: Vec<NewEvent>,
+    pub now: UnixMs,
+}
+
+fn is_postgres(conn: &AnyConnection) -> bool {
+    super::Backend::of(conn) == super::Backend::Postgres
+}
+
+/// Record `nonces` (distinct) in one statement; for each, whether it was new.
+pub(super) async fn record_nonces_in(
+    conn: &mut AnyConnection,
+    nonces: &[&NonceWrite],
+) -> Result<Vec<bool>, StoreError> {
+    if nonces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<serde_json::Value> = nonces
+        .iter()
+        .map(|write| {
+            serde_json::json!({
+                "terminal_id": write.terminal_id.as_str(), "nonce": write.nonce, "expires_at_ms": write.expires_at.0,
+            })
+        })
+        .collect();
+    let select = if is_postgres(conn) {
+        "SELECT r.terminal_id, r.nonce, r.expires_at_ms \
+         FROM json_to_recordset($1::json) AS r(terminal_id TEXT, nonce TEXT, expires_at_ms BIGINT)"
+    } else {
+        // `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
+        "SELECT value ->> 'terminal_id', value ->> 'nonce', value ->> 'expires_at_ms' FROM json_each($1) WHERE true"
+    };
+    let sql = format!(
+        "INSERT INTO terminal_nonces (terminal_id, nonce, expires_at_ms) {select} \
+         ON CONFLICT (terminal_id, nonce) DO NOTHING RETURNING terminal_id, nonce"
+    );
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut fresh = std::collections::HashSet::new();
+    for row in &inserted {
+        fresh.insert((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?));
+    }
+    Ok(nonces
+        .iter()
+        .map(|write| fresh.contains(&(write.terminal_id.as_str().to_owned(), write.nonce.clone())))
+        .collect())
+}
+
+/// Create the payments of `begins` (distinct request ids) with their idempotency rows, in
+/// a fixed number of statements; a request id used before reports what it created.
+pub(super) async fn begin_payments_in(
+    conn: &mut AnyConnection,
+    begins: &[&BeginWrite],
+) -> Result<Vec<Begun<Payment>>, StoreError> {
+    if begins.is_empty() {
+        return Ok(Vec::new());
+    }
+    let postgres = is_postgres(conn);
+    let requests: Vec<serde_json::Value> = begins
+        .iter()
+        .map(|write| {
+            serde_json::json!({
+                "terminal_id": write.payment.terminal_id.as_str(), "request_id": write.request_id,
+                "request_sha256": write.request_sha256, "kind": write.kind.as_str(),
+                "object_id": write.payment.id.as_str(), "created_at_ms": write.now.0,
+            })
+        })
+        .collect();
+    let select = if postgres {
+        "SELECT r.terminal_id, r.request_id, r.request_sha256, r.kind, r.object_id, r.created_at_ms \
+         FROM json_to_recordset($1::json) AS r(terminal_id TEXT, request_id TEXT, request_sha256 TEXT, kind TEXT, \
+         object_id TEXT, created_at_ms BIGINT)"
+    } else {
+        "SELECT value ->> 'terminal_id', value ->> 'request_id', value ->> 'request_sha256', value ->> 'kind', \
+         value ->> 'object_id', value ->> 'created_at_ms' FROM json_each($1) WHERE true"
+    };
+    let sql = format!(
+        "INSERT INTO terminal_requests (terminal_id, request_id, request_sha256, kind, object_id, created_at_ms) \
+         {select} ON CONFLICT (terminal_id, request_id) DO NOTHING RETURNING object_id"
+    );
+    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(requests).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut created = std::collections::HashSet::new();
+    for row in &inserted {
+        created.insert(row.try_get::<String, _>(0)?);
+    }
+
+    let payments: Vec<serde_json::Value> = begins
+        .iter()
+        .filter(|write| created.contains(write.payment.id.as_str()))
+        .map(|write| {
+            let payment = &write.payment;
+            serde_json::json!({
+                "id": payment.id.as_str(), "facility_id": payment.facility_id.as_str(),
+                "terminal_id": payment.terminal_id.as_str(), "request_id": payment.request_id,
+                "merchant_wallet_id": payment.merchant_wallet_id.as_str(), "out_trade_no": payment.out_trade_no,
+                "method": payment.method.as_str(), "status": payment.status.as_str(),
+                "amount_fen": payment.amount.fen(), "description": payment.description,
+                "expires_at_ms": payment.expires_at.map(|at| at.0), "created_at_ms": payment.created_at.0,
+                "next_check_at_ms": payment.next_check_at.map(|at| at.0),
+            })
+        })
+        .collect();
+    if !payments.is_empty() {
+        // The request handling each start holds its lease while it talks to the operator,
+        // so the worker does not query the same payment at the same time.
+        let select = if postgres {
+            "SELECT r.id, r.facility_id, r.terminal_id, r.request_id, r.merchant_wallet_id, r.out_trade_no, r.method, \
+             r.status, r.amount_fen, 0, 0, r.description, NULL, NULL, NULL, r.expires_at_ms, NULL, 1, r.created_at_ms, \
+             r.created_at_ms, r.next_check_at_ms, 0, 'request', r.next_check_at_ms \
+             FROM json_to_recordset($1::json) AS r(id TEXT, facility_id TEXT, terminal_id TEXT, request_id TEXT, \
+             merchant_wallet_id TEXT, out_trade_no TEXT, method TEXT, status TEXT, amount_fen BIGINT, \
+             description TEXT, expires_at_ms BIGINT, created_at_ms BIGINT, next_check_at_ms BIGINT)"
+        } else {
+            "SELECT value ->> 'id', value ->> 'facility_id', value ->> 'terminal_id', value ->> 'request_id', \
+             value ->> 'merchant_wallet_id', value ->> 'out_trade_no', value ->> 'method', value ->> 'status', \
+             value ->> 'amount_fen', 0, 0, value ->> 'description', NULL, NULL, NULL, value ->> 'expires_at_ms', \
+             NULL, 1, value ->> 'created_at_ms', value ->> 'created_at_ms', value ->> 'next_check_at_ms', 0, \
+             'request', value ->> 'next_check_at_ms' FROM json_each($1)"
+        };
+        let sql = format!(
+            "INSERT INTO payments (id, facility_id, terminal_id, request_id, merchant_wallet_id, out_trade_no, method, \
+             status, amount_fen, refund_reserved_fen, refunded_fen, description, trade_no, fail_code, qr_payload, \
+             expires_at_ms, paid_at_ms, version, created_at_ms, updated_at_ms, next_check_at_ms, check_attempts, \
+             lease_owner, lease_until_ms) {select}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::Value::Array(payments).to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+
+    let mut begun = Vec::with_capacity(begins.len());
+    for write in begins {
+        if created.contains(write.payment.id.as_str()) {
+            begun.push(Begun::Created(write.payment.clone()));
+            continue;
+        }
+        let request = TerminalRequest {
+            terminal_id: &write.payment.terminal_id,
+            request_id: &write.request_id,
+            request_sha256: &write.request_sha256,
+            kind: write.kind,
+            object_id: write.payment.id.as_str(),
+            now: write.now,
+        };
+        let seen = seen_request(conn, &request).await?;
+        begun.push(Begun::Seen(seen));
+    }
+    Ok(begun)
+}
+
+/// Move the payments of `moves` (distinct) forward where their state still allows it, with
+/// the ledger entries and callbacks of those that moved, in a fixed number of statements.
+/// Returns for each whether it moved, and the accounts opened (to remember after commit).
+pub(super) async fn move_payments_in(
+    conn: &mut AnyConnection,
+    moves: &[&MoveWrite],
+    known: &KnownAccounts,
+) -> Result<(Vec<bool>, Vec<(AccountCode, OverdraftPolicy)>), StoreError> {
+    if moves.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let rows: Vec<serde_json::Value> = moves
+        .iter()
+        .map(|write| {
+            let from: String = write.from.iter().map(|status| format!(",{}", status.as_str())).collect();
+            serde_json::json!({
+                "id": write.payment_id.as_str(), "from_statuses": format!("{from},"), "to_status": write.to.as_str(),
+                "trade_no": write.facts.trade_no, "fail_code": write.facts.fail_code,
+                "paid_at_ms": write.facts.paid_at.map(|at| at.0),
+                "next_check_at_ms": write.facts.next_check_at.map(|at| at.0), "updated_at_ms": write.now.0,
+            })
+        })
+        .collect();
+    let (source, in_from) = if is_postgres(conn) {
+        (
+            "json_to_recordset($1::json) AS r(id TEXT, from_statuses TEXT, to_status TEXT, trade_no TEXT, \
+             fail_code TEXT, paid_at_ms BIGINT, next_check_at_ms BIGINT, updated_at_ms BIGINT)",
+            // The id list lets the planner probe the primary key: it cannot size the JSON
+            // and would otherwise scan every payment to hash-join a handful.
+            "payments.id = ANY(ARRAY(SELECT json_array_elements($1::json) ->> 'id')) \
+             AND strpos(r.from_statuses, ',' || payments.status || ',') > 0",
+        )
+    } else {
+        (
+            "(SELECT value ->> 'id' AS id, value ->> 'from_statuses' AS from_statuses, \
+             value ->> 'to_status' AS to_status, value ->> 'trade_no' AS trade_no, value ->> 'fail_code' AS fail_code, \
+             value ->> 'paid_at_ms' AS paid_at_ms, value ->> 'next_check_at_ms' AS next_check_at_ms, \
+             value ->> 'updated_at_ms' AS updated_at_ms FROM json_each($1)) AS r",
+            "instr(r.from_statuses, ',' || payments.status || ',') > 0",
+        )
+    };
+    let sql = format!(
+        "UPDATE payments SET status = r.to_status, trade_no = COALESCE(r.trade_no, payments.trade_no), \
+         fail_code = COALESCE(r.fail_code, payments.fail_code), paid_at_ms = COALESCE(r.paid_at_ms, payments.paid_at_ms), \
+         next_check_at_ms = r.next_check_at_ms, lease_owner = NULL, lease_until_ms = NULL, \
+         version = payments.version + 1, updated_at_ms = r.updated_at_ms \
+         FROM {source} WHERE payments.id = r.id AND {in_from} RETURNING payments.id"
+    );
+    let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut moved_ids = std::collections::HashSet::new();
+    for row in &updated {
+        moved_ids.insert(row.try_get::<String, _>(0)?);
+    }
+    let moved: Vec<bool> = moves.iter().map(|write| moved_ids.contains(write.payment_id.as_str())).collect();
+    let done: Vec<&MoveWrite> =
+        moves.iter().zip(&moved).filter(|(_, moved)| **moved).map(|(write, _)| *write).collect();
+    let now = done.iter().map(|write| write.now).max().unwrap_or(UnixMs(0));
+
+    let mut opened: Vec<(AccountCode, OverdraftPolicy)> = Vec::new();
+    let mut entries = Vec::new();
+    for booking in done.iter().filter_map(|write| write.booking.as_ref()) {
+        for (code, policy) in &booking.accounts {
+            if known.policy(code).is_none() && !opened.iter().any(|(open, _)| open == code) {
+                opened.push((code.clone(), *policy));
+            }
+        }
+        let what = EntryRef { kind: &booking.kind, reference: &booking.reference, memo: &booking.memo };
+        entries.push((what, booking.entry.clone()));
+    }
+    super::ledger::open_accounts_in(conn, &opened, now).await?;
+    super::ledger::post_many_in(conn, &entries, now, known).await?;
+    let events: Vec<&NewEvent> = done.iter().flat_map(|write| write.events.iter()).collect();
+    super::callbacks::enqueue_many_in(conn, &events, now).await?;
+    let mut remember: Vec<(AccountCode, OverdraftPolicy)> = opened;
+    for booking in done.iter().filter_map(|write| write.booking.as_ref()) {
+        for account in &booking.accounts {
+            if !remember.iter().any(|(code, _)| code == &account.0) {
+                remember.push(account.clone());
+            }
+        }
+    }
+    Ok((moved, remember))
+}
+
 impl Store {
-    /// Record a nonce from a terminal; `false` if it was already used (a replay).
-    ///
-    /// PostgreSQL only: this commit does not wait for the WAL flush (`synchronous_commit`
-    /// off for this one transaction). A crash may forget the last nonces; a replay of one
-    /// within the remaining window still meets the terminal request's idempotency key, so
-    /// it moves no money twice, and it saves one flush per terminal request.
+    /// Record a nonce from a terminal; `false` if it was already used (a replay). Nonces
+    /// arriving together share a transaction (see `group_commit`); one recorded with no
+    /// payment write beside it does not wait for the WAL flush on PostgreSQL.
     pub async fn record_terminal_nonce(
         &self,
         terminal: &TerminalId,
         nonce: &str,
         expires_at: UnixMs,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        if self.backend() == super::Backend::Postgres {
-            sqlx::query("SET LOCAL synchronous_commit TO OFF").execute(&mut *tx).await?;
-        }
-        let inserted = sqlx::query(
-            "INSERT INTO terminal_nonces (terminal_id, nonce, expires_at_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (terminal_id, nonce) DO NOTHING",
-        )
-        .bind(terminal.as_str())
-        .bind(nonce)
-        .bind(expires_at.0)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(inserted.rows_affected() == 1)
+        let write = NonceWrite { terminal_id: terminal.clone(), nonce: nonce.to_owned(), expires_at };
+        self.group_commit(|reply| Job::Nonce(write, reply)).await
     }
 
     /// Delete at most `limit` expired nonces and idempotency keys older than `keys_before`.
@@ -298,44 +559,21 @@ impl Store {
     }
 
     /// Create a payment under a terminal's request id, or report what that id created.
+    /// Starts arriving together share a transaction (see `group_commit`).
     pub async fn begin_payment(
         &self,
         payment: &Payment,
         request: &TerminalRequest<'_>,
     ) -> Result<Begun<Payment>, StoreError> {
-        let mut tx = self.begin_write().await?;
-        if let Some(seen) = claim_request(&mut tx, request).await? {
-            return Ok(Begun::Seen(seen));
-        }
-        sqlx::query(
-            "INSERT INTO payments (id, facility_id, terminal_id, request_id, merchant_wallet_id, out_trade_no, method, \
-             status, amount_fen, refund_reserved_fen, refunded_fen, description, trade_no, fail_code, qr_payload, \
-             expires_at_ms, paid_at_ms, version, created_at_ms, updated_at_ms, next_check_at_ms, check_attempts, \
-             lease_owner, lease_until_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, $10, NULL, NULL, NULL, $11, NULL, 1, $12, $12, $13, 0, \
-             $14, $15)",
-        )
-        .bind(payment.id.as_str())
-        .bind(payment.facility_id.as_str())
-        .bind(payment.terminal_id.as_str())
-        .bind(payment.request_id.as_str())
-        .bind(payment.merchant_wallet_id.as_str())
-        .bind(payment.out_trade_no.as_str())
-        .bind(payment.method.as_str())
-        .bind(payment.status.as_str())
-        .bind(payment.amount.fen())
-        .bind(payment.description.as_str())
-        .bind(payment.expires_at.map(|at| at.0))
-        .bind(payment.created_at.0)
-        .bind(payment.next_check_at.map(|at| at.0))
-        // The request handling this call holds the lease while it talks to the operator, so
-        // the worker does not query the same payment at the same time.
-        .bind(Some("request"))
-        .bind(payment.next_check_at.map(|at| at.0))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(Begun::Created(payment.clone()))
+        debug_assert_eq!(request.object_id, payment.id.as_str());
+        let write = BeginWrite {
+            payment: payment.clone(),
+            request_id: request.request_id.to_owned(),
+            request_sha256: request.request_sha256.to_owned(),
+            kind: request.kind,
+            now: request.now,
+        };
+        self.group_commit(|reply| Job::Begin(Box::new(write), reply)).await
     }
 
     pub async fn payment(&self, id: &PaymentId) -> Result<Option<Payment>, StoreError> {
@@ -369,7 +607,8 @@ impl Store {
     }
 
     /// Move a payment to `to` if its current state may (forward only), with its effects, in
-    /// one transaction. `false` when it had already moved elsewhere (nothing changed).
+    /// one transaction (shared with other moves arriving together, see `group_commit`).
+    /// `false` when it had already moved elsewhere (nothing changed).
     pub async fn transition_payment(
         &self,
         id: &PaymentId,
@@ -383,30 +622,22 @@ impl Store {
         if from.is_empty() {
             return Ok(false);
         }
-        let sql = format!(
-            "UPDATE payments SET status = $1, trade_no = COALESCE($2, trade_no), fail_code = COALESCE($3, fail_code), \
-             paid_at_ms = COALESCE($4, paid_at_ms), next_check_at_ms = $5, lease_owner = NULL, lease_until_ms = NULL, \
-             version = version + 1, updated_at_ms = $6 WHERE id = $7 AND status IN ({})",
-            status_list(&from)
-        );
-        let mut tx = self.begin_write().await?;
-        let moved = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(to.as_str())
-            .bind(facts.trade_no.as_deref())
-            .bind(facts.fail_code.as_deref())
-            .bind(facts.paid_at.map(|at| at.0))
-            .bind(facts.next_check_at.map(|at| at.0))
-            .bind(now.0)
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        if moved.rows_affected() != 1 {
-            return Ok(false);
-        }
-        let opened = apply_effects(&mut tx, effects, now, &self.known_accounts).await?;
-        tx.commit().await?;
-        self.known_accounts.remember(&opened);
-        Ok(true)
+        let write = MoveWrite {
+            payment_id: id.clone(),
+            from,
+            to,
+            facts: facts.clone(),
+            booking: effects.booking.map(|booking| OwnedBooking {
+                kind: booking.what.kind.to_owned(),
+                reference: booking.what.reference.to_owned(),
+                memo: booking.what.memo.to_owned(),
+                entry: booking.entry,
+                accounts: booking.accounts,
+            }),
+            events: effects.events,
+            now,
+        };
+        self.group_commit(|reply| Job::Move(Box::new(write), reply)).await
     }
 
     /// Keep a pending payment as it is but remember what we learnt and when to ask again;

@@ -13,6 +13,7 @@ mod demo;
 mod directory;
 mod disbursement;
 mod disbursement_crash;
+mod group_commit;
 mod keys;
 mod ledger;
 mod log_hygiene;

@@ -446,5 +446,5 @@ fn tamper_lines(lines: &mut Vec<StatementLine>, tamper: StatementTamper, date: &
 
 /// Serves the sandbox on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, sandbox: Sandbox) -> std::io::Result<()> {
-    axum::serve(listener, sandbox.router()).await
+    axum::serve(crate::server::without_nagle(listener), sandbox.router()).await
 }
