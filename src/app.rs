@@ -16,6 +16,7 @@ use crate::payments::PaymentSettings;
 use crate::rate_limit::{Rate, RateLimiter, WindowQuota};
 use crate::reconciliation::ReconciliationSettings;
 use crate::store::Store;
+use crate::terminal_cache::{DEFAULT_TERMINAL_CACHE_CAPACITY, TerminalCache};
 use std::sync::Arc;
 
 const MS_PER_HOUR: i64 = 3_600_000;
@@ -64,6 +65,8 @@ pub struct App {
     pub payments: PaymentSettings,
     /// Terminal nonces this instance has accepted (replay protection).
     pub nonces: Arc<NonceCache>,
+    /// Terminals as last read (PostgreSQL: checked again by each request's nonce insert).
+    pub terminals: Arc<TerminalCache>,
     /// Requests per back-office token.
     pub token_rate: Arc<RateLimiter>,
     /// Requests per terminal.
@@ -88,6 +91,7 @@ impl App {
             operator: None,
             payments: PaymentSettings::default(),
             nonces: Arc::new(NonceCache::new(DEFAULT_NONCE_CAPACITY, UnixMs::now().0 / 1_000)),
+            terminals: Arc::new(TerminalCache::new(DEFAULT_TERMINAL_CACHE_CAPACITY)),
             token_rate: Arc::new(RateLimiter::new(token_rate)),
             terminal_rate: Arc::new(RateLimiter::new(terminal_rate)),
             reveal_quota: Arc::new(reveal_quota),

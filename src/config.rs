@@ -287,6 +287,12 @@ pub struct OperatorConfig {
     #[arg(long, env = "CAREPAY_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u64).range(1..=365))]
     pub idempotency_retention_days: u64,
+
+    /// PostgreSQL: how long a terminal read for one request serves the next (each request's
+    /// nonce insert still checks the terminal's version, so changes apply at once).
+    #[arg(long, env = "CAREPAY_TERMINAL_CACHE_TTL_MS", default_value_t = 60_000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub terminal_cache_ttl_ms: u64,
 }
 
 impl OperatorConfig {
@@ -304,6 +310,7 @@ impl OperatorConfig {
             // The request owns its payment a little longer than one operator call can take.
             request_lease_ms: i64::try_from(self.operator_timeout_ms).unwrap_or(i64::MAX / 2) + 5_000,
             idempotency_retention_ms: i64::try_from(self.idempotency_retention_days).unwrap_or(365) * 86_400_000,
+            terminal_cache_ttl_ms: i64::try_from(self.terminal_cache_ttl_ms).unwrap_or(i64::MAX),
             ..defaults
         }
     }

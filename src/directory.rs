@@ -288,7 +288,9 @@ impl App {
             let action = if to == TerminalStatus::Suspended { "terminal.suspended" } else { "terminal.resumed" };
             let audit = audited(principal, action, "terminal", id.as_str(), &current.region_path)
                 .with(serde_json::json!({"before": current.status.as_str(), "after": to.as_str()}));
-            match self.store.set_terminal_status(id, current.status, to, UnixMs::now(), &audit).await {
+            let changed = self.store.set_terminal_status(id, current.status, to, UnixMs::now(), &audit).await;
+            self.terminals.forget(id);
+            match changed {
                 // A concurrent request moved it first; the re-read below shows the outcome.
                 Ok(()) | Err(StoreError::GuardFailed) => {}
                 Err(other) => return Err(other.into()),
@@ -313,17 +315,32 @@ impl App {
         let audit = audited(principal, "terminal.key_rotated", "terminal", id.as_str(), &current.region_path).with(
             serde_json::json!({"retired_key_id": current.active_key_id.as_str(), "new_key_id": new_key_id.as_str()}),
         );
-        self.store
+        let rotated = self
+            .store
             .rotate_terminal_key(id, &current.active_key_id, &new_key_id, &public_key, UnixMs::now(), &audit)
-            .await
-            .map_err(|error| match error {
-                StoreError::GuardFailed => {
-                    Error::conflict("CONCURRENT_CHANGE", "the key was rotated meanwhile; read the terminal again")
-                }
-                other => key_conflict(other),
-            })?;
+            .await;
+        self.terminals.forget(id);
+        rotated.map_err(|error| match error {
+            StoreError::GuardFailed => {
+                Error::conflict("CONCURRENT_CHANGE", "the key was rotated meanwhile; read the terminal again")
+            }
+            other => key_conflict(other),
+        })?;
         self.terminal(principal, id).await
     }
+}
+
+/// An active terminal whose current key made `signature` over `message`.
+pub(crate) fn check_terminal(
+    terminal: &Terminal,
+    message: &[u8],
+    signature: &[u8],
+) -> std::result::Result<(), TerminalAuthError> {
+    if terminal.status != TerminalStatus::Active {
+        return Err(TerminalAuthError::Suspended);
+    }
+    let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, terminal.public_key.raw_bytes());
+    key.verify(message, signature).map_err(|_| TerminalAuthError::BadSignature)
 }
 
 fn key_conflict(error: StoreError) -> Error {
@@ -383,17 +400,23 @@ impl App {
         message: &[u8],
         signature: &[u8],
     ) -> Result<Terminal, std::result::Result<TerminalAuthError, Error>> {
+        let terminal = self.read_terminal(id).await?;
+        check_terminal(&terminal, message, signature).map_err(Ok)?;
+        Ok(terminal)
+    }
+
+    /// The terminal as stored now (and remembered for the next request).
+    pub(crate) async fn read_terminal(
+        &self,
+        id: &TerminalId,
+    ) -> Result<Terminal, std::result::Result<TerminalAuthError, Error>> {
         let terminal = self
             .store
             .terminal(id)
             .await
             .map_err(|error| Err(error.into()))?
             .ok_or(Ok(TerminalAuthError::UnknownTerminal))?;
-        if terminal.status != TerminalStatus::Active {
-            return Err(Ok(TerminalAuthError::Suspended));
-        }
-        let key = ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, terminal.public_key.raw_bytes());
-        key.verify(message, signature).map_err(|_| Ok(TerminalAuthError::BadSignature))?;
+        self.terminals.put(terminal.clone(), UnixMs::now(), self.payments.terminal_cache_ttl_ms);
         Ok(terminal)
     }
 }

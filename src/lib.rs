@@ -31,3 +31,4 @@ pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod telemetry;
+pub mod terminal_cache;

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::envelope::Envelope;
 use crate::app::App;
-use crate::directory::TerminalAuthError;
+use crate::directory::{TerminalAuthError, check_terminal};
 use crate::domain::directory::Terminal;
 use crate::domain::time::UnixMs;
 use crate::nonces::NonceVerdict;
@@ -84,10 +84,24 @@ impl App {
         if (envelope.timestamp_s - now.0 / 1_000).abs() > window_s || envelope.timestamp_s < self.nonces.not_before_s {
             return Err(Ok(EnvelopeRefusal::StaleTimestamp));
         }
-        let terminal = self
-            .authenticate_terminal(&envelope.terminal_id, &envelope.signed_message(), &envelope.signature)
-            .await
-            .map_err(|outcome| outcome.map(EnvelopeRefusal::Terminal))?;
+        let refused = |reason| Err(Ok(EnvelopeRefusal::Terminal(reason)));
+        let message = envelope.signed_message();
+        // Instances sharing a PostgreSQL database check the terminal again when they record
+        // the nonce, so they may start from the terminal as last read; SQLite reads it.
+        let postgres = self.store.backend() == Backend::Postgres;
+        let cached = postgres
+            .then(|| self.terminals.get(&envelope.terminal_id, now, self.payments.terminal_cache_ttl_ms))
+            .flatten();
+        let terminal = match cached {
+            Some(terminal) if check_terminal(&terminal, &message, &envelope.signature).is_ok() => terminal,
+            // Unknown here, or refused as last read: it may have changed since.
+            _ => {
+                let terminal =
+                    self.read_terminal(&envelope.terminal_id).await.map_err(|e| e.map(EnvelopeRefusal::Terminal))?;
+                check_terminal(&terminal, &message, &envelope.signature).or_else(refused)?;
+                terminal
+            }
+        };
         // Counted after the signature verified, so nobody can spend another terminal's rate.
         self.terminal_rate
             .check(terminal.id.as_str(), std::time::Instant::now())
@@ -99,17 +113,27 @@ impl App {
             NonceVerdict::Replayed => return Err(Ok(EnvelopeRefusal::ReplayedNonce)),
             NonceVerdict::Full => return Err(Ok(EnvelopeRefusal::Busy)),
         }
-        // Instances sharing a PostgreSQL database also share what they have seen.
-        if self.store.backend() == Backend::Postgres {
-            let fresh = self
-                .store
-                .record_terminal_nonce(&terminal.id, &envelope.nonce, expires_at)
-                .await
-                .map_err(|error| Err(error.into()))?;
-            if !fresh {
-                return Err(Ok(EnvelopeRefusal::ReplayedNonce));
-            }
+        if !postgres {
+            return Ok(terminal);
         }
-        Ok(terminal)
+        // Instances sharing a PostgreSQL database also share what they have seen. The nonce
+        // is recorded only while the terminal is as checked; if it is not recorded, the
+        // nonce was used, or the terminal changed since it was read.
+        let record = |terminal: &Terminal| {
+            let store = self.store.clone();
+            let (terminal, nonce) = (terminal.clone(), envelope.nonce.clone());
+            async move {
+                store.record_terminal_nonce(&terminal, &nonce, expires_at).await.map_err(|error| Err(error.into()))
+            }
+        };
+        if record(&terminal).await? {
+            return Ok(terminal);
+        }
+        let current = self.read_terminal(&terminal.id).await.map_err(|e| e.map(EnvelopeRefusal::Terminal))?;
+        if current.version == terminal.version {
+            return Err(Ok(EnvelopeRefusal::ReplayedNonce));
+        }
+        check_terminal(&current, &message, &envelope.signature).or_else(refused)?;
+        if record(&current).await? { Ok(current) } else { Err(Ok(EnvelopeRefusal::Busy)) }
     }
 }

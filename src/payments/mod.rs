@@ -53,6 +53,9 @@ pub struct PaymentSettings {
     pub qr_max_expiry_s: u32,
     /// Terminal request timestamps may be this far from our clock.
     pub signature_window_s: i64,
+    /// PostgreSQL: how long a terminal read for one request serves the next ones (each
+    /// request's nonce insert still checks the terminal's version in the database).
+    pub terminal_cache_ttl_ms: i64,
     /// Request ids are remembered this long.
     pub idempotency_retention_ms: i64,
     pub max_description_chars: usize,
@@ -71,6 +74,7 @@ impl Default for PaymentSettings {
             qr_min_expiry_s: 30,
             qr_max_expiry_s: 1_800,
             signature_window_s: 300,
+            terminal_cache_ttl_ms: 60_000,
             idempotency_retention_ms: 7 * 86_400_000,
             max_description_chars: 100,
         }

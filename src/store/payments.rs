@@ -9,7 +9,7 @@ use super::group_commit::Job;
 use super::ledger::{EntryRef, KnownAccounts, post_in};
 use super::{Store, StoreError};
 use crate::callbacks::NewEvent;
-use crate::domain::directory::WalletId;
+use crate::domain::directory::{Terminal, WalletId};
 use crate::domain::ids::{FacilityId, PaymentId, RefundId, TerminalId};
 use crate::domain::ledger::{AccountCode, JournalEntry, OverdraftPolicy};
 use crate::domain::money::Amount;
@@ -246,6 +246,8 @@ async fn apply_effects(
 /// A terminal nonce to record.
 pub(crate) struct NonceWrite {
     pub terminal_id: TerminalId,
+    /// The terminal's version when its signature was checked.
+    pub terminal_version: i64,
     pub nonce: String,
     pub expires_at: UnixMs,
 }
@@ -296,19 +298,22 @@ pub(super) async fn record_nonces_in(
         .iter()
         .map(|write| {
             serde_json::json!({
-                "terminal_id": write.terminal_id.as_str(), "nonce": write.nonce, "expires_at_ms": write.expires_at.0,
+                "terminal_id": write.terminal_id.as_str(), "terminal_version": write.terminal_version,
+                "nonce": write.nonce, "expires_at_ms": write.expires_at.0,
             })
         })
         .collect();
     let select = if is_postgres(conn) {
-        "SELECT r.terminal_id, r.nonce, r.expires_at_ms \
-         FROM json_to_recordset($1::json) AS r(terminal_id TEXT, nonce TEXT, expires_at_ms BIGINT)"
+        "SELECT * FROM json_to_recordset($1::json) AS r(terminal_id TEXT, terminal_version BIGINT, nonce TEXT, \
+         expires_at_ms BIGINT)"
     } else {
-        // `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
-        "SELECT value ->> 'terminal_id', value ->> 'nonce', value ->> 'expires_at_ms' FROM json_each($1) WHERE true"
+        "SELECT value ->> 'terminal_id' AS terminal_id, value ->> 'terminal_version' AS terminal_version, \
+         value ->> 'nonce' AS nonce, value ->> 'expires_at_ms' AS expires_at_ms FROM json_each($1) AS r"
     };
     let sql = format!(
-        "INSERT INTO terminal_nonces (terminal_id, nonce, expires_at_ms) {select} \
+        "INSERT INTO terminal_nonces (terminal_id, nonce, expires_at_ms) SELECT r.terminal_id, r.nonce, \
+         r.expires_at_ms FROM ({select}) AS r WHERE EXISTS (SELECT 1 FROM terminals t WHERE t.id = r.terminal_id \
+         AND t.status = 'active' AND t.version = r.terminal_version) \
          ON CONFLICT (terminal_id, nonce) DO NOTHING RETURNING terminal_id, nonce"
     );
     let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -522,13 +527,22 @@ impl Store {
     /// Record a nonce from a terminal; `false` if it was already used (a replay). Nonces
     /// arriving together share a transaction (see `group_commit`); one recorded with no
     /// payment write beside it does not wait for the WAL flush on PostgreSQL.
+    ///
+    /// It is recorded only while `terminal` is active at the version it was read at, so a
+    /// request checked against a terminal that has since been suspended or given a new key
+    /// (on any instance) records nothing and reports `false` too.
     pub async fn record_terminal_nonce(
         &self,
-        terminal: &TerminalId,
+        terminal: &Terminal,
         nonce: &str,
         expires_at: UnixMs,
     ) -> Result<bool, StoreError> {
-        let write = NonceWrite { terminal_id: terminal.clone(), nonce: nonce.to_owned(), expires_at };
+        let write = NonceWrite {
+            terminal_id: terminal.id.clone(),
+            terminal_version: terminal.version,
+            nonce: nonce.to_owned(),
+            expires_at,
+        };
         self.group_commit(|reply| Job::Nonce(write, reply)).await
     }
 

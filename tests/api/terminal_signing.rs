@@ -10,7 +10,11 @@ use crate::backend_tests;
 use crate::helpers::{TestApp, terminal_key_pair};
 use crate::terminal_client::{nonce, terminal};
 
-backend_tests!(badly_signed_requests_are_unauthenticated_and_record_nothing, health_and_reflection_are_served);
+backend_tests!(
+    badly_signed_requests_are_unauthenticated_and_record_nothing,
+    a_terminal_changed_through_another_instance_is_refused_at_its_next_request,
+    health_and_reflection_are_served,
+);
 
 fn pay_message(request_id: &str) -> proto::PayRequest {
     proto::PayRequest {
@@ -89,6 +93,38 @@ async fn badly_signed_requests_are_unauthenticated_and_record_nothing(app: TestA
     till.id = format!("trm_{}", "0".repeat(32));
     expect_refused(client.pay(till.signed_with("Pay", pay_message("k"), &nonce(), &new_key)).await, "unknown terminal");
     assert_eq!(recorded(&app).await, (2, stored_nonces(&app, 2)));
+}
+
+/// Another instance suspends, resumes and re-keys the terminal; this instance, which has
+/// just served it, follows at once (its copy of the terminal is checked again as the nonce
+/// is recorded).
+async fn a_terminal_changed_through_another_instance_is_refused_at_its_next_request(app: TestApp) {
+    let till = terminal(&app, "0021000000000002").await;
+    let mut client = till.client.clone();
+    let replica = app.spawn_replica(crate::helpers::test_limits()).await;
+    let on_replica = |path: String, body: serde_json::Value| {
+        let request = app.client.post(format!("{replica}{path}")).bearer_auth(&app.root_token).json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+    };
+    client.pay(till.signed("Pay", pay_message("before"))).await.expect("served before the change");
+
+    on_replica(format!("/v1/terminals/{}/suspend", till.id), json!(null)).await;
+    let status = client.pay(till.signed("Pay", pay_message("suspended"))).await.expect_err("suspended elsewhere");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("suspended"), "{status:?}");
+
+    on_replica(format!("/v1/terminals/{}/resume", till.id), json!(null)).await;
+    client.pay(till.signed("Pay", pay_message("resumed"))).await.expect("resumed elsewhere");
+
+    let (new_key, new_public) = terminal_key_pair();
+    on_replica(format!("/v1/terminals/{}/rotate-key", till.id), json!({"public_key": new_public})).await;
+    let status = client.pay(till.signed("Pay", pay_message("old-key"))).await.expect_err("re-keyed elsewhere");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    client.pay(till.signed_with("Pay", pay_message("new-key"), &nonce(), &new_key)).await.expect("the new key");
+    assert_eq!(recorded(&app).await, (3, stored_nonces(&app, 3)), "refused requests recorded nothing");
 }
 
 async fn health_and_reflection_are_served(app: TestApp) {

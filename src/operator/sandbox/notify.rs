@@ -96,7 +96,13 @@ impl Notifier {
     }
 
     /// Starts delivering `outgoing` in the background. Needs a Tokio runtime.
+    ///
+    /// With no URL configured there is nobody to tell, as with a real operator: the event is
+    /// not queued (nor retried once a URL is set later).
     pub fn send(self: &Arc<Self>, outgoing: Outgoing) {
+        if self.url().is_none() {
+            return;
+        }
         let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(event_id = %outgoing.id, "sandbox notification dropped: too many pending");
