@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Caller, StrictQuery};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_audit)).routes(routes!(verify_audit))
+    OpenApiRouter::new().routes(routes!(list_audit)).routes(routes!(export_audit)).routes(routes!(verify_audit))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -47,6 +47,25 @@ pub struct AuditRecordView {
     pub hash: String,
 }
 
+impl From<crate::store::audit::AuditRecord> for AuditRecordView {
+    fn from(record: crate::store::audit::AuditRecord) -> Self {
+        AuditRecordView {
+            seq: record.seq,
+            at: crate::domain::time::UnixMs(record.at_ms).to_rfc3339_shanghai(),
+            actor: record.actor,
+            actor_role: record.actor_role,
+            actor_region_id: record.actor_region_id,
+            action: record.action,
+            object_kind: record.object_kind,
+            object_id: record.object_id,
+            summary: serde_json::from_str(&record.summary).unwrap_or(serde_json::Value::Null),
+            request_id: record.request_id,
+            prev_hash: record.prev_hash,
+            hash: record.hash,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AuditPage {
     pub items: Vec<AuditRecordView>,
@@ -63,24 +82,146 @@ async fn list_audit(
     let request = super::directory::page_request(None, params.limit)?;
     let after_seq = params.after_seq.unwrap_or(0).max(0);
     let records = state.app.audit_records(&caller, after_seq, request.limit.unwrap_or(50).min(MAX_PAGE_SIZE)).await?;
-    let items = records
-        .into_iter()
-        .map(|record| AuditRecordView {
-            seq: record.seq,
-            at: crate::domain::time::UnixMs(record.at_ms).to_rfc3339_shanghai(),
-            actor: record.actor,
-            actor_role: record.actor_role,
-            actor_region_id: record.actor_region_id,
-            action: record.action,
-            object_kind: record.object_kind,
-            object_id: record.object_id,
-            summary: serde_json::from_str(&record.summary).unwrap_or(serde_json::Value::Null),
-            request_id: record.request_id,
-            prev_hash: record.prev_hash,
-            hash: record.hash,
-        })
-        .collect();
-    Ok(Json(AuditPage { items }))
+    Ok(Json(AuditPage { items: records.into_iter().map(AuditRecordView::from).collect() }))
+}
+
+/// The form of an export.
+#[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// One record a row, after a header row; `summary` is its JSON text.
+    #[default]
+    Csv,
+    /// One JSON record a line, as `GET /v1/audit` lists them.
+    Ndjson,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditExportParams {
+    /// `csv` (default) or `ndjson`.
+    pub format: Option<ExportFormat>,
+    /// Records after this sequence number (to continue an earlier export).
+    #[param(minimum = 0)]
+    pub after_seq: Option<i64>,
+}
+
+const EXPORT_CSV_HEADER: [&str; 12] = [
+    "seq",
+    "at",
+    "actor",
+    "actor_role",
+    "actor_region_id",
+    "action",
+    "object_kind",
+    "object_id",
+    "summary",
+    "request_id",
+    "prev_hash",
+    "hash",
+];
+
+/// Every record within the caller's scope, in sequence order, streamed a page at a time (the
+/// service holds one page, whatever the trail's length). With the hashes, so the chain can
+/// be checked again from the export alone.
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(AuditExportParams),
+    responses((status = 200, description = "CSV (header row first)", content_type = "text/csv"),
+        (status = 200, description = "One JSON record a line", content_type = "application/x-ndjson"),
+        (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+async fn export_audit(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictQuery(params): StrictQuery<AuditExportParams>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse as _;
+
+    let format = params.format.unwrap_or_default();
+    let page_size = state.app.limits.max_page_size;
+    let after_seq = params.after_seq.unwrap_or(0).max(0);
+    // The first page is read before answering, so a refusal is a problem, not a cut stream.
+    let first = state.app.audit_records(&caller, after_seq, page_size).await?;
+    let header = match format {
+        ExportFormat::Csv => Some(EXPORT_CSV_HEADER),
+        ExportFormat::Ndjson => None,
+    };
+    let first_chunk = export_chunk(format, header, &first);
+    let next = (first.len() == page_size as usize).then(|| first.last().map(|record| record.seq)).flatten();
+    let rest = futures_util::stream::unfold(next, move |after| {
+        let (app, caller) = (state.app.clone(), caller.clone());
+        async move {
+            let after = after?;
+            match app.audit_records(&caller, after, page_size).await {
+                Ok(records) if records.is_empty() => None,
+                Ok(records) => {
+                    let next = (records.len() == page_size as usize).then(|| records.last().map(|r| r.seq)).flatten();
+                    Some((Ok(export_chunk(format, None, &records)), next))
+                }
+                Err(error) => {
+                    // The head is sent: the export ends early, and the log says why.
+                    tracing::error!(%error, "audit export cut short");
+                    Some((Err(std::io::Error::other("audit export cut short")), None))
+                }
+            }
+        }
+    });
+    let body = futures_util::StreamExt::chain(futures_util::stream::iter([Ok(first_chunk)]), rest);
+    let (content_type, file) = match format {
+        ExportFormat::Csv => ("text/csv; charset=utf-8", "audit.csv"),
+        ExportFormat::Ndjson => ("application/x-ndjson", "audit.ndjson"),
+    };
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, content_type.to_owned()),
+            (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response())
+}
+
+fn export_chunk(
+    format: ExportFormat,
+    header: Option<[&str; 12]>,
+    records: &[crate::store::audit::AuditRecord],
+) -> axum::body::Bytes {
+    let mut out = Vec::new();
+    match format {
+        ExportFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(&mut out);
+            if let Some(header) = header {
+                let _ = writer.write_record(header);
+            }
+            for record in records {
+                let at = crate::domain::time::UnixMs(record.at_ms).to_rfc3339_shanghai();
+                let _ = writer.write_record([
+                    record.seq.to_string().as_str(),
+                    &at,
+                    &record.actor,
+                    &record.actor_role,
+                    record.actor_region_id.as_deref().unwrap_or(""),
+                    &record.action,
+                    &record.object_kind,
+                    &record.object_id,
+                    &record.summary,
+                    record.request_id.as_deref().unwrap_or(""),
+                    &record.prev_hash,
+                    &record.hash,
+                ]);
+            }
+            let _ = writer.flush();
+        }
+        ExportFormat::Ndjson => {
+            for record in records {
+                let view = AuditRecordView::from(record.clone());
+                if serde_json::to_writer(&mut out, &view).is_ok() {
+                    out.push(b'\n');
+                }
+            }
+        }
+    }
+    axum::body::Bytes::from(out)
 }
 
 #[derive(Serialize, ToSchema)]

@@ -11,6 +11,7 @@ backend_tests!(
     every_change_is_recorded_with_who_and_which_request,
     editing_or_removing_a_record_is_detected_and_named,
     auditors_see_only_their_scope_and_other_roles_see_nothing,
+    an_export_holds_every_record_in_scope_with_its_hashes,
 );
 
 async fn actions(app: &TestApp, token: &str) -> Vec<String> {
@@ -126,5 +127,56 @@ async fn auditors_see_only_their_scope_and_other_roles_see_nothing(app: TestApp)
         let token = app.issue_token(root, role, Some(&town_a)).await;
         app.get("/v1/audit", &token).await.expect_problem(StatusCode::FORBIDDEN, "ROLE_NOT_ALLOWED");
         app.get("/v1/audit/verify", &token).await.expect_problem(StatusCode::FORBIDDEN, "ROLE_NOT_ALLOWED");
+        app.get("/v1/audit/export", &token).await.expect_problem(StatusCode::FORBIDDEN, "ROLE_NOT_ALLOWED");
     }
+}
+
+/// More records than one page, exported as CSV and as JSON lines: the same records as the
+/// listing, in order, each with the hash of its predecessor, and only those in scope.
+async fn an_export_holds_every_record_in_scope_with_its_hashes(app: TestApp) {
+    let root = &app.root_token;
+    let district = app.create_region(root, None, "district", "吴江区").await;
+    let town_a = app.create_region(root, Some(&district), "town", "松陵街道").await;
+    let town_b = app.create_region(root, Some(&district), "town", "平望镇").await;
+    app.create_facility(root, &town_b, "乙, \"平望\"", "0021000000000002").await;
+    for n in 0..230 {
+        app.create_facility(root, &town_a, &format!("甲{n}"), &format!("0022000000{n:06}")).await;
+    }
+    let auditor_a = app.issue_token(root, "auditor", Some(&town_a)).await;
+
+    let csv = app.raw(Method::GET, "/v1/audit/export", Some(&auditor_a), None).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.content_type.starts_with("text/csv"), "{}", csv.content_type);
+    let mut reader = csv::Reader::from_reader(csv.text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    assert_eq!(&headers[0], "seq");
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    // town A: the region, 230 facilities, the token; nothing of town B.
+    assert_eq!(rows.len(), 232, "every record in scope, across pages");
+    assert!(rows.iter().all(|row| !row[7].is_empty()));
+    assert!(!csv.text.contains("平望"), "nothing outside the scope");
+    let seqs: Vec<i64> = rows.iter().map(|row| row[0].parse().unwrap()).collect();
+    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "in sequence order");
+
+    let ndjson = app.raw(Method::GET, "/v1/audit/export?format=ndjson", Some(&auditor_a), None).await;
+    assert_eq!(ndjson.status, StatusCode::OK);
+    assert_eq!(ndjson.content_type, "application/x-ndjson");
+    let records: Vec<serde_json::Value> = ndjson.text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(records.len(), rows.len());
+    let listed = app.get("/v1/audit?limit=200", &auditor_a).await.expect(StatusCode::OK);
+    for (listed, exported) in listed.body["items"].as_array().unwrap().iter().zip(&records) {
+        assert_eq!(listed, exported, "an exported record is the listed one");
+    }
+    for (row, record) in rows.iter().zip(&records) {
+        assert_eq!(row[11], record["hash"], "the CSV carries the same hash");
+        assert_eq!(row[10], record["prev_hash"]);
+    }
+
+    // Continue after a record, and a format that does not exist.
+    let after = seqs[100];
+    let rest = app
+        .raw(Method::GET, &format!("/v1/audit/export?format=ndjson&after_seq={after}"), Some(&auditor_a), None)
+        .await;
+    assert_eq!(rest.text.lines().count(), 131);
+    app.get("/v1/audit/export?format=xml", &auditor_a).await.expect_problem(StatusCode::BAD_REQUEST, "INVALID_QUERY");
 }

@@ -196,6 +196,7 @@ fn rows(w: &World) -> Vec<Row> {
         row(M::GET, "/v1/tokens/{id}", format!("/v1/tokens/{}", w.victim_token_b), Body::None, ADMIN),
         row(M::DELETE, "/v1/tokens/{id}", format!("/v1/tokens/{}", w.victim_token_b), Body::None, ADMIN),
         listing("/v1/audit", READ_AUDIT),
+        listing("/v1/audit/export", READ_AUDIT),
         listing("/v1/audit/verify", READ_AUDIT),
         // Callbacks of town B's facility.
         row(
