@@ -11,6 +11,7 @@ use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::nonces::{DEFAULT_NONCE_CAPACITY, NonceCache};
 use crate::operator::client::OperatorClient;
+use crate::operator::clock::Clock;
 use crate::operator::signing::Verifier;
 use crate::payments::PaymentSettings;
 use crate::rate_limit::{Rate, RateLimiter, WindowQuota};
@@ -79,6 +80,9 @@ pub struct App {
     pub reconciliation: ReconciliationSettings,
     /// Bounds of subsidy disbursement (batch size, error list, concurrency and rate).
     pub disbursement: crate::disbursement::DisbursementSettings,
+    /// What the payment use cases take as now: the system clock, except where the demo
+    /// puts the district's last week in (the operator's clock then moves with it).
+    pub clock: Clock,
 }
 
 impl App {
@@ -98,7 +102,17 @@ impl App {
             secrets: SecretBox::ephemeral(),
             reconciliation: ReconciliationSettings::default(),
             disbursement: crate::disbursement::DisbursementSettings::default(),
+            clock: Clock::system(),
         }
+    }
+
+    pub fn with_clock(self, clock: Clock) -> App {
+        App { clock, ..self }
+    }
+
+    /// Now, by [`App::clock`].
+    pub(crate) fn now(&self) -> UnixMs {
+        UnixMs(self.clock.now_ms())
     }
 
     pub fn with_operator(mut self, operator: OperatorLink) -> App {

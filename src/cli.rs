@@ -243,12 +243,12 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 }
 
 /// carepay's key for signing operator requests: from the key file, or fresh.
-fn operator_signer(operator: &OperatorConfig) -> anyhow::Result<Signer> {
+fn operator_signer(operator: &OperatorConfig, clock: &Clock) -> anyhow::Result<Signer> {
     match &operator.operator_signing_key_file {
         Some(path) => {
             let seed = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --operator-signing-key-file {}", path.display()))?;
-            Signer::from_seed_base64(&operator.operator_key_id, seed.trim(), Clock::system())
+            Signer::from_seed_base64(&operator.operator_key_id, seed.trim(), clock.clone())
                 .map_err(|error| anyhow::anyhow!("--operator-signing-key-file {}: {error:?}", path.display()))
         }
         None if operator.operator_url.is_some() => {
@@ -256,7 +256,7 @@ fn operator_signer(operator: &OperatorConfig) -> anyhow::Result<Signer> {
                 "--operator-signing-key-file (CAREPAY_OPERATOR_SIGNING_KEY_FILE) is required with --operator-url"
             )
         }
-        None => Signer::generate(&operator.operator_key_id, Clock::system())
+        None => Signer::generate(&operator.operator_key_id, clock.clone())
             .map_err(|error| anyhow::anyhow!("cannot generate a signing key: {error:?}")),
     }
 }
@@ -287,9 +287,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {} (CAREPAY_LISTEN / --listen)", serve.listen))?;
             let address = listener.local_addr()?;
-            let signer = operator_signer(&operator)?;
+            // The demo puts last week's days in; the clock it moves is the wall clock again
+            // before anything is served.
+            let clock = if demo { Clock::adjustable() } else { Clock::system() };
+            let signer = operator_signer(&operator, &clock)?;
             let target = match &operator.operator_url {
-                None => OperatorTarget::InProcess(SandboxConfig::default()),
+                None => OperatorTarget::InProcess(SandboxConfig { clock: clock.clone(), ..SandboxConfig::default() }),
                 Some(url) => {
                     OperatorTarget::Remote { base_url: url.clone(), public_keys: operator.operator_public_keys.clone() }
                 }
@@ -300,16 +303,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 signer,
                 operator.client_settings(),
                 Some(notify_url),
-                Clock::system(),
+                clock.clone(),
             )
             .await?;
-            let mut app = App::new(store.clone(), serve.limits()).with_operator(setup.link).with_secrets(secrets);
+            let mut app = App::new(store.clone(), serve.limits())
+                .with_operator(setup.link)
+                .with_secrets(secrets)
+                .with_clock(clock.clone());
             app.payments = operator.payment_settings();
             app.reconciliation = reconciliation.settings();
             app.disbursement = serve.disbursement.settings();
             if demo {
                 let sandbox = setup.sandbox.as_ref().context("--demo needs the in-process sandbox operator")?;
-                println!("{}", crate::demo::seed(&app, sandbox).await?);
+                let seeded = crate::demo::seed(&app, sandbox).await;
+                clock.set_ms(crate::domain::time::UnixMs::now().0);
+                println!("{}", seeded?);
             }
             tracing::info!(%address, "carepay listening");
 
@@ -424,18 +432,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { database, keys } => {
             let secrets = keys.secret_box(&database)?;
             let store = open_store(&database).await?;
-            let signer = Signer::generate("carepay-demo", Clock::system())
+            let clock = Clock::adjustable();
+            let signer = Signer::generate("carepay-demo", clock.clone())
                 .map_err(|error| anyhow::anyhow!("cannot generate a signing key: {error:?}"))?;
             let setup = crate::operator::setup::connect(
-                OperatorTarget::InProcess(SandboxConfig::default()),
+                OperatorTarget::InProcess(SandboxConfig { clock: clock.clone(), ..SandboxConfig::default() }),
                 signer,
                 crate::operator::client::OperatorSettings::default(),
                 None,
-                Clock::system(),
+                clock.clone(),
             )
             .await?;
             let sandbox = setup.sandbox.clone().context("the in-process sandbox operator")?;
-            let app = App::new(store.clone(), Limits::default()).with_operator(setup.link).with_secrets(secrets);
+            let app = App::new(store.clone(), Limits::default())
+                .with_operator(setup.link)
+                .with_secrets(secrets)
+                .with_clock(clock);
             let report = crate::demo::seed(&app, &sandbox).await?;
             store.close().await;
             println!("{report}");

@@ -5,9 +5,16 @@
 //! by terminal request id), so running it again adds nothing; only the role tokens are
 //! issued anew (their secrets are never stored, so the old ones cannot be shown again) and the
 //! earlier ones revoked. The sandbox's side (wallets) lives in memory and is opened again on
-//! every run. Payments are made today: the payment use case reads the system clock.
+//! every run.
+//!
+//! The district has a week behind it: the demo moves the app's clock (and so the operator's,
+//! which shares it) back to each of the last days in turn and takes that day's payments,
+//! then reconciles the days that have ended. A clock that cannot be moved (the system clock)
+//! gets today's payments only.
 
 use std::time::Duration;
+
+use anyhow::Context as _;
 
 use base64::Engine as _;
 use ring::signature::KeyPair as _;
@@ -20,12 +27,12 @@ use crate::disbursement::{NewProgramme, Upload, UploadRequest};
 use crate::domain::access::Principal;
 use crate::domain::batch::{BatchStatus, Period};
 use crate::domain::callbacks::{EndpointUrl, EventOwner, EventTypes};
-use crate::domain::directory::{FacilityKind, Name, PublicKey, Region, RegionLevel, WalletId};
+use crate::domain::directory::{FacilityKind, Name, PublicKey, Region, RegionLevel, Terminal, WalletId};
 use crate::domain::disbursement::ControlTotals;
 use crate::domain::ids::RegionId;
 use crate::domain::money::Amount;
 use crate::domain::payment::{PaymentMethod, PaymentStatus, RequestId};
-use crate::domain::reconciliation::business_day;
+use crate::domain::reconciliation::{business_day, day_start_ms};
 use crate::domain::role::Role;
 use crate::domain::time::UnixMs;
 use crate::operator::sandbox::Sandbox;
@@ -63,11 +70,19 @@ const PAYER_CODES: [&str; 6] = [
     "013400000000052222",
     "013400000000060000",
 ];
-/// Every third facility refunds its first payment in part.
+/// Every third facility refunds its first payment of the day in part.
 const REFUND_EVERY: usize = 3;
-/// Facilities whose day is reconciled, with what the operator's statement gets wrong.
-const RECONCILED: [Option<StatementTamper>; 3] =
-    [Some(StatementTamper::ChangeAmount), Some(StatementTamper::AddLine), None];
+/// Days of payments, today included.
+const DAYS: i64 = 7;
+/// Lunch, when the canteens' payments are taken on the days behind (ms after midnight).
+const LUNCH_MS: i64 = 11 * 3_600_000 + 30 * 60_000;
+/// Facilities whose ended days are reconciled (the first few).
+const RECONCILED_FACILITIES: usize = 3;
+/// What the operator's statement gets wrong, by (days ago, facility): everything else matches.
+/// Yesterday's discrepancies are left open for the accountant; earlier days are resolved and
+/// closed, and yesterday is not closed yet.
+const TAMPERED: [(i64, usize, StatementTamper); 3] =
+    [(1, 0, StatementTamper::ChangeAmount), (1, 1, StatementTamper::AddLine), (4, 0, StatementTamper::AddLine)];
 const PROGRAMME: &str = "高龄津贴（演示）";
 const FUNDING_WALLET: &str = "0051000000000001";
 /// Beneficiaries: name, first 17 ID digits, wallet, what the sandbox does with the wallet.
@@ -94,6 +109,7 @@ const ROLES: [(Role, &str); 6] = [
 ];
 /// Labels of demo tokens start with this; a new run revokes the live ones.
 const TOKEN_LABEL_PREFIX: &str = "演示 ";
+const MS_PER_DAY: i64 = 86_400_000;
 /// Longest wait for the subsidy batch to be paid by the worker.
 const BATCH_TIMEOUT_MS: u64 = 60_000;
 
@@ -122,8 +138,8 @@ impl std::fmt::Display for DemoReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "demo district {} ({DISTRICT}): {} facilities with terminals, {} payments and {} refunds today, \
-             subsidy batch {} paid, {} facility days reconciled and closed",
+            "demo district {} ({DISTRICT}): {} facilities with terminals, {} payments and {} refunds over the last \
+             {DAYS} days, subsidy batch {} paid, {} facility days reconciled",
             self.district_id, self.facilities, self.payments, self.refunds, self.batch_id, self.reconciled_days
         )?;
         writeln!(f, "tokens (shown once; a new `carepay demo` run issues new ones):")?;
@@ -187,7 +203,7 @@ pub async fn seed(app: &App, sandbox: &Sandbox) -> anyhow::Result<DemoReport> {
     // Facilities, each with a terminal, a merchant wallet at the operator and a week's takings.
     let existing = app.facilities(&seeder, &PageRequest { after: None, limit: Some(200) }).await.map_err(demo_error)?;
     let mut facilities = Vec::new();
-    let (mut payments, mut refunds) = (0, 0);
+    let mut terminals_by_facility = Vec::new();
     for (n, (facility_name, kind)) in FACILITIES.into_iter().enumerate() {
         let wallet = format!("00210000000030{:02}", n + 1);
         sandbox.open_wallet(&wallet, facility_name, 1, Amount::ZERO).or_else(already_open)?;
@@ -224,39 +240,13 @@ pub async fn seed(app: &App, sandbox: &Sandbox) -> anyhow::Result<DemoReport> {
                 .await
                 .map_err(demo_error)?,
         };
-        for k in 0..PAYMENTS_PER_FACILITY {
-            let code = PAYER_CODES[(n + k) % PAYER_CODES.len()];
-            let amount =
-                Amount::from_fen(800 + i64::try_from((n * 7 + k * 13) % 40).unwrap_or(0) * 50).map_err(demo_error)?;
-            let request_id = format!("demo-{:02}-{k}", n + 1);
-            let command = PayCommand {
-                request_id: RequestId::parse(&request_id).map_err(demo_error)?,
-                request_sha256: sha256_hex(&format!("{request_id}|{amount}|{code}")),
-                amount,
-                method: PaymentMethod::PayerCode,
-                payer_code: code.to_owned(),
-                description: String::from("午餐"),
-            };
-            let payment = app.pay(&terminal, command).await.map_err(demo_error)?;
-            payments += 1;
-            if k == 0 && n % REFUND_EVERY == 0 && payment.status == PaymentStatus::Succeeded {
-                let request_id = format!("demo-{:02}-refund", n + 1);
-                let refund = Amount::from_fen(payment.amount.fen() / 2).map_err(demo_error)?;
-                let command = RefundCommand {
-                    request_id: RequestId::parse(&request_id).map_err(demo_error)?,
-                    request_sha256: sha256_hex(&format!("{request_id}|{}|{refund}", payment.id)),
-                    payment_id: payment.id.clone(),
-                    amount: refund,
-                    reason: String::from("少打一份菜"),
-                };
-                app.refund(&terminal, command).await.map_err(demo_error)?;
-                refunds += 1;
-            }
-        }
+        terminals_by_facility.push(terminal);
         facilities.push(facility);
     }
 
     // Callback endpoints: three facilities' billing systems and the civil-affairs office.
+    let (payments, refunds) = take_payments(app, &terminals_by_facility).await?;
+
     let mut owners: Vec<(EventOwner, &[&str])> = facilities
         .iter()
         .take(3)
@@ -302,6 +292,59 @@ pub async fn seed(app: &App, sandbox: &Sandbox) -> anyhow::Result<DemoReport> {
             .map(|(role, issued, _)| (role, issued.token.label.as_str().to_owned(), issued.secret))
             .collect(),
     })
+}
+
+/// Each facility's payments (and a refund at every third) on each of the last [`DAYS`] days,
+/// each day's at lunch on that day by the app's clock, today's now. Leaves the clock at the
+/// wall-clock time.
+async fn take_payments(app: &App, terminals: &[Terminal]) -> anyhow::Result<(usize, usize)> {
+    let (mut payments, mut refunds) = (0, 0);
+    let today = business_day(UnixMs::now());
+    let today_start_ms = day_start_ms(&today).context("today's start")?;
+    for days_ago in (0..DAYS).rev() {
+        let day_start = today_start_ms - days_ago * MS_PER_DAY;
+        let at_ms = if days_ago == 0 { UnixMs::now().0 } else { day_start + LUNCH_MS };
+        // A clock that cannot be moved takes today's payments only.
+        if !app.clock.set_ms(at_ms) && days_ago > 0 {
+            continue;
+        }
+        let day = business_day(UnixMs(day_start));
+        for (n, terminal) in terminals.iter().enumerate() {
+            for k in 0..PAYMENTS_PER_FACILITY {
+                let code = PAYER_CODES[(n + k) % PAYER_CODES.len()];
+                let fen = 800 + i64::try_from((n * 7 + k * 13 + days_ago as usize * 5) % 40).unwrap_or(0) * 50;
+                let amount = Amount::from_fen(fen).map_err(demo_error)?;
+                let request_id = format!("demo-{day}-{:02}-{k}", n + 1);
+                let command = PayCommand {
+                    request_id: RequestId::parse(&request_id).map_err(demo_error)?,
+                    request_sha256: sha256_hex(&format!("{request_id}|{amount}|{code}")),
+                    amount,
+                    method: PaymentMethod::PayerCode,
+                    payer_code: code.to_owned(),
+                    description: String::from("午餐"),
+                };
+                let payment = app.pay(terminal, command).await.map_err(demo_error)?;
+                payments += 1;
+                if k == 0 && n % REFUND_EVERY == 0 && payment.status == PaymentStatus::Succeeded {
+                    let request_id = format!("demo-{day}-{:02}-refund", n + 1);
+                    let refund = Amount::from_fen(payment.amount.fen() / 2).map_err(demo_error)?;
+                    let command = RefundCommand {
+                        request_id: RequestId::parse(&request_id).map_err(demo_error)?,
+                        request_sha256: sha256_hex(&format!("{request_id}|{}|{refund}", payment.id)),
+                        payment_id: payment.id.clone(),
+                        amount: refund,
+                        reason: String::from("少打一份菜"),
+                    };
+                    app.refund(terminal, command).await.map_err(demo_error)?;
+                    refunds += 1;
+                }
+                // A few seconds between payments at the counter.
+                app.clock.advance_ms(20_000);
+            }
+        }
+    }
+    app.clock.set_ms(UnixMs::now().0);
+    Ok((payments, refunds))
 }
 
 fn already_open(refusal: crate::operator::sandbox::state::Refusal) -> anyhow::Result<()> {
@@ -469,37 +512,52 @@ async fn pay_subsidies(
 
 /// Today's statements of the first facilities, with the operator's mistakes, imported, run,
 /// resolved and the days closed. A day already run is left as it is.
+/// The ended days of the last week, for the first facilities: the operator's statement of
+/// each (as published after midnight), imported and run; discrepancies resolved and the day
+/// closed, except yesterday's, which are this morning's work. Returns the days reconciled.
 async fn reconcile(
     app: &App,
     sandbox: &Sandbox,
     accountant: &Principal,
     facilities: &[crate::domain::directory::Facility],
 ) -> anyhow::Result<usize> {
-    let today = business_day(UnixMs::now());
-    let tomorrow_ms = UnixMs::now().0 + 86_400_000;
+    let today_start_ms = day_start_ms(&business_day(UnixMs::now())).context("today's start")?;
     let mut reconciled = 0;
-    for (facility, tamper) in facilities.iter().zip(RECONCILED) {
-        let wallet = facility.merchant_wallet_id.as_str();
-        if app.store.latest_run(wallet, &today).await?.is_none() {
-            if let Some(tamper) = tamper {
-                sandbox.faults().tamper_statements(tamper, 1).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    for days_ago in (1..DAYS).rev() {
+        // Without a movable clock there are no ended days with payments.
+        if !app.clock.can_move() {
+            break;
+        }
+        let day_start = today_start_ms - days_ago * MS_PER_DAY;
+        let day = business_day(UnixMs(day_start));
+        let published_ms = day_start + MS_PER_DAY + 30 * 60_000;
+        for (n, facility) in facilities.iter().take(RECONCILED_FACILITIES).enumerate() {
+            let wallet = facility.merchant_wallet_id.as_str();
+            if app.store.latest_run(wallet, &day).await?.is_none() {
+                let tamper = TAMPERED.iter().find(|(ago, at, _)| *ago == days_ago && *at == n).map(|(_, _, t)| *t);
+                if let Some(tamper) = tamper {
+                    sandbox.faults().tamper_statements(tamper, 1).map_err(|error| anyhow::anyhow!("{error:?}"))?;
+                }
+                let (statement, _) =
+                    sandbox.statement_file_as_of(&day, wallet, published_ms).map_err(|r| anyhow::anyhow!("{r:?}"))?;
+                app.import_statement(accountant, &statement, Source::Upload).await.map_err(demo_error)?;
+                app.run_reconciliation(accountant, wallet, &day).await.map_err(demo_error)?;
             }
-            let (statement, _) =
-                sandbox.statement_file_as_of(&today, wallet, tomorrow_ms).map_err(|r| anyhow::anyhow!("{r:?}"))?;
-            app.import_statement(accountant, &statement, Source::Upload).await.map_err(demo_error)?;
-            app.run_reconciliation(accountant, wallet, &today).await.map_err(demo_error)?;
+            reconciled += 1;
+            if days_ago == 1 {
+                continue;
+            }
+            for discrepancy in app.discrepancies(accountant, wallet, &day, true).await.map_err(demo_error)? {
+                let note = "演示：已与运营方核对，以运营方对账单为准";
+                app.resolve_discrepancy(accountant, &discrepancy.id, "operator_error", note, None)
+                    .await
+                    .map_err(demo_error)?;
+            }
+            let (_, status) = app.reconciliation_day(accountant, wallet, &day).await.map_err(demo_error)?;
+            if status != "closed" {
+                app.close_reconciliation_day(accountant, wallet, &day).await.map_err(demo_error)?;
+            }
         }
-        for discrepancy in app.discrepancies(accountant, wallet, &today, true).await.map_err(demo_error)? {
-            let note = "演示：已与运营方核对，以运营方对账单为准";
-            app.resolve_discrepancy(accountant, &discrepancy.id, "operator_error", note, None)
-                .await
-                .map_err(demo_error)?;
-        }
-        let (_, status) = app.reconciliation_day(accountant, wallet, &today).await.map_err(demo_error)?;
-        if status != "closed" {
-            app.close_reconciliation_day(accountant, wallet, &today).await.map_err(demo_error)?;
-        }
-        reconciled += 1;
     }
     Ok(reconciled)
 }

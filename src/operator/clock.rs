@@ -17,11 +17,18 @@ pub struct Clock {
 enum Source {
     System,
     Manual(AtomicI64),
+    /// Wall-clock time moved by an offset in ms: it runs, and can be put on another day.
+    Offset(AtomicI64),
 }
 
 impl Clock {
     pub fn system() -> Clock {
         Clock { source: Arc::new(Source::System) }
+    }
+
+    /// Wall-clock time until it is set or advanced; from then on it runs from there.
+    pub fn adjustable() -> Clock {
+        Clock { source: Arc::new(Source::Offset(AtomicI64::new(0))) }
     }
 
     /// A clock standing at `start_ms` (unix ms) until it is set or advanced.
@@ -33,7 +40,13 @@ impl Clock {
         match &*self.source {
             Source::System => UnixMs::now().0,
             Source::Manual(ms) => ms.load(Ordering::SeqCst),
+            Source::Offset(offset_ms) => UnixMs::now().0 + offset_ms.load(Ordering::SeqCst),
         }
+    }
+
+    /// Whether `set_ms` and `advance_ms` move it (the system clock never moves).
+    pub fn can_move(&self) -> bool {
+        !matches!(&*self.source, Source::System)
     }
 
     pub fn now_s(&self) -> i64 {
@@ -48,6 +61,10 @@ impl Clock {
                 ms.store(now_ms, Ordering::SeqCst);
                 true
             }
+            Source::Offset(offset_ms) => {
+                offset_ms.store(now_ms - UnixMs::now().0, Ordering::SeqCst);
+                true
+            }
         }
     }
 
@@ -55,7 +72,7 @@ impl Clock {
     pub fn advance_ms(&self, delta_ms: i64) -> bool {
         match &*self.source {
             Source::System => false,
-            Source::Manual(ms) => {
+            Source::Manual(ms) | Source::Offset(ms) => {
                 ms.fetch_add(delta_ms, Ordering::SeqCst);
                 true
             }
@@ -84,5 +101,19 @@ mod tests {
         assert!(clock.set_ms(10));
         assert_eq!(other.now_ms(), 10);
         assert!(!Clock::system().set_ms(0));
+    }
+
+    #[test]
+    fn an_adjustable_clock_runs_from_where_it_is_set() {
+        let clock = Clock::adjustable();
+        assert!((clock.now_ms() - UnixMs::now().0).abs() < 1_000, "starts at wall-clock time");
+        let week_ago = UnixMs::now().0 - 7 * 86_400_000;
+        assert!(clock.clone().set_ms(week_ago));
+        let read = clock.now_ms();
+        assert!(read >= week_ago && read - week_ago < 1_000, "moved to the day it was set to");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(clock.now_ms() > read, "and runs on from there");
+        assert!(clock.advance_ms(86_400_000));
+        assert!(clock.now_ms() - week_ago >= 86_400_000);
     }
 }

@@ -337,7 +337,7 @@ impl App {
     /// Create a payment under the terminal's request id, or (the id seen before) answer
     /// with the payment it created.
     async fn begin_payment(&self, terminal: &Terminal, spec: NewPayment<'_>, request_sha256: &str) -> Result<Started> {
-        let now = UnixMs::now();
+        let now = self.now();
         let request_id = spec.request_id.clone();
         let payment = self.new_payment(terminal, terminal.merchant_wallet_id.clone(), spec, now);
         let request = TerminalRequest {
@@ -395,7 +395,7 @@ impl App {
     /// A definite refusal fails the payment; an unknown outcome is left for the worker to
     /// resolve by query.
     async fn after_operator_error(&self, payment: &Payment, error: OperatorError) -> Result<()> {
-        let now = UnixMs::now();
+        let now = self.now();
         match error {
             OperatorError::Rejected { code, .. } => {
                 let facts = TradeFacts { fail_code: Some(code), ..TradeFacts::default() };
@@ -429,7 +429,7 @@ impl App {
     /// entry and callback, and return the payment as it now stands. Only when another
     /// writer moved it first is it read again.
     async fn move_payment(&self, current: Payment, to: PaymentStatus, facts: TradeFacts) -> Result<Payment> {
-        let now = UnixMs::now();
+        let now = self.now();
         if current.status == to {
             if to.is_pending() {
                 let next = UnixMs(now.0 + self.payments.check_interval_ms);
@@ -491,7 +491,7 @@ impl App {
     }
 
     fn within_lease(&self, created_at: UnixMs) -> bool {
-        UnixMs::now().0 < created_at.0 + self.payments.request_lease_ms
+        self.now().0 < created_at.0 + self.payments.request_lease_ms
     }
 
     /// Read an object until the first request that created it has finished with it
@@ -527,7 +527,7 @@ impl App {
                 format!("must be between {} and {} seconds", settings.qr_min_expiry_s, settings.qr_max_expiry_s),
             ));
         }
-        let now = UnixMs::now();
+        let now = self.now();
         let spec =
             NewPayment { request_id: &command.request_id, method: PaymentMethod::DynamicQr, amount, description };
         let payment = match self.begin_payment(terminal, spec, &command.request_sha256).await? {
@@ -550,14 +550,7 @@ impl App {
                     .unwrap_or(UnixMs(now.0 + i64::from(expires_in_s) * 1_000));
                 let next_check = UnixMs((now.0 + settings.check_interval_ms).min(expires_at.0));
                 self.store
-                    .set_payment_qr(
-                        &payment.id,
-                        &order.trade_no,
-                        &order.qr_payload,
-                        expires_at,
-                        next_check,
-                        UnixMs::now(),
-                    )
+                    .set_payment_qr(&payment.id, &order.trade_no, &order.qr_payload, expires_at, next_check, self.now())
                     .await?;
             }
             Err(error) => self.after_operator_error(&payment, error).await?,
@@ -570,7 +563,7 @@ impl App {
         let amount = self.check_amount(command.amount)?;
         let reason = self.check_text("reason", &command.reason)?;
         let payment = self.own_payment(terminal, &command.payment_id).await?;
-        let now = UnixMs::now();
+        let now = self.now();
         let id = RefundId::generate();
         let refund = Refund {
             out_refund_no: id.to_string(),
@@ -630,7 +623,7 @@ impl App {
                 reason: refund.reason.clone(),
             })
             .await;
-        let now = UnixMs::now();
+        let now = self.now();
         match answer {
             Ok(answer) => {
                 let status = match answer.status {
@@ -661,7 +654,7 @@ impl App {
         fail_code: Option<&str>,
         succeeded_at: Option<UnixMs>,
     ) -> Result<()> {
-        let now = UnixMs::now();
+        let now = self.now();
         match status {
             RefundStatus::Processing => {
                 let next = UnixMs(now.0 + self.payments.check_interval_ms);
@@ -704,7 +697,7 @@ impl App {
     /// Repeating the call (same request id) repeats the operator's idempotent reverse.
     pub async fn reverse(&self, terminal: &Terminal, command: ReverseCommand) -> Result<Payment> {
         let payment = self.own_payment(terminal, &command.payment_id).await?;
-        let now = UnixMs::now();
+        let now = self.now();
         let request = TerminalRequest {
             terminal_id: &terminal.id,
             request_id: command.request_id.as_str(),

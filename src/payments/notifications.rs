@@ -5,7 +5,6 @@
 use super::{map_trade_status, parse_operator_time};
 use crate::app::App;
 use crate::domain::payment::RefundStatus;
-use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::operator::types::{Notification, NotificationType, RefundQueryResponse, TradeQueryResponse};
 use crate::store::payments::TradeFacts;
@@ -14,7 +13,7 @@ impl App {
     /// Apply one verified notification. Unknown objects are acknowledged and ignored: they
     /// are not ours, or not created yet, and a query will settle them.
     pub async fn apply_operator_notification(&self, notification: Notification) -> Result<()> {
-        let now = UnixMs::now();
+        let now = self.now();
         match notification.event_type {
             NotificationType::TradeSuccess | NotificationType::TradeClosed => {
                 let trade: TradeQueryResponse = serde_json::from_value(notification.resource)

@@ -54,7 +54,7 @@ pub async fn run(app: App, settings: WorkerSettings, stop: impl std::future::Fut
 
 /// One round: resolve what is due; `true` when a full batch was found (more may wait).
 pub async fn round(app: &App, settings: &WorkerSettings, owner: &str) -> Result<bool> {
-    let now = UnixMs::now();
+    let now = app.now();
     let payments = app.store.claim_due_payments(owner, now, settings.lease_ms, settings.batch_size).await?;
     let refunds = app.store.claim_due_refunds(owner, now, settings.lease_ms, settings.batch_size).await?;
     let full = payments.len() as u32 >= settings.batch_size || refunds.len() as u32 >= settings.batch_size;
@@ -83,7 +83,7 @@ impl App {
 
     /// Ask the operator where a pending payment stands and act on a definite answer.
     pub(crate) async fn resolve_payment(&self, payment: &Payment) -> Result<()> {
-        let now = UnixMs::now();
+        let now = self.now();
         let query = self.operator()?.query_trade(payment.merchant_wallet_id.as_str(), &payment.out_trade_no).await;
         match query {
             Ok(trade) => {
@@ -170,7 +170,7 @@ impl App {
     /// Ask the operator where a processing refund stands; resend it if it never arrived.
     pub(crate) async fn resolve_refund(&self, refund: &Refund) -> Result<()> {
         let Some(payment) = self.store.payment(&refund.payment_id).await? else { return Ok(()) };
-        let now = UnixMs::now();
+        let now = self.now();
         match self.operator()?.query_refund(payment.merchant_wallet_id.as_str(), &refund.out_refund_no).await {
             Ok(answer) => {
                 let status = match answer.status {

@@ -49,21 +49,33 @@ async fn the_demo_seeds_a_district_once_however_often_it_runs(app: TestApp) {
         ("regions", 10),
         ("facilities", 12),
         ("terminals", 12),
-        ("succeeded payments", 60),
-        ("failed payments", 12),
-        ("refunds", 4),
+        // Twelve facilities, six payments a day (one refused) for seven days; a refund at
+        // every third facility each day.
+        ("succeeded payments", 420),
+        ("failed payments", 84),
+        ("refunds", 28),
         ("callback endpoints", 4),
         ("programmes", 1),
         ("completed batches", 1),
         ("paid lines", 7),
         ("failed lines", 3),
-        ("statement files", 3),
-        ("resolved discrepancies", 2),
-        ("open discrepancies", 0),
-        ("closed days", 3),
+        // Three facilities' six ended days; yesterday's two discrepancies open, yesterday
+        // not closed.
+        ("statement files", 18),
+        ("resolved discrepancies", 1),
+        ("open discrepancies", 2),
+        ("closed days", 15),
         ("live demo tokens", 6),
     ];
     assert_eq!(counts(&app).await, expected);
+    // The payments are spread over the week, the oldest six days back.
+    let pool = app.db.raw_pool().await;
+    let (oldest, newest): (i64, i64) =
+        sqlx::query_as("SELECT MIN(created_at_ms), MAX(created_at_ms) FROM payments").fetch_one(&pool).await.unwrap();
+    assert!(newest - oldest >= 5 * 86_400_000 && newest - oldest < 7 * 86_400_000, "{oldest}..{newest}");
+    let refunded_ms: i64 =
+        sqlx::query_scalar("SELECT MIN(succeeded_at_ms) FROM refunds").fetch_one(&pool).await.unwrap();
+    assert!(refunded_ms - oldest < 86_400_000, "refunds settle on their payment's day");
 
     // Each printed token signs in, with its role.
     for (role, _, secret) in &report.tokens {

@@ -125,20 +125,24 @@ pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp
     let store = db.store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
-    let signer = Signer::generate("carepay-test", Clock::system()).expect("signing key");
+    // The wall clock, which the demo may move to put in its past days (the app's and the
+    // operator's time move together, as in `carepay demo`).
+    let clock = Clock::adjustable();
+    let signer = Signer::generate("carepay-test", clock.clone()).expect("signing key");
     let operator = OperatorSettings { timeout_ms: 1_000, ..OperatorSettings::default() };
     let notify_url = format!("{address}{}", carepay::http::notifications::NOTIFICATIONS_PATH);
     let setup = carepay::operator::setup::connect(
-        OperatorTarget::InProcess(test_sandbox_config()),
+        OperatorTarget::InProcess(SandboxConfig { clock: clock.clone(), ..test_sandbox_config() }),
         signer,
         operator,
         Some(notify_url),
-        Clock::system(),
+        clock.clone(),
     )
     .await
     .expect("sandbox operator");
     let sandbox = setup.sandbox.expect("in-process sandbox");
-    let mut app = App::new(store, test_limits()).with_operator(setup.link).with_secrets(test_secrets());
+    let mut app =
+        App::new(store, test_limits()).with_operator(setup.link).with_secrets(test_secrets()).with_clock(clock);
     app.payments = test_payment_settings();
     let worker_settings = WorkerSettings { poll_interval_ms: 50, ..WorkerSettings::default() };
     let (worker_stop, worker_stop_rx) = oneshot::channel::<()>();
