@@ -321,8 +321,8 @@ async fn upload_batch(
     let bytes = http_body_util::Limited::new(body, limit).collect().await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "FILE_TOO_LARGE", format!("a batch file is at most {limit} bytes"))
     })?;
-    let bytes = bytes.to_bytes();
-    match state.app.upload_batch(&caller, request, bytes.as_ref()).await? {
+    let bytes = std::io::Cursor::new(bytes.to_bytes());
+    match state.app.upload_batch(&caller, request, bytes).await? {
         Upload::Accepted(batch) => Ok((StatusCode::CREATED, Json(batch_view(batch, None))).into_response()),
         Upload::Rejected(rejection) => Ok(rejected_response(rejection)),
     }
