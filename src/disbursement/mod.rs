@@ -22,7 +22,7 @@ use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
-use crate::store::disbursement::{NewBatch, ReissuedPerson, SealedCitizenId};
+use crate::store::disbursement::{NewBatch, Reissue, SealedCitizenId};
 use upload::{HashingReader, OtherPeople, PackJob, PackOutcome, Packed};
 
 /// Purpose string of the keyed ID-number digest; changing it changes every stored digest.
@@ -501,13 +501,16 @@ impl App {
         // The new line holds the same person: its own digest and sealed copy, made from the
         // number the old line holds, which goes no further than this.
         let (clear, masked, bound_to) = self.open_citizen_id(&batch.id, seq).await?;
-        let person = ReissuedPerson {
+        let reissue = Reissue {
+            source: &source,
+            payee_name: name,
+            wallet_id,
             citizen_id_hmac: self.secrets.keyed_digest(CITIZEN_ID_DIGEST_PURPOSE, clear.as_bytes()),
             citizen_id_sealed: self.secrets.seal(clear.as_bytes(), &bound_to).map_err(|e| Error::Internal(e.into()))?,
             citizen_id_masked: masked,
         };
         drop(clear);
-        match self.store.reissue_line(&batch, &source, name, wallet_id, &person, UnixMs::now(), &audit).await {
+        match self.store.reissue_line(&batch, &reissue, UnixMs::now(), &audit).await {
             Ok(line) => Ok(line),
             Err(StoreError::GuardFailed) => Err(not_reissuable()),
             Err(other) => Err(other.into()),

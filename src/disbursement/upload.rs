@@ -74,11 +74,15 @@ pub(super) struct FilePerson {
     pub amount_fen: i64,
 }
 
+/// The order people are merged in: digest, then file line (the earliest line of a person comes
+/// first, and later ones are its duplicates).
+type PersonKey = ([u8; PERSON_DIGEST_BYTES], u64);
+
 /// Bytes of a [`FilePerson`] in the temporary file.
 const PERSON_RECORD_BYTES: usize = PERSON_DIGEST_BYTES + 24;
 
 impl FilePerson {
-    fn key(&self) -> ([u8; PERSON_DIGEST_BYTES], u64) {
+    fn key(&self) -> PersonKey {
         (self.digest, self.file_line)
     }
 
@@ -178,7 +182,8 @@ struct Run {
 struct RunMerge {
     file: std::fs::File,
     runs: Vec<Run>,
-    heap: BinaryHeap<std::cmp::Reverse<(([u8; PERSON_DIGEST_BYTES], u64), usize)>>,
+    /// The head of each run that has one, by key, with the run's index.
+    heap: BinaryHeap<std::cmp::Reverse<(PersonKey, usize)>>,
 }
 
 impl RunMerge {

@@ -834,6 +834,24 @@ mod tests {
     }
 
     #[test]
+    fn the_listed_problems_are_the_first_in_file_order_however_they_were_found() {
+        let at = |line: u64| LineError { line: Some(line), column: Some(Column::CitizenId), problem: Problem::Empty };
+        let mut reader = ErrorList::new(3);
+        for line in [50, 40, 30, 20, 10, 60, 5] {
+            reader.push(at(line));
+        }
+        let mut store = ErrorList::new(3);
+        for line in [7, 1, 90] {
+            store.push(at(line));
+        }
+        store.push(LineError { line: None, column: None, problem: Problem::NoLines });
+        reader.absorb(store);
+        assert_eq!(reader.total(), 11);
+        let listed: Vec<Option<u64>> = reader.into_sorted().iter().map(|e| e.line).collect();
+        assert_eq!(listed, [None, Some(1), Some(5)]);
+    }
+
+    #[test]
     fn too_many_lines_stop_the_file() {
         let rules = LineRules { max_lines: 2, ..rules() };
         let file = format!("name,citizen_id,wallet_id,amount\n{}", "a,b,c,d\n".repeat(5));

@@ -14,7 +14,7 @@
 //! The ID numbers themselves are not in the record: their 18 characters per line are collected
 //! apart ([`EncodedChunk::clear_ids`]) for the caller to seal as one value.
 
-use crate::domain::citizen_id::{CITIZEN_ID_LEN, mask_citizen_id};
+use crate::domain::citizen_id::CITIZEN_ID_LEN;
 use crate::domain::directory::WalletId;
 use crate::domain::disbursement::BatchLine;
 use crate::domain::money::Amount;
@@ -247,11 +247,6 @@ pub fn citizen_id_at(clear_ids: &[u8], index: usize, line_count: u64) -> Result<
     let start = index.checked_mul(CITIZEN_ID_LEN).ok_or(ChunkError("ID index"))?;
     let raw = clear_ids.get(start..start + CITIZEN_ID_LEN).ok_or(ChunkError("ID index"))?;
     std::str::from_utf8(raw).map_err(|_| ChunkError("ID number is not text"))
-}
-
-/// The masked form the chunk stores for an ID number, for a check against what was stored.
-pub fn masked_from_clear(clear: &str) -> String {
-    mask_citizen_id(clear)
 }
 
 /// One person of a batch as its duplicate checks see them: the first bytes of the keyed

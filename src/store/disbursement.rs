@@ -89,9 +89,12 @@ pub enum SealedCitizenId {
     Chunk { sealed: String, context: String, index: usize, line_count: u64 },
 }
 
-/// The person of a re-issued line, digested, sealed and masked by the caller.
-#[derive(Clone)]
-pub struct ReissuedPerson {
+/// A failed line to re-issue with its corrected name and wallet, and the person it pays: the
+/// old line's ID number digested, sealed and masked by the caller.
+pub struct Reissue<'a> {
+    pub source: &'a Line,
+    pub payee_name: &'a str,
+    pub wallet_id: &'a WalletId,
     pub citizen_id_hmac: String,
     pub citizen_id_sealed: String,
     pub citizen_id_masked: String,
@@ -1317,17 +1320,14 @@ impl Store {
     /// sealed from the old line) linked both ways to the old one, and the amount reserved against
     /// the budget again. Takes the period gate, since the person is held again. `GuardFailed`
     /// when the line is not a failed, not yet re-issued line, or the budget no longer covers it.
-    #[allow(clippy::too_many_arguments)]
     pub async fn reissue_line(
         &self,
         batch: &Batch,
-        source: &Line,
-        payee_name: &str,
-        wallet_id: &WalletId,
-        person: &ReissuedPerson,
+        reissue: &Reissue<'_>,
         now: UnixMs,
         audit: &AuditEntry<'_>,
     ) -> Result<Line, StoreError> {
+        let (source, payee_name, wallet_id) = (reissue.source, reissue.payee_name, reissue.wallet_id);
         let mut tx = self.begin_write().await?;
         take_period_gate_in(&mut tx, &batch.programme_id, &batch.period).await?;
         let seq = seq_param(source.seq);
@@ -1367,9 +1367,9 @@ impl Store {
         .bind(seq)
         .bind(payee_name)
         .bind(mask_name(payee_name))
-        .bind(person.citizen_id_hmac.as_str())
-        .bind(person.citizen_id_sealed.as_str())
-        .bind(person.citizen_id_masked.as_str())
+        .bind(reissue.citizen_id_hmac.as_str())
+        .bind(reissue.citizen_id_sealed.as_str())
+        .bind(reissue.citizen_id_masked.as_str())
         .bind(wallet_id.as_str())
         .bind(source.amount.fen())
         .bind(source.memo.as_str())
