@@ -613,7 +613,82 @@ async fn a_paused_batch_sends_nothing_until_resumed_and_its_completion_reaches_t
     assert_eq!(steps, ["draft", "approved", "running", "paused", "running", "completed"]);
 }
 
+/// A batch stored line by line, as uploads did before chunks (migration 0010), still reads,
+/// runs, reveals and holds its people: every line a full row, no chunk.
+async fn a_batch_stored_line_by_line_before_chunks_still_runs_and_holds_its_people(app: TestApp) {
+    let office = office(&app).await;
+    start_worker(&app);
+    let secrets = crate::helpers::test_secrets();
+    let batch = carepay::domain::ids::BatchId::generate();
+    let pool = app.db.raw_pool().await;
+    let now = carepay::domain::time::UnixMs::now().0;
+    sqlx::query(
+        "INSERT INTO subsidy_batches (id, programme_id, period, idempotency_key, upload_sha256, uploaded_by, encoding, \
+         chinese_headers, status, line_count, total_fen, version, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, '2026-11', 'before-chunks', '', 'tok_00000000000000000000000000000001', 'utf8', 0, 'draft', \
+         2, 60000, 1, $3, $3)",
+    )
+    .bind(batch.as_str())
+    .bind(office.programme.as_str())
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for n in 0..2usize {
+        let seq = n as u64 + 1;
+        let id = person(n);
+        let out_no = carepay::domain::batch::out_transfer_no(&batch, seq);
+        app.sandbox.open_wallet(&wallet(n), &format!("老人{n}"), 2, Amount::ZERO).unwrap();
+        sqlx::query(
+            "INSERT INTO subsidy_lines (batch_id, seq, file_line, generation, payee_name, name_masked, citizen_id_hmac, \
+             citizen_id_sealed, citizen_id_masked, wallet_id, amount_fen, memo, out_transfer_no, status, attempts, \
+             updated_at_ms) VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8, $9, 30000, '十一月', $10, 'pending', 0, $11)",
+        )
+        .bind(batch.as_str())
+        .bind(seq as i64)
+        .bind(seq as i64 + 1)
+        .bind(format!("老人{n}"))
+        .bind(carepay::domain::citizen_id::mask_name(&format!("老人{n}")))
+        .bind(secrets.keyed_digest("citizen_id", id.as_bytes()))
+        .bind(secrets.seal(id.as_bytes(), &format!("{out_no}/citizen_id")).unwrap())
+        .bind(carepay::domain::citizen_id::mask_citizen_id(&id))
+        .bind(wallet(n))
+        .bind(out_no.as_str())
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let path = format!("/v1/subsidy-batches/{batch}");
+    let before = app.get(&path, &office.clerk).await.expect(StatusCode::OK);
+    assert_eq!(before.body["progress"]["pending"]["lines"], 2, "{}", before.text);
+    assert_eq!(before.body["progress"]["pending"]["amount"], "600.00", "{}", before.text);
+    app.post(&format!("{path}/approve"), &office.approver, json!({})).await.expect(StatusCode::OK);
+    app.post(&format!("{path}/run"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    let done = wait_for_status(&app, &office.clerk, batch.as_str(), "completed").await;
+    assert_eq!(done["progress"]["succeeded"]["lines"], 2, "{done}");
+    assert_eq!(done["progress"]["pending"]["lines"], 0, "{done}");
+    assert_eq!(app.sandbox.wallet(&wallet(1)).unwrap().balance.fen(), 30_000);
+    let lines = app.get(&format!("{path}/lines"), &office.clerk).await.expect(StatusCode::OK);
+    assert_eq!(lines.body.as_array().unwrap().len(), 2);
+    assert_eq!(lines.body[1]["name"], "老**");
+    let revealed = app.post(&format!("{path}/lines/2/reveal"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    assert_eq!(revealed.body["citizen_id"], person(1).as_str());
+
+    // A new upload for the period sees what the old batch paid.
+    let (status, body) =
+        upload(&app, &office, "after-chunks", file_of([(1, "300.00"), (5, "1.00")]), 2, "301.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors_total"], 1, "{body}");
+    assert_eq!(
+        (body["errors"][0]["line"].as_u64(), body["errors"][0]["code"].as_str()),
+        (Some(2), Some("OVER_PERIOD_CAP"))
+    );
+    assert!(app.app.store.verify_ledger().await.unwrap().is_empty());
+}
+
 backend_tests!(
+    a_batch_stored_line_by_line_before_chunks_still_runs_and_holds_its_people,
     a_batch_of_several_chunks_lists_counts_and_reveals_lines_across_chunk_boundaries,
     two_concurrent_uploads_naming_the_same_people_make_one_batch,
     people_of_other_batches_count_until_their_line_fails_and_again_once_reissued,
