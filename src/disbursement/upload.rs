@@ -11,10 +11,11 @@
 //! people are stored the same way, sorted, so the check is a merge too) and stored as this
 //! batch's own sorted people.
 //!
-//! Memory does not grow with the file: one chunk being packed and [`PIPELINE_DEPTH`] in
-//! flight, one run of [`RUN_PEOPLE`] people being sorted, and while merging a read buffer of
-//! [`RUN_READ_PEOPLE`] per run (one run per 65,536 lines: 16 runs for a million lines); the
-//! checks against another batch hold one stored part of it and the list of its failed lines.
+//! Memory: one chunk being packed and [`PIPELINE_DEPTH`] messages in flight, one run of
+//! [`RUN_PEOPLE`] people being sorted, none of which depends on the file's length; while
+//! merging, a read buffer of [`RUN_READ_PEOPLE`] people (40 KiB) per run, 16 runs for a million
+//! lines. The checks against another batch hold one stored part of its people and the numbers
+//! of its definitely failed lines.
 
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::{Read, Seek as _, SeekFrom, Write as _};
@@ -304,7 +305,7 @@ pub(super) fn pack<R: Read>(job: PackJob<R>, out: &mpsc::Sender<Packed>) -> Resu
     };
     send(Packed::Header { encoding: reader.encoding(), chinese_headers: reader.chinese_headers() })?;
 
-    let mut encoder = ChunkEncoder::new();
+    let mut encoder = ChunkEncoder::with_capacity(LINE_CHUNK);
     let mut sorter = PeopleSorter::new();
     let mut seq = 0u64;
     let seal_chunk = |encoder: &mut ChunkEncoder, last_seq: u64| -> Result<(), PackError> {

@@ -141,6 +141,17 @@ impl ChunkEncoder {
         ChunkEncoder::default()
     }
 
+    /// An encoder that holds `lines` lines without growing its list of ID numbers (a grown
+    /// buffer would leave a copy of the numbers behind).
+    pub fn with_capacity(lines: u32) -> ChunkEncoder {
+        let lines = usize::try_from(lines).unwrap_or(0);
+        ChunkEncoder {
+            clear_ids: Vec::with_capacity(lines * CITIZEN_ID_LEN),
+            lines: Vec::with_capacity(lines * 48),
+            ..ChunkEncoder::default()
+        }
+    }
+
     pub fn line_count(&self) -> u32 {
         self.line_count
     }
@@ -177,14 +188,17 @@ impl ChunkEncoder {
         self.line_count += 1;
     }
 
-    /// The chunk so far; the encoder starts over empty.
+    /// The chunk so far; the encoder starts over empty, with the capacity it had.
     pub fn finish(&mut self) -> EncodedChunk {
+        let (lines_capacity, ids_capacity) = (self.lines.capacity(), self.clear_ids.capacity());
         let chunk = EncodedChunk {
-            lines: std::mem::take(&mut self.lines),
-            clear_ids: std::mem::take(&mut self.clear_ids),
+            lines: std::mem::replace(&mut self.lines, Vec::with_capacity(lines_capacity)),
+            clear_ids: std::mem::replace(&mut self.clear_ids, Vec::with_capacity(ids_capacity)),
             line_count: self.line_count,
         };
-        *self = ChunkEncoder::default();
+        self.line_count = 0;
+        self.last_file_line = 0;
+        self.last_memo.clear();
         chunk
     }
 }
