@@ -1064,19 +1064,29 @@ impl Store {
             super::Backend::Sqlite => "",
         };
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "SELECT id, claimed_lines, chunked_lines FROM subsidy_batches \
-             WHERE status = 'running' AND claimed_lines < chunked_lines ORDER BY id LIMIT $1 {lock}"
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM subsidy_batches WHERE status = 'running' AND claimed_lines < chunked_lines \
+             ORDER BY id LIMIT $1",
+        )
+        .bind(CLAIM_BATCHES_PER_ROUND)
+        .fetch_all(&mut *tx)
+        .await?;
+        // Each batch row is locked only once its lines are wanted, in id order like every claim.
+        let locked = format!(
+            "SELECT claimed_lines, chunked_lines FROM subsidy_batches WHERE id = $1 AND status = 'running' {lock}"
         );
-        let batches = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(CLAIM_BATCHES_PER_ROUND).fetch_all(&mut *tx).await?;
         let mut claimed = Vec::new();
         let mut left = u64::from(limit);
         let mut wallets = FundingWallets::default();
-        for row in batches {
+        for batch in candidates {
             if left == 0 {
                 break;
             }
-            let batch = BatchId::from_trusted(row.try_get("id")?);
+            let batch = BatchId::from_trusted(batch);
+            let row =
+                sqlx::query(sqlx::AssertSqlSafe(locked.as_str())).bind(batch.as_str()).fetch_optional(&mut *tx).await?;
+            // Paused or completed meanwhile.
+            let Some(row) = row else { continue };
             let (already, chunked) = (count(&row, "claimed_lines")?, count(&row, "chunked_lines")?);
             let take = left.min(chunked.saturating_sub(already));
             if take == 0 {
