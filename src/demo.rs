@@ -479,10 +479,12 @@ async fn pay_subsidies(
     let earlier = app.store.batch_id_by_key(&request.programme_id, &request.idempotency_key).await?;
     let batch = match earlier {
         Some(id) => app.batch(clerk, &id).await.map_err(demo_error)?,
-        None => match app.upload_batch(clerk, request, file.as_bytes()).await.map_err(demo_error)? {
-            Upload::Accepted(batch) => batch,
-            Upload::Rejected(rejection) => anyhow::bail!("the demo batch file was refused: {:?}", rejection.errors),
-        },
+        None => {
+            match app.upload_batch(clerk, request, std::io::Cursor::new(file.into_bytes())).await.map_err(demo_error)? {
+                Upload::Accepted(batch) => batch,
+                Upload::Rejected(rejection) => anyhow::bail!("the demo batch file was refused: {:?}", rejection.errors),
+            }
+        }
     };
     if batch.status == BatchStatus::Draft {
         app.approve_batch(approver, &batch.id).await.map_err(demo_error)?;

@@ -156,9 +156,12 @@ pub fn statement(data: &[u8]) {
 /// Invariants: the reader never panics; every accepted line has a valid ID number, a 16-digit
 /// wallet id, an amount above zero and within the cap; line numbers only grow; the good totals
 /// equal the sum of the accepted lines; the error list never exceeds its limit while its count
-/// stays exact; no problem message repeats the middle of an accepted ID number.
+/// stays exact; no problem message repeats the middle of an accepted ID number; the accepted
+/// lines, packed into a stored chunk, decode back to the same lines, with each ID number apart
+/// and never inside the packed lines.
 pub fn batch_file(data: &[u8]) {
     use crate::domain::disbursement::{BatchFileReader, ControlTotals, LineRules, validate_file};
+    use crate::domain::line_chunk::{ChunkEncoder, citizen_id_at, decode_chunk};
 
     let cap = Amount::from_fen(200_000).expect("a valid cap");
     let rules = LineRules { per_payment_cap: cap, max_lines: 10_000 };
@@ -171,6 +174,8 @@ pub fn batch_file(data: &[u8]) {
     };
     let (mut last_line, mut count, mut total_fen, mut error_count) = (1u64, 0u64, 0i64, 0u64);
     let mut accepted_middles = Vec::new();
+    let mut accepted = Vec::new();
+    let mut chunk = ChunkEncoder::new();
     let mut messages = Vec::new();
     while let Some(result) = reader.next_line() {
         match result {
@@ -183,6 +188,8 @@ pub fn batch_file(data: &[u8]) {
                 accepted_middles.push(line.citizen_id.expose_clear_text()[3..14].to_owned());
                 count += 1;
                 total_fen += line.amount.fen();
+                chunk.push(&line);
+                accepted.push(line);
             }
             Err(errors) => {
                 assert!(!errors.is_empty(), "a refused line must say why");
@@ -197,6 +204,20 @@ pub fn batch_file(data: &[u8]) {
     );
     for middle in &accepted_middles {
         assert!(messages.iter().all(|m| !m.contains(middle.as_str())), "a problem message repeats an ID number");
+    }
+    let packed = chunk.finish();
+    if !accepted.is_empty() {
+        let stored = decode_chunk(&packed.lines, count).expect("a packed chunk decodes");
+        assert_eq!(stored.len(), accepted.len());
+        for (index, (stored, line)) in stored.iter().zip(&accepted).enumerate() {
+            assert_eq!((stored.file_line, &stored.name, &stored.memo), (line.line, &line.name, &line.memo));
+            assert_eq!((&stored.wallet_id, stored.amount), (&line.wallet_id, line.amount));
+            assert_eq!(stored.citizen_id_masked, line.citizen_id.masked());
+            let clear = line.citizen_id.expose_clear_text();
+            assert_eq!(citizen_id_at(&packed.clear_ids, index, count).expect("the number of the line"), clear);
+            let middle = &clear.as_bytes()[3..14];
+            assert!(!packed.lines.windows(middle.len()).any(|w| w == middle), "an ID number inside the packed lines");
+        }
     }
 
     let limit = 3;

@@ -43,6 +43,9 @@ impl std::fmt::Display for ResealReport {
 fn describe(location: &SealedLocation) -> String {
     match location {
         SealedLocation::CitizenId { batch_id, seq } => format!("{batch_id} line {seq}"),
+        SealedLocation::CitizenIdChunk { batch_id, first_seq, ids } => {
+            format!("{batch_id} lines {first_seq} to {}", *first_seq + i64::try_from(*ids).unwrap_or(0) - 1)
+        }
         SealedLocation::Endpoint { id, column } => format!("{id} {column:?}"),
     }
 }
@@ -58,7 +61,7 @@ pub async fn reseal_all(
     let prefix = secrets.current_prefix();
     let mut report = ResealReport::default();
     let mut cursor = ResealCursor::default();
-    let mut lines_done = false;
+    let (mut lines_done, mut chunks_done) = (false, false);
     loop {
         if max_batches.is_some_and(|max| report.batches >= max) {
             break;
@@ -69,6 +72,18 @@ pub async fn reseal_all(
                 Some(SealedLocation::CitizenId { batch_id, seq }) => cursor.line = Some((batch_id.clone(), *seq)),
                 _ => {
                     lines_done = true;
+                    continue;
+                }
+            }
+            page
+        } else if !chunks_done {
+            let page = store.citizen_id_chunks_to_reseal(&prefix, cursor.chunk.as_ref(), batch_size).await?;
+            match page.last().map(|value| &value.location) {
+                Some(SealedLocation::CitizenIdChunk { batch_id, first_seq, .. }) => {
+                    cursor.chunk = Some((batch_id.clone(), *first_seq));
+                }
+                _ => {
+                    chunks_done = true;
                     continue;
                 }
             }
@@ -99,12 +114,16 @@ pub async fn reseal_all(
                 }
             }
         }
-        let lines = replacements.iter().filter(|(v, _)| matches!(v.location, SealedLocation::CitizenId { .. })).count();
         let replaced = store.replace_sealed(&replacements).await?;
         // A value changed meanwhile (a callback secret rotated) is already under the current key.
-        let lines = u64::try_from(lines).unwrap_or(u64::MAX).min(replaced);
-        report.citizen_ids += lines;
-        report.endpoint_secrets += replaced - lines;
+        for ((value, _), replaced) in replacements.iter().zip(replaced) {
+            match (&value.location, replaced) {
+                (_, false) => {}
+                (SealedLocation::CitizenId { .. }, true) => report.citizen_ids += 1,
+                (SealedLocation::CitizenIdChunk { ids, .. }, true) => report.citizen_ids += ids,
+                (SealedLocation::Endpoint { .. }, true) => report.endpoint_secrets += 1,
+            }
+        }
         report.batches += 1;
     }
     if report.citizen_ids + report.endpoint_secrets > 0 {

@@ -231,7 +231,7 @@ async fn upload(State(state): State<AppState>, Path(id): Path<String>, upload: C
             total: amount("total")?,
         },
     };
-    match state.app.upload_batch(&signed_in.principal, request, upload.file.as_slice()).await? {
+    match state.app.upload_batch(&signed_in.principal, request, std::io::Cursor::new(upload.file)).await? {
         Upload::Accepted(batch) => Ok(Redirect::to(&batch_path(batch.id.as_str())).into_response()),
         Upload::Rejected(rejection) => {
             let page = programme_page(&state, signed_in, &id, Some(&rejection)).await?;

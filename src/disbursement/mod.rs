@@ -4,18 +4,17 @@
 
 pub mod bench;
 pub mod result_file;
+mod upload;
 pub mod worker;
 
 use std::io::Read;
 
 use crate::app::{App, require, within_scope};
 use crate::domain::access::Principal;
-use crate::domain::batch::{Batch, BatchStatus, BatchStep, Line, Period, Programme, Progress, out_transfer_no};
+use crate::domain::batch::{Batch, BatchStatus, BatchStep, Line, LineStatus, Period, Programme, Progress};
 use crate::domain::citizen_id::mask_name;
 use crate::domain::directory::WalletId;
-use crate::domain::disbursement::{
-    BatchFileReader, BatchLine, ControlTotals, ErrorList, LineError, LineRules, Problem, check_control_totals,
-};
+use crate::domain::disbursement::{ControlTotals, ErrorList, LineError, LineRules, Problem, check_control_totals};
 use crate::domain::ids::{BatchId, ProgrammeId, RegionId};
 use crate::domain::money::Amount;
 use crate::domain::role::Action;
@@ -23,10 +22,11 @@ use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
-use crate::store::disbursement::{LINE_CHUNK, NewBatch, NewLine, StoredLineProblem};
+use crate::store::disbursement::{NewBatch, Reissue, SealedCitizenId};
+use upload::{HashingReader, OtherPeople, PackJob, PackOutcome, Packed};
 
 /// Purpose string of the keyed ID-number digest; changing it changes every stored digest.
-const CITIZEN_ID_DIGEST_PURPOSE: &str = "citizen_id";
+pub(crate) const CITIZEN_ID_DIGEST_PURPOSE: &str = "citizen_id";
 
 /// Bounds of disbursement; from config.
 #[derive(Clone, Debug)]
@@ -108,43 +108,6 @@ pub enum Upload {
 /// Longest idempotency key accepted.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 
-/// A reader that hashes everything read through it, so the upload's SHA-256 is known once the
-/// stream ends without holding the file.
-struct HashingReader<R> {
-    inner: R,
-    digest: ring::digest::Context,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digest.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        HashingReader { inner, digest: ring::digest::Context::new(&ring::digest::SHA256) }
-    }
-
-    /// Reads to the end and returns the hex digest.
-    fn finish(mut self) -> std::io::Result<String> {
-        std::io::copy(&mut self, &mut std::io::sink())?;
-        Ok(hex::encode(self.digest.finish().as_ref()))
-    }
-}
-
-fn store_line_problem(line: u64, problem: StoredLineProblem, cap: Amount) -> LineError {
-    let problem = match problem {
-        StoredLineProblem::DuplicateInBatch { first_line } => Problem::DuplicateInBatch { first_line },
-        StoredLineProblem::InOtherOpenBatch => Problem::InOtherOpenBatch,
-        StoredLineProblem::OverPeriodCap => Problem::OverPeriodCap { cap },
-    };
-    let column = Some(crate::domain::disbursement::Column::CitizenId);
-    LineError { line: Some(line), column, problem }
-}
-
 impl App {
     pub async fn create_programme(&self, principal: &Principal, new: NewProgramme) -> Result<Programme> {
         require(principal, Action::ManageProgrammes)?;
@@ -212,8 +175,9 @@ impl App {
     /// Reads, checks and stores a batch file in one transaction. Any problem (in a line, in
     /// the header, against other batches, the budget or the control totals) refuses the whole
     /// file and leaves no rows. The same idempotency key with the same file returns the batch
-    /// created the first time; with another file it is refused.
-    pub async fn upload_batch<R: Read>(
+    /// created the first time; with another file it is refused. The file is read on a thread
+    /// of its own while this task writes what it has packed (see [`upload`]).
+    pub async fn upload_batch<R: Read + Send + 'static>(
         &self,
         principal: &Principal,
         request: UploadRequest,
@@ -231,23 +195,41 @@ impl App {
             let detail = format!("the programme runs from {} to {}", programme.starts_on, programme.ends_on);
             return Err(Error::invalid("period", "PERIOD_OUTSIDE_PROGRAMME", detail));
         }
-        let mut file = HashingReader::new(file);
+        let file = HashingReader::new(file);
 
         if let Some(existing) = self.store.batch_by_idempotency_key(&principal.token_id, key).await? {
-            return self.same_upload_again(existing, file);
+            let sha256 = tokio::task::spawn_blocking(move || file.finish())
+                .await
+                .map_err(|e| Error::Internal(e.into()))?
+                .map_err(|e| Error::Internal(e.into()))?;
+            return if sha256 == existing.upload_sha256 {
+                Ok(Upload::Accepted(existing))
+            } else {
+                Err(Error::IdempotencyMismatch)
+            };
         }
 
         let settings = &self.disbursement;
-        let rules = LineRules { per_payment_cap: programme.per_payment_cap, max_lines: settings.max_batch_lines };
-        let mut errors = ErrorList::new(settings.max_listed_errors);
-        let mut reader = match BatchFileReader::open(&mut file, rules) {
-            Ok(reader) => reader,
-            Err(problems) => {
-                problems.into_iter().for_each(|e| errors.push(e));
-                return Ok(Upload::Rejected(rejection(errors)));
-            }
-        };
         let batch_id = BatchId::generate();
+        let job = PackJob {
+            file,
+            batch_id: batch_id.clone(),
+            rules: LineRules { per_payment_cap: programme.per_payment_cap, max_lines: settings.max_batch_lines },
+            per_period_cap: programme.per_period_cap,
+            max_listed_errors: settings.max_listed_errors,
+            secrets: self.secrets.clone(),
+        };
+        let (sender, mut packed) = tokio::sync::mpsc::channel(upload::PIPELINE_DEPTH);
+        let reading = tokio::task::spawn_blocking(move || upload::pack(job, &sender));
+        let finished = |reading: tokio::task::JoinHandle<std::result::Result<PackOutcome, upload::PackError>>| async {
+            reading.await.map_err(|e| Error::Internal(e.into()))?.map_err(|e| Error::Internal(e.into()))
+        };
+
+        let Some(Packed::Header { encoding, chinese_headers }) = packed.recv().await else {
+            // The header was refused (or the thread failed): nothing was stored.
+            let outcome = finished(reading).await?;
+            return Ok(Upload::Rejected(rejection(outcome.errors)));
+        };
         let label = self.actor_label(principal).await?;
         let new_batch = NewBatch {
             id: &batch_id,
@@ -257,8 +239,8 @@ impl App {
             // Known only at the end of the stream; written then (see below).
             upload_sha256: "",
             uploaded_by: (&principal.token_id, &label),
-            encoding: reader.encoding(),
-            chinese_headers: reader.chinese_headers(),
+            encoding,
+            chinese_headers,
             line_count: request.stated.line_count.max(1),
             total: request.stated.total.max(Amount::from_fen(1).expect("one fen")),
             now: UnixMs::now(),
@@ -269,41 +251,45 @@ impl App {
             Err(other) => return Err(other.into()),
         };
 
-        let mut chunk: Vec<NewLine> = Vec::with_capacity(LINE_CHUNK);
-        let mut seq = 0u64;
-        while let Some(result) = reader.next_line() {
-            let line = match result {
-                Ok(line) => line,
-                Err(problems) => {
-                    problems.into_iter().for_each(|e| errors.push(e));
-                    continue;
+        // What only the other batches can tell, counted with the reader's problems at the end.
+        let mut errors = ErrorList::new(settings.max_listed_errors);
+        let mut others: Option<OtherPeople> = None;
+        let mut parts = 0u64;
+        while let Some(message) = packed.recv().await {
+            match message {
+                Packed::Header { .. } => return Err(Error::Internal(anyhow::anyhow!("a second header"))),
+                Packed::Chunk { first_seq, line_count, lines, citizen_ids_sealed } => {
+                    upload.insert_chunk(first_seq, line_count, &lines, &citizen_ids_sealed).await?;
                 }
-            };
-            if line.amount > programme.per_period_cap {
-                let problem = Problem::OverPeriodCap { cap: programme.per_period_cap };
-                let column = Some(crate::domain::disbursement::Column::Amount);
-                errors.push(LineError { line: Some(line.line), column, problem });
-                continue;
-            }
-            // Good lines are stored even once the file is known to be refused: only the store
-            // sees duplicates and other open batches, and the office gets every problem in one
-            // go. The rollback removes them.
-            seq += 1;
-            chunk.push(self.new_line(&batch_id, seq, line).map_err(Error::Internal)?);
-            if chunk.len() == LINE_CHUNK {
-                for (line, problem) in upload.insert_lines(&chunk).await? {
-                    errors.push(store_line_problem(line, problem, programme.per_period_cap));
+                Packed::People { people, part, clean } => {
+                    let others = match &mut others {
+                        Some(others) => others,
+                        None => {
+                            // From here to commit, other uploads and re-issues of this
+                            // programme and period wait for this one (and it waited for them).
+                            upload.take_period_gate().await?;
+                            others.insert(OtherPeople::open(&mut upload).await?)
+                        }
+                    };
+                    for person in &people {
+                        let held = others.held(&mut upload, person.digest).await?;
+                        if let Some(problem) = upload::held_problem(person, held, programme.per_period_cap) {
+                            errors.push(problem);
+                        }
+                    }
+                    if clean && errors.is_empty() {
+                        upload.insert_people_part(parts, &part).await?;
+                        parts += 1;
+                    }
                 }
-                chunk.clear();
             }
         }
-        if !chunk.is_empty() {
-            for (line, problem) in upload.insert_lines(&chunk).await? {
-                errors.push(store_line_problem(line, problem, programme.per_period_cap));
-            }
-        }
-        let actual = reader.good_totals();
-        if reader.lines_seen() == 0 {
+        let outcome = finished(reading).await?;
+        let mut found = outcome.errors;
+        found.absorb(errors);
+        let mut errors = found;
+        let actual = outcome.totals;
+        if outcome.lines_seen == 0 {
             errors.push(LineError { line: None, column: None, problem: Problem::NoLines });
         }
         if errors.is_empty() {
@@ -313,14 +299,13 @@ impl App {
                 errors.push(LineError { line: None, column: None, problem: Problem::OverBudget { remaining } });
             }
         }
-        drop(reader);
         if !errors.is_empty() {
-            // Dropping the upload rolls back the batch row and every line inserted so far.
+            // Dropping the upload rolls back the batch row and every chunk written so far.
             drop(upload);
             return Ok(Upload::Rejected(rejection(errors)));
         }
-        let sha256 = file.finish().map_err(|e| Error::Internal(e.into()))?;
-        upload.set_sha256(&sha256).await?;
+        let sha256 = outcome.sha256.ok_or_else(|| Error::Internal(anyhow::anyhow!("no digest of a read file")))?;
+        upload.finish(&sha256, outcome.chunked_lines).await?;
         let audit = AuditEntry {
             actor: Actor::Token(principal),
             action: "batch.uploaded",
@@ -343,31 +328,29 @@ impl App {
         Ok(Upload::Accepted(batch))
     }
 
-    fn same_upload_again<R: Read>(&self, existing: Batch, file: HashingReader<R>) -> Result<Upload> {
-        let sha256 = file.finish().map_err(|e| Error::Internal(e.into()))?;
-        if sha256 == existing.upload_sha256 { Ok(Upload::Accepted(existing)) } else { Err(Error::IdempotencyMismatch) }
-    }
-
-    /// Digests, seals and masks one parsed line; the clear ID number goes no further.
-    fn new_line(&self, batch: &BatchId, seq: u64, line: BatchLine) -> anyhow::Result<NewLine> {
-        let clear = line.citizen_id.expose_clear_text();
-        let out_transfer_no = out_transfer_no(batch, seq);
-        // The seal is bound to the line's transfer number, so a sealed copy moved to another
-        // row does not open.
-        let sealed = self.secrets.seal(clear.as_bytes(), &format!("{out_transfer_no}/citizen_id"))?;
-        Ok(NewLine {
-            seq,
-            file_line: line.line,
-            name_masked: mask_name(&line.name),
-            payee_name: line.name,
-            citizen_id_hmac: self.secrets.keyed_digest(CITIZEN_ID_DIGEST_PURPOSE, clear.as_bytes()),
-            citizen_id_sealed: sealed,
-            citizen_id_masked: line.citizen_id.masked(),
-            wallet_id: line.wallet_id,
-            amount: line.amount,
-            memo: line.memo,
-            out_transfer_no,
-        })
+    /// The clear ID number of a line, from its row's sealed copy or its chunk's sealed list,
+    /// with its masked form and the context a copy of it is sealed under for a re-issue.
+    async fn open_citizen_id(&self, batch: &BatchId, seq: u64) -> Result<(String, String, String)> {
+        let (sealed, masked) =
+            self.store.line_sealed_citizen_id(batch, seq).await?.ok_or(Error::NotFound { what: "line" })?;
+        let unreadable = |why: &dyn std::fmt::Display| Error::Internal(anyhow::anyhow!("line {seq} of {batch}: {why}"));
+        let (clear, bound_to) = match sealed {
+            SealedCitizenId::Row { sealed, context } => {
+                let clear = self.secrets.open(&sealed, &context).map_err(|e| unreadable(&e))?;
+                (String::from_utf8(clear).map_err(|_| unreadable(&"not text"))?, context)
+            }
+            SealedCitizenId::Chunk { sealed, context, index, line_count } => {
+                let mut clear_ids = self.secrets.open(&sealed, &context).map_err(|e| unreadable(&e))?;
+                let clear = crate::domain::line_chunk::citizen_id_at(&clear_ids, index, line_count)
+                    .map_err(|e| unreadable(&e))?
+                    .to_owned();
+                // Only the one number leaves; the rest of the list in clear is wiped.
+                clear_ids.fill(0);
+                // The first generation's line is the chunked one, so a copy is bound to its number.
+                (clear, format!("{}/citizen_id", crate::domain::batch::out_transfer_no(batch, seq)))
+            }
+        };
+        Ok((clear, masked, bound_to))
     }
 
     async fn actor_label(&self, principal: &Principal) -> Result<String> {
@@ -505,12 +488,31 @@ impl App {
             // The corrected name only masked: the audit trail is read by people outside the office.
             summary: serde_json::json!({"line": seq, "payee_name": mask_name(name), "wallet_id": wallet_id.as_str()}),
         };
-        match self.store.reissue_line(&batch.id, seq, name, wallet_id, UnixMs::now(), &audit).await {
-            Ok(line) => Ok(line),
-            Err(StoreError::GuardFailed) => Err(Error::conflict(
+        let not_reissuable = || {
+            Error::conflict(
                 "NOT_REISSUABLE",
                 "only a failed line not yet re-issued can be, and only within the programme's budget",
-            )),
+            )
+        };
+        let source = self.store.batch_line(&batch.id, seq).await?;
+        let Some(source) = source.filter(|l| l.status == LineStatus::Failed && l.reissued_as_seq.is_none()) else {
+            return Err(not_reissuable());
+        };
+        // The new line holds the same person: its own digest and sealed copy, made from the
+        // number the old line holds, which goes no further than this.
+        let (clear, masked, bound_to) = self.open_citizen_id(&batch.id, seq).await?;
+        let reissue = Reissue {
+            source: &source,
+            payee_name: name,
+            wallet_id,
+            citizen_id_hmac: self.secrets.keyed_digest(CITIZEN_ID_DIGEST_PURPOSE, clear.as_bytes()),
+            citizen_id_sealed: self.secrets.seal(clear.as_bytes(), &bound_to).map_err(|e| Error::Internal(e.into()))?,
+            citizen_id_masked: masked,
+        };
+        drop(clear);
+        match self.store.reissue_line(&batch, &reissue, UnixMs::now(), &audit).await {
+            Ok(line) => Ok(line),
+            Err(StoreError::GuardFailed) => Err(not_reissuable()),
             Err(other) => Err(other.into()),
         }
     }
@@ -525,14 +527,7 @@ impl App {
         self.reveal_quota
             .check(principal.token_id.as_str(), UnixMs::now().0)
             .map_err(|retry_after_s| Error::RateLimited { retry_after_s })?;
-        let (sealed, bound_to, masked) =
-            self.store.line_sealed_citizen_id(&batch.id, seq).await?.ok_or(Error::NotFound { what: "line" })?;
-        let clear = self
-            .secrets
-            .open(&sealed, &format!("{bound_to}/citizen_id"))
-            .map_err(|error| Error::Internal(anyhow::anyhow!("line {seq} of {}: {error}", batch.id)))?;
-        let clear = String::from_utf8(clear)
-            .map_err(|_| Error::Internal(anyhow::anyhow!("line {seq} of {}: not text", batch.id)))?;
+        let (clear, masked, _) = self.open_citizen_id(&batch.id, seq).await?;
         let object_id = format!("{}/{seq}", batch.id);
         let audit = AuditEntry {
             actor: Actor::Token(principal),

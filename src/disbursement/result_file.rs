@@ -10,8 +10,9 @@ use crate::domain::disbursement::BatchEncoding;
 use crate::domain::ids::BatchId;
 use crate::error::{Error, Result};
 
-/// Lines read per page while writing, so memory stays flat for any batch size.
-const PAGE_LINES: u32 = 1_000;
+/// Lines read per page while writing, so memory stays flat for any batch size: a stored chunk,
+/// so each page reads and decodes one.
+const PAGE_LINES: u32 = super::upload::LINE_CHUNK;
 
 const HEADERS_ZH: [&str; 10] =
     ["序号", "原行号", "姓名", "身份证号", "钱包编号", "金额", "状态", "失败代码", "说明", "运营机构流水号"];

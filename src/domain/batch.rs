@@ -142,6 +142,12 @@ pub fn out_transfer_no(batch: &BatchId, seq: u64) -> String {
     format!("D{hex}-{seq}")
 }
 
+/// What the sealed list of a chunk's ID numbers is bound to: the batch and the chunk's first
+/// line, so a sealed list copied into another chunk or batch does not open.
+pub fn chunk_seal_context(batch: &BatchId, first_seq: u64) -> String {
+    format!("{}/lines/{first_seq}/citizen_ids", batch.as_str())
+}
+
 /// What a definite transfer failure means for the office, from the operator's `fail_code`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

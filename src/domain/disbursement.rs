@@ -260,11 +260,17 @@ impl fmt::Display for LineError {
     }
 }
 
-/// Every problem counted, the first `limit` kept: an office fixing a file wants them all in one
-/// go, but a response listing a million errors helps nobody and costs unbounded memory.
+/// Every problem counted, the first `limit` in file order kept: an office fixing a file wants
+/// them all in one go, but a response listing a million errors helps nobody and costs unbounded
+/// memory. Problems may be pushed in any order (the checks against other lines and batches
+/// report after the reader, in digest order), so the list keeps the `limit` earliest by
+/// position, not the first pushed; at most twice `limit` are held between trims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ErrorList {
-    listed: Vec<LineError>,
+    /// (position, problem); trimmed to the `limit` earliest whenever it reaches twice that.
+    held: Vec<((u64, u8, u64), LineError)>,
+    /// After a trim, the latest position kept: anything later can no longer be listed.
+    cutoff: Option<(u64, u8, u64)>,
     total: u64,
     limit: usize,
 }
@@ -274,14 +280,48 @@ impl ErrorList {
     pub const DEFAULT_LIMIT: usize = 1000;
 
     pub fn new(limit: usize) -> ErrorList {
-        ErrorList { listed: Vec::new(), total: 0, limit }
+        ErrorList { held: Vec::new(), cutoff: None, total: 0, limit }
+    }
+
+    /// Where a problem sorts: whole-file problems first, then by line and column; problems of
+    /// one place keep the order they were found in.
+    fn position(&self, error: &LineError) -> (u64, u8, u64) {
+        (error.line.unwrap_or(0), error.column.map_or(0, |c| c as u8 + 1), self.total)
     }
 
     pub fn push(&mut self, error: LineError) {
+        let position = self.position(&error);
         self.total += 1;
-        if self.listed.len() < self.limit {
-            self.listed.push(error);
+        if self.limit == 0 {
+            return;
         }
+        if self.cutoff.is_some_and(|cutoff| position > cutoff) {
+            return;
+        }
+        self.held.push((position, error));
+        if self.held.len() >= self.limit.saturating_mul(2) {
+            self.trim();
+        }
+    }
+
+    /// Keeps the `limit` earliest and remembers the latest of them.
+    fn trim(&mut self) {
+        if self.held.len() > self.limit {
+            self.held.select_nth_unstable_by_key(self.limit - 1, |(position, _)| *position);
+            self.held.truncate(self.limit);
+            self.cutoff = self.held.iter().map(|(position, _)| *position).max();
+        }
+    }
+
+    /// Adds every problem of `other` (counted and listed as if pushed here).
+    pub fn absorb(&mut self, other: ErrorList) {
+        let total = other.total;
+        let listed = other.into_sorted_pairs();
+        let unlisted = total - listed.len() as u64;
+        for (_, error) in listed {
+            self.push(error);
+        }
+        self.total += unlisted;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -296,14 +336,20 @@ impl ErrorList {
         self.limit
     }
 
-    pub fn listed(&self) -> &[LineError] {
-        &self.listed
+    /// The listed problems (at most `limit`), in file order.
+    pub fn listed(&self) -> Vec<LineError> {
+        self.clone().into_sorted()
     }
 
-    /// Listed problems in file order (the store's checks may report after the reader's).
-    pub fn into_sorted(mut self) -> Vec<LineError> {
-        self.listed.sort_by_key(|e| (e.line.unwrap_or(0), e.column.map(|c| c as u8)));
-        self.listed
+    fn into_sorted_pairs(mut self) -> Vec<((u64, u8, u64), LineError)> {
+        self.held.sort_by_key(|(position, _)| *position);
+        self.held.truncate(self.limit);
+        self.held
+    }
+
+    /// Listed problems in file order.
+    pub fn into_sorted(self) -> Vec<LineError> {
+        self.into_sorted_pairs().into_iter().map(|(_, error)| error).collect()
     }
 }
 
@@ -785,6 +831,24 @@ mod tests {
         assert_eq!(codes, ["LINE_COUNT_DIFFERS", "TOTAL_DIFFERS"]);
         let (errors, _) = validate_file(good.as_bytes(), rules(), actual, 5);
         assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn the_listed_problems_are_the_first_in_file_order_however_they_were_found() {
+        let at = |line: u64| LineError { line: Some(line), column: Some(Column::CitizenId), problem: Problem::Empty };
+        let mut reader = ErrorList::new(3);
+        for line in [50, 40, 30, 20, 10, 60, 5] {
+            reader.push(at(line));
+        }
+        let mut store = ErrorList::new(3);
+        for line in [7, 1, 90] {
+            store.push(at(line));
+        }
+        store.push(LineError { line: None, column: None, problem: Problem::NoLines });
+        reader.absorb(store);
+        assert_eq!(reader.total(), 11);
+        let listed: Vec<Option<u64>> = reader.into_sorted().iter().map(|e| e.line).collect();
+        assert_eq!(listed, [None, Some(1), Some(5)]);
     }
 
     #[test]

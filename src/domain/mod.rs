@@ -10,6 +10,7 @@ pub mod directory;
 pub mod disbursement;
 pub mod ids;
 pub mod ledger;
+pub mod line_chunk;
 pub mod money;
 pub mod payment;
 pub mod reconciliation;

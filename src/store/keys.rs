@@ -1,5 +1,6 @@
 //! Sealed values at rest, for re-sealing under the current key: citizen ID numbers of subsidy
-//! lines and callback endpoints' secrets and signing keys. Pages are keyset-paged by primary
+//! lines (a full row's own copy, or a chunk's sealed list) and callback endpoints' secrets and
+//! signing keys. Pages are keyset-paged by primary
 //! key and every rewrite is a compare-and-set on the old ciphertext, so a run can stop at any
 //! point and start again, and a value changed meanwhile (a secret rotated) is left alone.
 
@@ -20,6 +21,8 @@ pub struct SealedValue {
 pub enum SealedLocation {
     /// `subsidy_lines.citizen_id_sealed` of (batch, seq).
     CitizenId { batch_id: String, seq: i64 },
+    /// `subsidy_line_chunks.citizen_ids_sealed` of (batch, first seq): `ids` numbers in one value.
+    CitizenIdChunk { batch_id: String, first_seq: i64, ids: u64 },
     /// One sealed column of `callback_endpoints`.
     Endpoint { id: String, column: EndpointColumn },
 }
@@ -53,10 +56,11 @@ impl EndpointColumn {
     }
 }
 
-/// Where the next page starts: after this line, or after this endpoint.
+/// Where the next page starts: after this line, this chunk, or this endpoint.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResealCursor {
     pub line: Option<(String, i64)>,
+    pub chunk: Option<(String, i64)>,
     pub endpoint: Option<String>,
 }
 
@@ -74,7 +78,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT l.batch_id, l.seq, l.citizen_id_sealed, f.out_transfer_no FROM subsidy_lines l \
              JOIN subsidy_lines f ON f.batch_id = l.batch_id AND f.file_line = l.file_line AND f.generation = 0 \
-             WHERE (l.batch_id > $1 OR (l.batch_id = $1 AND l.seq > $2)) \
+             WHERE l.citizen_id_sealed IS NOT NULL AND (l.batch_id > $1 OR (l.batch_id = $1 AND l.seq > $2)) \
              AND substr(l.citizen_id_sealed, 1, length($3)) <> $3 ORDER BY l.batch_id, l.seq LIMIT $4",
         )
         .bind(after_batch)
@@ -90,6 +94,48 @@ impl Store {
                 location: SealedLocation::CitizenId { batch_id: row.try_get(0)?, seq: row.try_get(1)? },
                 sealed: row.try_get(2)?,
                 context: format!("{out_transfer_no}/citizen_id"),
+            });
+        }
+        Ok(values)
+    }
+
+    /// Up to `limit` chunks' sealed lists of ID numbers after `after` not sealed under
+    /// `current_prefix`, in primary-key order.
+    pub async fn citizen_id_chunks_to_reseal(
+        &self,
+        current_prefix: &str,
+        after: Option<&(String, i64)>,
+        limit: u32,
+    ) -> Result<Vec<SealedValue>, StoreError> {
+        let (after_batch, after_seq) = after.map(|(b, s)| (b.as_str(), *s)).unwrap_or(("", 0));
+        let rows = sqlx::query(
+            "SELECT batch_id, first_seq, line_count, citizen_ids_sealed FROM subsidy_line_chunks \
+             WHERE (batch_id > $1 OR (batch_id = $1 AND first_seq > $2)) \
+             AND substr(citizen_ids_sealed, 1, length($3)) <> $3 ORDER BY batch_id, first_seq LIMIT $4",
+        )
+        .bind(after_batch)
+        .bind(after_seq)
+        .bind(current_prefix)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        let mut values = Vec::with_capacity(rows.len());
+        for row in rows {
+            let batch_id: String = row.try_get(0)?;
+            let first_seq: i64 = row.try_get(1)?;
+            let ids: i64 = row.try_get(2)?;
+            let context = crate::domain::batch::chunk_seal_context(
+                &crate::domain::ids::BatchId::from_trusted(batch_id.clone()),
+                u64::try_from(first_seq).unwrap_or_default(),
+            );
+            values.push(SealedValue {
+                location: SealedLocation::CitizenIdChunk {
+                    batch_id,
+                    first_seq,
+                    ids: u64::try_from(ids).unwrap_or_default(),
+                },
+                sealed: row.try_get(3)?,
+                context,
             });
         }
         Ok(values)
@@ -137,10 +183,10 @@ impl Store {
     }
 
     /// Replaces sealed values with their re-sealed form in one transaction, each only if it
-    /// still holds the old ciphertext. Returns how many were replaced.
-    pub async fn replace_sealed(&self, replacements: &[(SealedValue, String)]) -> Result<u64, StoreError> {
+    /// still holds the old ciphertext. Returns, for each, whether it was replaced.
+    pub async fn replace_sealed(&self, replacements: &[(SealedValue, String)]) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.begin_write().await?;
-        let mut replaced = 0;
+        let mut replaced = Vec::with_capacity(replacements.len());
         for (old, new) in replacements {
             let result = match &old.location {
                 SealedLocation::CitizenId { batch_id, seq } => {
@@ -151,6 +197,18 @@ impl Store {
                     .bind(new.as_str())
                     .bind(batch_id.as_str())
                     .bind(*seq)
+                    .bind(old.sealed.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                }
+                SealedLocation::CitizenIdChunk { batch_id, first_seq, .. } => {
+                    sqlx::query(
+                        "UPDATE subsidy_line_chunks SET citizen_ids_sealed = $1 \
+                         WHERE batch_id = $2 AND first_seq = $3 AND citizen_ids_sealed = $4",
+                    )
+                    .bind(new.as_str())
+                    .bind(batch_id.as_str())
+                    .bind(*first_seq)
                     .bind(old.sealed.as_str())
                     .execute(&mut *tx)
                     .await?
@@ -166,7 +224,7 @@ impl Store {
                         .await?
                 }
             };
-            replaced += result.rows_affected();
+            replaced.push(result.rows_affected() == 1);
         }
         tx.commit().await?;
         Ok(replaced)

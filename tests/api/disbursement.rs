@@ -262,7 +262,14 @@ async fn a_file_with_errors_is_refused_whole_with_every_problem_listed_and_leave
     assert!(outside.text().await.unwrap().contains("PERIOD_OUTSIDE_PROGRAMME"));
 
     let pool = app.db.raw_pool().await;
-    for table in ["subsidy_batches", "subsidy_lines", "subsidy_batch_steps"] {
+    for table in [
+        "subsidy_batches",
+        "subsidy_lines",
+        "subsidy_batch_steps",
+        "subsidy_line_chunks",
+        "subsidy_batch_people",
+        "subsidy_period_gates",
+    ] {
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table}")))
             .fetch_one(&pool)
             .await
@@ -286,13 +293,199 @@ async fn a_file_with_errors_is_refused_whole_with_every_problem_listed_and_leave
     let (status, body) = upload(&app, &office, "ok-2", text.into_bytes(), 1, "300.00").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["errors"][0]["code"], "IN_OTHER_OPEN_BATCH", "{body}");
-    // The stored ID number is a keyed digest and a sealed copy, never the number.
-    let stored: Vec<String> =
-        sqlx::query_scalar("SELECT citizen_id_hmac || citizen_id_sealed || citizen_id_masked FROM subsidy_lines")
-            .fetch_all(&pool)
-            .await
-            .unwrap();
-    assert!(stored.iter().all(|row| !row.contains(&good)));
+    // The stored ID number is a keyed digest and a sealed copy, never the number: not in the
+    // chunk's lines, its sealed list, or the batch's people.
+    let chunks: Vec<(Vec<u8>, String)> =
+        sqlx::query_as("SELECT lines, citizen_ids_sealed FROM subsidy_line_chunks").fetch_all(&pool).await.unwrap();
+    assert_eq!(chunks.len(), 1);
+    let people: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT entries FROM subsidy_batch_people").fetch_all(&pool).await.unwrap();
+    assert_eq!(people.len(), 1);
+    let middle = &good.as_bytes()[3..14];
+    for bytes in chunks
+        .iter()
+        .flat_map(|(lines, sealed)| [lines.as_slice(), sealed.as_bytes()])
+        .chain(people.iter().map(Vec::as_slice))
+    {
+        assert!(!bytes.windows(middle.len()).any(|w| w == middle), "an ID number in clear in storage");
+    }
+}
+
+/// Distinct valid ID numbers for up to 100,000 people.
+fn person(n: usize) -> String {
+    citizen_id(&format!("3205841950{:02}{:02}{:03}", 1 + (n / 28_000) % 12, 1 + (n / 1000) % 28, n % 1000))
+}
+
+fn file_of(people: impl IntoIterator<Item = (usize, &'static str)>) -> Vec<u8> {
+    let mut text = String::from("name,citizen_id,wallet_id,amount\n");
+    for (n, amount) in people {
+        text.push_str(&format!("老人{n},{},{},{amount}\n", person(n), wallet(n)));
+    }
+    text.into_bytes()
+}
+
+fn wallet(n: usize) -> String {
+    format!("00210000{n:08}")
+}
+
+/// A batch of more lines than one chunk holds reads as one sequence: pending lines have no row
+/// of their own until a worker claims them, pages run across the chunk boundary, a number in
+/// the second chunk is revealed, and the result file lists every line.
+async fn a_batch_of_several_chunks_lists_counts_and_reveals_lines_across_chunk_boundaries(app: TestApp) {
+    const LINES: usize = 4_100;
+    let office = office(&app).await;
+    let mut text = String::from("name,citizen_id,wallet_id,amount\n");
+    for n in 0..LINES {
+        text.push_str(&format!("老人{n},{},{},1.00\n", person(n), wallet(n)));
+        if n == 10 {
+            // Excel's empty rows are not lines, but they count in the file's line numbers.
+            text.push_str(",,,\n");
+        }
+    }
+    let (status, batch) = upload(&app, &office, "big", text.into_bytes(), LINES as u64, "4100.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{batch}");
+    let batch_id = batch["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/subsidy-batches/{batch_id}");
+
+    let pool = app.db.raw_pool().await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subsidy_lines").fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, 0, "no line has a row before a worker claims it");
+    let chunks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subsidy_line_chunks").fetch_one(&pool).await.unwrap();
+    assert_eq!(chunks, 2);
+    let progress = app.get(&path, &office.clerk).await.expect(StatusCode::OK);
+    assert_eq!(progress.body["progress"]["pending"]["lines"], LINES, "{}", progress.text);
+    assert_eq!(progress.body["progress"]["pending"]["amount"], "4100.00", "{}", progress.text);
+
+    let page = app.get(&format!("{path}/lines?after=4090&limit=20"), &office.clerk).await.expect(StatusCode::OK);
+    let lines = page.body.as_array().unwrap();
+    let seqs: Vec<u64> = lines.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (4091..=4100).collect::<Vec<_>>());
+    let line = &lines[6];
+    assert_eq!(line["seq"], 4097);
+    // Line 1 is the header and one empty row came after the eleventh person.
+    assert_eq!(line["file_line"], 4097 + 2);
+    assert_eq!(line["name"], "老*****");
+    assert_eq!(line["wallet_id"], wallet(4096));
+    assert_eq!(line["status"], "pending");
+    assert_eq!(line["out_transfer_no"], format!("D{}-4097", &batch_id[4..]));
+    let id = person(4096);
+    assert_eq!(line["citizen_id"], format!("{}***********{}", &id[..3], &id[14..]));
+    let first = app.get(&format!("{path}/lines?limit=12"), &office.clerk).await.expect(StatusCode::OK);
+    assert_eq!(first.body[11]["file_line"], 14, "{}", first.text);
+
+    let revealed =
+        app.post(&format!("{path}/lines/4097/reveal"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    assert_eq!(revealed.body["citizen_id"], id.as_str());
+    app.post(&format!("{path}/lines/4101/reveal"), &office.clerk, json!({}))
+        .await
+        .expect_problem(StatusCode::NOT_FOUND, "NOT_FOUND");
+
+    let result = app
+        .client
+        .get(format!("{}{path}/result", app.address))
+        .bearer_auth(&office.clerk)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(result.lines().count(), LINES + 1);
+    assert!(
+        result
+            .lines()
+            .nth(4097)
+            .unwrap()
+            .starts_with(&format!("4097,4099,老人4096,{}", line["citizen_id"].as_str().unwrap())),
+        "{}",
+        result.lines().nth(4097).unwrap()
+    );
+}
+
+/// Two uploads naming the same people at the same time: one batch holds them, the other is
+/// refused with every line named, however the two interleave (they serialise on the
+/// programme and period).
+async fn two_concurrent_uploads_naming_the_same_people_make_one_batch(app: TestApp) {
+    const LINES: usize = 3_000;
+    let office = office(&app).await;
+    let file = file_of((0..LINES).map(|n| (n, "1.00")));
+    let total = "3000.00";
+    let (a, b) = tokio::join!(
+        upload(&app, &office, "same-a", file.clone(), LINES as u64, total),
+        upload(&app, &office, "same-b", file, LINES as u64, total),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::CREATED, StatusCode::UNPROCESSABLE_ENTITY], "{} / {}", a.1, b.1);
+    let refused = if a.0 == StatusCode::CREATED { b.1 } else { a.1 };
+    assert_eq!(refused["errors_total"], LINES, "{refused}");
+    assert_eq!(refused["errors"][0]["code"], "IN_OTHER_OPEN_BATCH", "{refused}");
+    assert_eq!(refused["errors"][0]["line"], 2, "{refused}");
+}
+
+/// Other batches of the programme and period hold their people: an open batch at all, a
+/// completed one up to the period cap, a line that definitely failed not at all, and a
+/// re-issued line again.
+async fn people_of_other_batches_count_until_their_line_fails_and_again_once_reissued(app: TestApp) {
+    let office = office(&app).await;
+    start_worker(&app);
+    // Person 0 is paid; person 1 has no wallet, so that line fails.
+    app.sandbox.open_wallet(&wallet(0), "老人0", 2, Amount::ZERO).unwrap();
+    app.sandbox.open_wallet(&wallet(2), "老人2", 2, Amount::ZERO).unwrap();
+    let (status, first) = upload(&app, &office, "p-1", file_of([(0, "300.00"), (1, "300.00")]), 2, "600.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let first = first["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/subsidy-batches/{first}");
+    app.post(&format!("{path}/approve"), &office.approver, json!({})).await.expect(StatusCode::OK);
+    app.post(&format!("{path}/run"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    let done = wait_for_status(&app, &office.clerk, &first, "completed").await;
+    assert_eq!(done["progress"]["failed"]["lines"], 1, "{done}");
+
+    // 300 + 300 is over the cap of 500 for the paid person; the failed one is free again.
+    let (status, body) =
+        upload(&app, &office, "p-2", file_of([(0, "300.00"), (1, "300.00"), (2, "50.00")]), 3, "650.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors_total"], 1, "{body}");
+    assert_eq!(
+        (body["errors"][0]["line"].as_u64(), body["errors"][0]["code"].as_str()),
+        (Some(2), Some("OVER_PERIOD_CAP"))
+    );
+    let (status, second) =
+        upload(&app, &office, "p-3", file_of([(0, "200.00"), (1, "300.00"), (2, "50.00")]), 3, "550.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second = second["id"].as_str().unwrap().to_owned();
+
+    // An open batch holds its people whatever the amounts.
+    let (status, body) = upload(&app, &office, "p-4", file_of([(3, "1.00"), (2, "1.00")]), 2, "2.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors_total"], 1, "{body}");
+    assert_eq!(
+        (body["errors"][0]["line"].as_u64(), body["errors"][0]["code"].as_str()),
+        (Some(3), Some("IN_OTHER_OPEN_BATCH"))
+    );
+
+    // Cancelled, the second batch holds nobody; the failed line, re-issued, holds its person.
+    app.post(&format!("/v1/subsidy-batches/{second}/cancel"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    app.sandbox.open_wallet(&wallet(1), "老人1", 2, Amount::ZERO).unwrap();
+    app.post(&format!("{path}/lines/2/reissue"), &office.clerk, json!({"payee_name": "老人1", "wallet_id": wallet(1)}))
+        .await
+        .expect(StatusCode::CREATED);
+    let (status, body) = upload(&app, &office, "p-5", file_of([(1, "300.00"), (2, "500.00")]), 2, "800.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors_total"], 1, "{body}");
+    assert_eq!(
+        (body["errors"][0]["line"].as_u64(), body["errors"][0]["code"].as_str()),
+        (Some(2), Some("OVER_PERIOD_CAP"))
+    );
+    loop {
+        let lines = app.get(&format!("{path}/lines?after=2"), &office.clerk).await.expect(StatusCode::OK);
+        if lines.body[0]["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.sandbox.wallet(&wallet(1)).unwrap().balance.fen(), 30_000);
+    assert!(app.app.store.verify_ledger().await.unwrap().is_empty());
 }
 
 async fn batches_outside_the_callers_region_look_missing(app: TestApp) {
@@ -420,7 +613,85 @@ async fn a_paused_batch_sends_nothing_until_resumed_and_its_completion_reaches_t
     assert_eq!(steps, ["draft", "approved", "running", "paused", "running", "completed"]);
 }
 
+/// A batch stored line by line, as uploads did before chunks (migration 0010), still reads,
+/// runs, reveals and holds its people: every line a full row, no chunk.
+async fn a_batch_stored_line_by_line_before_chunks_still_runs_and_holds_its_people(app: TestApp) {
+    let office = office(&app).await;
+    start_worker(&app);
+    let secrets = crate::helpers::test_secrets();
+    let batch = carepay::domain::ids::BatchId::generate();
+    let pool = app.db.raw_pool().await;
+    let now = carepay::domain::time::UnixMs::now().0;
+    sqlx::query(
+        "INSERT INTO subsidy_batches (id, programme_id, period, idempotency_key, upload_sha256, uploaded_by, encoding, \
+         chinese_headers, status, line_count, total_fen, version, created_at_ms, updated_at_ms) \
+         VALUES ($1, $2, '2026-11', 'before-chunks', '', 'tok_00000000000000000000000000000001', 'utf8', 0, 'draft', \
+         2, 60000, 1, $3, $3)",
+    )
+    .bind(batch.as_str())
+    .bind(office.programme.as_str())
+    .bind(now)
+    .execute(&pool)
+    .await
+    .unwrap();
+    for n in 0..2usize {
+        let seq = n as u64 + 1;
+        let id = person(n);
+        let out_no = carepay::domain::batch::out_transfer_no(&batch, seq);
+        app.sandbox.open_wallet(&wallet(n), &format!("老人{n}"), 2, Amount::ZERO).unwrap();
+        sqlx::query(
+            "INSERT INTO subsidy_lines (batch_id, seq, file_line, generation, payee_name, name_masked, citizen_id_hmac, \
+             citizen_id_sealed, citizen_id_masked, wallet_id, amount_fen, memo, out_transfer_no, status, attempts, \
+             updated_at_ms) VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8, $9, 30000, '十一月', $10, 'pending', 0, $11)",
+        )
+        .bind(batch.as_str())
+        .bind(seq as i64)
+        .bind(seq as i64 + 1)
+        .bind(format!("老人{n}"))
+        .bind(carepay::domain::citizen_id::mask_name(&format!("老人{n}")))
+        .bind(secrets.keyed_digest("citizen_id", id.as_bytes()))
+        .bind(secrets.seal(id.as_bytes(), &format!("{out_no}/citizen_id")).unwrap())
+        .bind(carepay::domain::citizen_id::mask_citizen_id(&id))
+        .bind(wallet(n))
+        .bind(out_no.as_str())
+        .bind(now)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let path = format!("/v1/subsidy-batches/{batch}");
+    let before = app.get(&path, &office.clerk).await.expect(StatusCode::OK);
+    assert_eq!(before.body["progress"]["pending"]["lines"], 2, "{}", before.text);
+    assert_eq!(before.body["progress"]["pending"]["amount"], "600.00", "{}", before.text);
+    app.post(&format!("{path}/approve"), &office.approver, json!({})).await.expect(StatusCode::OK);
+    app.post(&format!("{path}/run"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    let done = wait_for_status(&app, &office.clerk, batch.as_str(), "completed").await;
+    assert_eq!(done["progress"]["succeeded"]["lines"], 2, "{done}");
+    assert_eq!(done["progress"]["pending"]["lines"], 0, "{done}");
+    assert_eq!(app.sandbox.wallet(&wallet(1)).unwrap().balance.fen(), 30_000);
+    let lines = app.get(&format!("{path}/lines"), &office.clerk).await.expect(StatusCode::OK);
+    assert_eq!(lines.body.as_array().unwrap().len(), 2);
+    assert_eq!(lines.body[1]["name"], "老**");
+    let revealed = app.post(&format!("{path}/lines/2/reveal"), &office.clerk, json!({})).await.expect(StatusCode::OK);
+    assert_eq!(revealed.body["citizen_id"], person(1).as_str());
+
+    // A new upload for the period sees what the old batch paid.
+    let (status, body) =
+        upload(&app, &office, "after-chunks", file_of([(1, "300.00"), (5, "1.00")]), 2, "301.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["errors_total"], 1, "{body}");
+    assert_eq!(
+        (body["errors"][0]["line"].as_u64(), body["errors"][0]["code"].as_str()),
+        (Some(2), Some("OVER_PERIOD_CAP"))
+    );
+    assert!(app.app.store.verify_ledger().await.unwrap().is_empty());
+}
+
 backend_tests!(
+    a_batch_stored_line_by_line_before_chunks_still_runs_and_holds_its_people,
+    a_batch_of_several_chunks_lists_counts_and_reveals_lines_across_chunk_boundaries,
+    two_concurrent_uploads_naming_the_same_people_make_one_batch,
+    people_of_other_batches_count_until_their_line_fails_and_again_once_reissued,
     a_paused_batch_sends_nothing_until_resumed_and_its_completion_reaches_the_office,
     a_gb18030_batch_is_paid_once_per_person_with_failures_classified_and_reissued,
     a_file_with_errors_is_refused_whole_with_every_problem_listed_and_leaves_no_rows,

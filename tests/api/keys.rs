@@ -33,8 +33,18 @@ fn reseal(app: &TestApp, extra: &[&str]) -> String {
 
 async fn sealed_values(app: &TestApp) -> Vec<String> {
     let pool = app.db.raw_pool().await;
+    // Full rows (re-issues) seal their own number; a batch file's numbers are sealed per chunk.
     let mut values: Vec<String> =
-        sqlx::query_scalar("SELECT citizen_id_sealed FROM subsidy_lines").fetch_all(&pool).await.unwrap();
+        sqlx::query_scalar("SELECT citizen_id_sealed FROM subsidy_lines WHERE citizen_id_sealed IS NOT NULL")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    values.extend(
+        sqlx::query_scalar::<_, String>("SELECT citizen_ids_sealed FROM subsidy_line_chunks ORDER BY batch_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap(),
+    );
     let endpoints: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT secret_sealed, signing_key_sealed FROM callback_endpoints")
             .fetch_all(&pool)
@@ -49,7 +59,7 @@ async fn sealed_values(app: &TestApp) -> Vec<String> {
 
 async fn resealing_moves_every_sealed_value_to_the_new_key_and_can_stop_and_go_on(app: TestApp) {
     let office = office(&app).await;
-    let ids = [citizen_id("32058419450315002"), citizen_id("32058419520708008")];
+    let ids = [citizen_id("32058419450315002"), citizen_id("32058419520708008"), citizen_id("32058419600101003")];
     let file = format!(
         "姓名,身份证号,钱包编号,金额\n张三,{},0021000000000101,100.00\n李四,{},0021000000000102,100.00\n",
         ids[0], ids[1]
@@ -57,6 +67,11 @@ async fn resealing_moves_every_sealed_value_to_the_new_key_and_can_stop_and_go_o
     let (status, batch) = upload(&app, &office, "k-1", file.into_bytes(), 2, "200.00").await;
     assert_eq!(status, StatusCode::CREATED, "{batch}");
     let batch_id = BatchId::parse(batch["id"].as_str().unwrap()).unwrap();
+    // A second batch: its numbers are a second sealed value.
+    let file = format!("姓名,身份证号,钱包编号,金额\n王秀英,{},0021000000000103,100.00\n", ids[2]);
+    let (status, second) = upload(&app, &office, "k-2", file.into_bytes(), 1, "100.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{second}");
+    let second_id = BatchId::parse(second["id"].as_str().unwrap()).unwrap();
     let endpoint = app
         .post(
             "/v1/callback-endpoints",
@@ -71,10 +86,11 @@ async fn resealing_moves_every_sealed_value_to_the_new_key_and_can_stop_and_go_o
     assert_eq!(values.len(), 4);
     assert!(values.iter().all(|v| v.starts_with("gcm1:test:")), "{values:?}");
 
-    // One transaction of one value, then the rest, then nothing.
+    // One transaction of one value (the first batch's chunk: two numbers), then the rest, then
+    // nothing.
     let first = reseal(&app, &["--batch-size", "1", "--max-batches", "1"]);
     assert!(
-        first.starts_with("re-sealed 1 citizen ID numbers and 0 callback secrets in 1 batches; stopped"),
+        first.starts_with("re-sealed 2 citizen ID numbers and 0 callback secrets in 1 batches; stopped"),
         "{first}"
     );
     let rest = reseal(&app, &["--batch-size", "1"]);
@@ -89,8 +105,8 @@ async fn resealing_moves_every_sealed_value_to_the_new_key_and_can_stop_and_go_o
     let rotated = App::new(app.db.store().await, Limits::default()).with_secrets(only_new.clone());
     let clerk =
         Principal { token_id: TokenId::generate(), role: Role::SubsidyClerk, scope: Scope::All, request_id: None };
-    for (seq, id) in ids.iter().enumerate() {
-        let revealed = rotated.reveal_citizen_id(&clerk, &batch_id, seq as u64 + 1).await.unwrap();
+    for (batch, seq, id) in [(&batch_id, 1, &ids[0]), (&batch_id, 2, &ids[1]), (&second_id, 1, &ids[2])] {
+        let revealed = rotated.reveal_citizen_id(&clerk, batch, seq).await.unwrap();
         assert_eq!(&revealed, id);
     }
     let pool = app.db.raw_pool().await;
