@@ -110,28 +110,49 @@ async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("save screenshot");
 }
 
-async fn text_of(browser: &Client, css: &str) -> String {
-    browser
-        .wait()
-        .at_most(WAIT_LIMIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
+async fn click(browser: &Client, css: &str) {
+    // The page may still be replacing itself (a navigation, a live update): an element that
+    // went stale before the click is looked up again. A stale element is never clicked, so
+    // nothing is submitted twice.
+    let started = Instant::now();
+    loop {
+        let element = browser
+            .wait()
+            .at_most(WAIT_LIMIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match element.click().await {
+            Ok(_) => return,
+            Err(error) if is_stale(&error) && started.elapsed() < WAIT_LIMIT => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => panic!("click {css}: {error}"),
+        }
+    }
 }
 
-async fn click(browser: &Client, css: &str) {
-    browser
-        .wait()
-        .at_most(WAIT_LIMIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+fn is_stale(error: &fantoccini::error::CmdError) -> bool {
+    matches!(error, fantoccini::error::CmdError::Standard(e) if e.error == fantoccini::error::ErrorStatus::StaleElementReference)
+}
+
+/// The text of `css` once `accept` holds for it: after a form posts, the page read may still
+/// be the one it left, and a live page replaces what it shows.
+async fn text_when(browser: &Client, css: &str, accept: impl Fn(&str) -> bool) -> String {
+    let started = Instant::now();
+    let mut last = None;
+    loop {
+        if let Ok(element) = browser.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+        {
+            if accept(&text) {
+                return text;
+            }
+            last = Some(text);
+        }
+        assert!(started.elapsed() < WAIT_LIMIT, "{css}: still {last:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn fill(browser: &Client, css: &str, text: &str) {
@@ -192,9 +213,8 @@ async fn reconcile_a_day(app: &TestApp, browser: &Client) {
     click(browser, "#upload-statement").await;
 
     // The day's page: one discrepancy, the amount differs.
-    let row = text_of(browser, "#discrepancies tr.discrepancy").await;
-    assert!(row.contains("金额不符") && row.contains("amount"), "{row}");
-    assert_eq!(text_of(browser, "#net-settlement").await, "¥50.51");
+    text_when(browser, "#discrepancies tr.discrepancy", |row| row.contains("金额不符") && row.contains("amount")).await;
+    text_when(browser, "#net-settlement", |net| net == "¥50.51").await;
     screenshot(browser, "02-reconciliation-day-with-discrepancy").await;
 
     fill(browser, "#discrepancies form.resolve input[name=note]", "运营机构录入错误，工单 4711").await;
@@ -208,20 +228,18 @@ async fn reconcile_a_day(app: &TestApp, browser: &Client) {
     click(browser, "#discrepancies form.resolve button").await;
     browser.wait().at_most(WAIT_LIMIT).for_element(Locator::Id("no-discrepancies")).await.expect("resolved");
     click(browser, "#close-day").await;
-    let status = text_of(browser, "#day-status").await;
-    assert_eq!(status, "已关账", "the day is closed");
+    text_when(browser, "#day-status", |status| status == "已关账").await;
     screenshot(browser, "03-reconciliation-day-closed").await;
 
     browser.goto(&format!("{}/console/reconciliation/wallets/{WALLET}", app.address)).await.unwrap();
-    let calendar = text_of(browser, "table.calendar").await;
-    assert!(calendar.contains(&today) && calendar.contains("已关账"), "{calendar}");
+    text_when(browser, "table.calendar", |calendar| calendar.contains(&today) && calendar.contains("已关账")).await;
     screenshot(browser, "04-reconciliation-business-days").await;
     sign_out(browser).await;
 
     let manager = app.issue_token(root, "facility_manager", Some(&district)).await;
     sign_in(browser, app, &manager).await;
     browser.goto(&format!("{}/console/facilities/{}", app.address, till.facility_id)).await.unwrap();
-    assert_eq!(text_of(browser, "#payments-total").await, "3 · ¥50.50");
+    text_when(browser, "#payments-total", |total| total == "3 · ¥50.50").await;
     screenshot(browser, "05-facility-today").await;
     sign_out(browser).await;
 }
@@ -286,8 +304,7 @@ async fn pay_a_batch(app: &TestApp, browser: &Client) {
         click(browser, "#upload-batch").await;
     };
     upload_batch(bad_path, "2", "500.00").await;
-    let errors = text_of(browser, "#file-errors").await;
-    assert!(errors.contains("CITIZEN_ID_CHECK_DIGIT"), "{errors}");
+    text_when(browser, "#file-errors", |errors| errors.contains("CITIZEN_ID_CHECK_DIGIT")).await;
     let rows = browser.find_all(Locator::Css("#file-errors tr.file-error")).await.unwrap();
     let mut lines = Vec::new();
     for row in rows {
@@ -314,7 +331,11 @@ async fn pay_a_batch(app: &TestApp, browser: &Client) {
     browser.execute("window.carepayNoReload = true; return true;", vec![]).await.unwrap();
     let started = Instant::now();
     loop {
-        let status = browser.find(Locator::Id("batch-status")).await.unwrap().attr("data-status").await.unwrap();
+        // The live script replaces the status in place: a stale read is read again.
+        let status = match browser.find(Locator::Id("batch-status")).await {
+            Ok(element) => element.attr("data-status").await.ok().flatten(),
+            Err(_) => None,
+        };
         if status.as_deref() == Some("completed") {
             break;
         }
@@ -323,9 +344,9 @@ async fn pay_a_batch(app: &TestApp, browser: &Client) {
     }
     let kept = browser.execute("return window.carepayNoReload === true;", vec![]).await.unwrap();
     assert_eq!(kept, json!(true), "the page reloaded instead of updating in place");
-    assert_eq!(text_of(browser, "[data-progress='succeeded-lines']").await, "2");
-    assert_eq!(text_of(browser, "[data-progress='succeeded-amount']").await, "¥500.00");
-    assert_eq!(text_of(browser, "#batch-status").await, "已完成");
+    text_when(browser, "[data-progress='succeeded-lines']", |lines| lines == "2").await;
+    text_when(browser, "[data-progress='succeeded-amount']", |amount| amount == "¥500.00").await;
+    text_when(browser, "#batch-status", |status| status == "已完成").await;
     screenshot(browser, "09-batch-completed-live").await;
 
     let reply = app
@@ -339,6 +360,6 @@ async fn pay_a_batch(app: &TestApp, browser: &Client) {
         .expect(StatusCode::OK);
     assert_eq!(reply.body["progress"]["succeeded"]["lines"], 2, "{}", reply.text);
     browser.goto(&format!("{}/console/subsidies/programmes/{programme}?lang=en", app.address)).await.unwrap();
-    assert_eq!(text_of(browser, "#remaining").await, "¥9,500.00");
+    text_when(browser, "#remaining", |remaining| remaining == "¥9,500.00").await;
     screenshot(browser, "10-programme-budget-english").await;
 }
