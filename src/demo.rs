@@ -486,7 +486,7 @@ async fn reconcile(
             }
             let (statement, _) =
                 sandbox.statement_file_as_of(&today, wallet, tomorrow_ms).map_err(|r| anyhow::anyhow!("{r:?}"))?;
-            app.import_statement(accountant, &statement, Source::Upload).await.map_err(demo_error)?;
+            app.import_statement(accountant, statement.into(), Source::Upload).await.map_err(demo_error)?;
             app.run_reconciliation(accountant, wallet, &today).await.map_err(demo_error)?;
         }
         for discrepancy in app.discrepancies(accountant, wallet, &today, true).await.map_err(demo_error)? {
