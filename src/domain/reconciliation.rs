@@ -223,9 +223,7 @@ impl StatementSide {
 
     /// Every index ordered by merchant number, file order among equals.
     fn order(&self) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..self.lines.len() as u32).collect();
-        order.sort_by(|a, b| self.out_no(*a).cmp(self.out_no(*b)));
-        order
+        stable_order(self.lines.len(), |index| self.out_no(index))
     }
 }
 
@@ -355,10 +353,46 @@ impl CarepaySide {
 
     /// Every index ordered by merchant number, load order among equals.
     fn order(&self) -> Vec<u32> {
-        let mut order: Vec<u32> = (0..self.entries.len() as u32).collect();
-        order.sort_by(|a, b| self.out_no(*a).cmp(self.out_no(*b)));
-        order
+        stable_order(self.entries.len(), |index| self.out_no(index))
     }
+}
+
+/// The indices `0..len` ordered by `key`, equal keys in index order (a stable sort).
+///
+/// Both sides of a day come nearly in order already: merchant numbers are time-ordered ids
+/// and the file lists entries by time, the database its rows as inserted. So one pass keeps
+/// the longest run in order as it goes and sets the few items that break it aside; only those
+/// are sorted, then merged back. A day in any other order still sorts, as a general stable
+/// sort would.
+fn stable_order<'a>(len: usize, key: impl Fn(u32) -> &'a str) -> Vec<u32> {
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    let mut in_order: Vec<u32> = Vec::with_capacity(len as usize);
+    let mut aside: Vec<u32> = Vec::new();
+    for index in 0..len {
+        match in_order.last() {
+            Some(&last) if key(index) < key(last) => aside.push(index),
+            _ => in_order.push(index),
+        }
+    }
+    if aside.is_empty() {
+        return in_order;
+    }
+    aside.sort_by(|a, b| key(*a).cmp(key(*b)));
+    // Both runs are ordered by (key, index); so is their merge.
+    let mut merged = Vec::with_capacity(len as usize);
+    let (mut left, mut right) = (in_order.iter().peekable(), aside.iter().peekable());
+    while let (Some(&&a), Some(&&b)) = (left.peek(), right.peek()) {
+        if (key(b), b) < (key(a), a) {
+            merged.push(b);
+            right.next();
+        } else {
+            merged.push(a);
+            left.next();
+        }
+    }
+    merged.extend(left);
+    merged.extend(right);
+    merged
 }
 
 /// The fields in which a line and a record differ, as a set.

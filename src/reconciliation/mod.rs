@@ -24,7 +24,7 @@ use crate::domain::callbacks::{EventOwner, EventType};
 use crate::domain::directory::RegionPath;
 use crate::domain::ids::{DiscrepancyId, FacilityId};
 use crate::domain::reconciliation::{
-    CarepaySide, MatchSettings, Outcome, StatementSide, Summary, SummaryBuilder, day_start_ms, neighbourhood_ms,
+    CarepaySide, Category, MatchSettings, StatementSide, Summary, SummaryBuilder, day_start_ms, neighbourhood_ms,
     reconcile,
 };
 use crate::domain::role::Action;
@@ -34,8 +34,8 @@ use crate::error::{Error, Result};
 use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
 use crate::store::reconciliation::{
-    Discrepancy, NewFile, NewRun, Resolution, ResultLine, RunResult, RunRow, RunSides, RunStoreError, StoredFile,
-    encode_chunks,
+    Discrepancy, NewFile, NewRun, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder, ResultLine, RunEnd,
+    RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingResolution,
 };
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -374,34 +374,36 @@ impl App {
         let carepay = carepay.wait().await?;
         let loaded_ms = started.elapsed().as_millis();
 
-        let settings = MatchSettings { date: business_day.to_owned(), past_grace };
-        let matched = tokio::task::spawn_blocking(move || {
-            let mut outcomes: Vec<Outcome> = Vec::with_capacity(statement.len() + carepay.len());
-            let mut summary = SummaryBuilder::default();
-            reconcile(&settings, &statement, &carepay, |outcome| {
-                summary.add(&outcome, &statement, &carepay);
-                outcomes.push(outcome);
-            });
-            let matched_ms = started.elapsed().as_millis();
-            let chunks = encode_chunks(&statement, &carepay, &outcomes);
-            (statement, carepay, outcomes, summary.finish(), chunks, matched_ms)
-        });
-        let (statement, carepay, outcomes, summary, chunks, matched_ms) = matched.await.map_err(join_error)?;
-        let encoded_ms = started.elapsed().as_millis();
-        let sides = RunSides { statement: &statement, carepay: &carepay };
-        let summary_json = serde_json::to_string(&summary).map_err(|error| Error::Internal(error.into()))?;
-
-        let region = self.wallet_region(by, wallet_id).await?;
-        let run = NewRun {
+        let new_run = NewRun {
             wallet_id,
             facility_id: facility,
             business_day,
             file_id: &file.id,
             past_grace,
-            summary_json: &summary_json,
             started_by: by.name(),
             now,
-            withheld_fee_fen: matched_line_fees(sides, &outcomes),
+        };
+        let mut writer = match self.store.begin_run(&new_run).await.map_err(run_store_error)? {
+            RunStart::Existing(run) => return Ok(run),
+            RunStart::New(writer) => writer,
+        };
+        // The matcher runs on a blocking thread and hands over the result piece by piece
+        // while this task writes them: the database works while the rest is matched.
+        let (pieces, mut received) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
+        let settings = MatchSettings { date: business_day.to_owned(), past_grace };
+        let matcher = tokio::task::spawn_blocking(move || match_day(&settings, &statement, &carepay, &pieces));
+        while let Some(piece) = received.recv().await {
+            writer.write(piece).await?;
+        }
+        let matched = matcher.await.map_err(join_error)?;
+        let matched_ms = started.elapsed().as_millis();
+        let summary = matched.summary;
+        let summary_json = serde_json::to_string(&summary).map_err(|error| Error::Internal(error.into()))?;
+
+        let region = self.wallet_region(by, wallet_id).await?;
+        let end = RunEnd {
+            summary_json: &summary_json,
+            withheld_fee_fen: matched.withheld_fee_fen,
             audit: by.audit_actor().map(|actor| AuditEntry {
                 actor,
                 action: "reconciliation.run",
@@ -420,11 +422,10 @@ impl App {
             }),
         };
         let events = |run: &RunRow, new_discrepancies: u64| run_events(facility, run, &summary, new_discrepancies);
-        let result = RunResult { sides, outcomes: &outcomes, chunks: &chunks };
-        let written = self.store.save_run(&run, result, events).await.map_err(run_store_error)?;
+        let written = writer.finish(&end, events).await.map_err(run_store_error)?;
         tracing::info!(
-            %wallet_id, %business_day, lines = outcomes.len(), chunks = chunks.len(), loaded_ms, matched_ms,
-            encoded_ms, saved_ms = started.elapsed().as_millis(), "reconciliation run written"
+            %wallet_id, %business_day, lines = matched.outcomes, loaded_ms, matched_ms,
+            saved_ms = started.elapsed().as_millis(), "reconciliation run written"
         );
         Ok(written.run)
     }
@@ -556,15 +557,70 @@ impl App {
     }
 }
 
-/// Fees withheld on the lines that match carepay's records (fees on unmatched lines are
-/// part of their discrepancy, resolved by the accountant).
-fn matched_line_fees(sides: RunSides<'_>, outcomes: &[Outcome]) -> i64 {
-    outcomes
-        .iter()
-        .filter(|outcome| outcome.entry.is_some())
-        .filter_map(|outcome| outcome.line)
-        .map(|line| sides.statement.item(line).fee_fen)
-        .fold(0i64, i64::saturating_add)
+/// Pieces of a run's result handed from the matcher to the writer at a time: the matcher
+/// waits when the database falls behind, so memory stays bounded.
+const PIECES_IN_FLIGHT: usize = 8;
+/// Discrepancies handed to the writer at once.
+const RAISED_PER_PIECE: usize = 5_000;
+
+/// What matching a day came to, beside the pieces written.
+struct Matched {
+    summary: Summary,
+    /// Fees withheld on the lines that match carepay's records (fees on unmatched lines are
+    /// part of their discrepancy, resolved by the accountant).
+    withheld_fee_fen: i64,
+    outcomes: usize,
+}
+
+/// Matches a day and hands its result to the writer as it goes: chunks of the line-level
+/// result, batches of discrepancies, the operator's own entries, records of other days this
+/// statement lists. Stops early if the writer has stopped listening (it failed).
+fn match_day(
+    settings: &MatchSettings,
+    statement: &StatementSide,
+    carepay: &CarepaySide,
+    pieces: &tokio::sync::mpsc::Sender<RunPiece>,
+) -> Matched {
+    let sides = RunSides { statement, carepay };
+    let mut summary = SummaryBuilder::default();
+    let mut encoder = ResultEncoder::default();
+    let mut raised = Vec::new();
+    let (mut withheld_fee_fen, mut outcomes, mut listening) = (0i64, 0usize, true);
+    let mut send = |piece| listening = listening && pieces.blocking_send(piece).is_ok();
+    reconcile(settings, statement, carepay, |outcome| {
+        outcomes += 1;
+        summary.add(&outcome, statement, carepay);
+        if let (Some(line), Some(_)) = (outcome.line, outcome.entry) {
+            withheld_fee_fen = withheld_fee_fen.saturating_add(statement.item(line).fee_fen);
+        }
+        if let Some(chunk) = encoder.push(statement, carepay, &outcome) {
+            send(RunPiece::Chunk(chunk));
+        }
+        match outcome.category {
+            Category::Matched => {}
+            Category::OperatorEntry => {
+                if let Some(booking) = OperatorBooking::of(sides, &outcome) {
+                    send(RunPiece::OperatorEntry(booking));
+                }
+            }
+            _ => {
+                raised.push(RaisedDiscrepancy::of(sides, &outcome));
+                if raised.len() == RAISED_PER_PIECE {
+                    send(RunPiece::Discrepancies(std::mem::take(&mut raised)));
+                }
+            }
+        }
+        if let Some(timing) = TimingResolution::of(sides, &outcome) {
+            send(RunPiece::Timing(timing));
+        }
+    });
+    if let Some(chunk) = encoder.finish() {
+        send(RunPiece::Chunk(chunk));
+    }
+    if !raised.is_empty() {
+        send(RunPiece::Discrepancies(raised));
+    }
+    Matched { summary: summary.finish(), withheld_fee_fen, outcomes }
 }
 
 fn run_events(facility: &FacilityId, run: &RunRow, summary: &Summary, new_discrepancies: u64) -> Vec<NewEvent> {

@@ -7,7 +7,7 @@ use sqlx::{AnyConnection, Row as _};
 
 mod results;
 
-pub use results::{CHUNK_LINES, EncodedChunk, encode_chunks};
+pub use results::{CHUNK_LINES, EncodedChunk, ResultEncoder, encode_chunks};
 
 use super::audit::{AuditEntry, append_about_in};
 use super::callbacks::enqueue_in;
@@ -22,6 +22,10 @@ use crate::domain::reconciliation::{
 };
 use crate::domain::statement::{EntryKind, EntryStatus, StatementTotals};
 use crate::domain::time::UnixMs;
+
+/// A statement file is stored in parts of this size (migration 0009): PostgreSQL takes a
+/// 130 MB file as parts in half the time it takes it as one value.
+const FILE_PART_BYTES: usize = 1024 * 1024;
 
 /// Discrepancies written per INSERT (one JSON array each): few round trips on a day with
 /// tens of thousands, while one statement's document stays a few megabytes.
@@ -119,29 +123,124 @@ pub struct Resolution<'a> {
     pub audit: Option<AuditEntry<'a>>,
 }
 
-/// Everything one run writes, in one transaction.
+/// A run as it starts: what is known before its lines are matched.
 pub struct NewRun<'a> {
     pub wallet_id: &'a str,
     pub facility_id: &'a FacilityId,
     pub business_day: &'a str,
     pub file_id: &'a StatementFileId,
     pub past_grace: bool,
-    pub summary_json: &'a str,
     pub started_by: &'a str,
     pub now: UnixMs,
-    /// Fees withheld on the day's lines (the trailer's fee total), booked once per day.
+}
+
+/// What a run ends with, once every outcome has been written.
+pub struct RunEnd<'a> {
+    /// JSON of [`crate::domain::reconciliation::Summary`].
+    pub summary_json: &'a str,
+    /// Fees withheld on the day's matched lines, booked once per day.
     pub withheld_fee_fen: i64,
     /// The audit record when a person started the run (the run's id is filled in here).
     pub audit: Option<AuditEntry<'a>>,
 }
 
-/// A run's result: the outcomes over both sides and their encoded chunks
-/// ([`encode_chunks`]).
-#[derive(Clone, Copy)]
-pub struct RunResult<'a> {
-    pub sides: RunSides<'a>,
-    pub outcomes: &'a [Outcome],
-    pub chunks: &'a [EncodedChunk],
+/// A discrepancy as a run raises it; one already open for the same item and category
+/// stays as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaisedDiscrepancy {
+    pub category: Category,
+    pub identity: String,
+    pub out_no: String,
+    pub fields: Fields,
+    pub amount_fen: i64,
+}
+
+impl RaisedDiscrepancy {
+    pub fn of(sides: RunSides<'_>, outcome: &Outcome) -> Self {
+        RaisedDiscrepancy {
+            category: outcome.category,
+            identity: identity_of(sides, outcome),
+            out_no: out_no_of(sides, outcome),
+            fields: outcome.fields,
+            amount_fen: amount_of(sides, outcome),
+        }
+    }
+}
+
+/// A fee or adjustment the operator made itself, booked to its own account once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorBooking {
+    kind: &'static str,
+    counter: &'static str,
+    /// Into the wallet when positive.
+    signed_fen: i64,
+    operator_ref: String,
+    memo: String,
+}
+
+impl OperatorBooking {
+    /// The booking of an operator entry's line; `None` for a line that books nothing.
+    pub fn of(sides: RunSides<'_>, outcome: &Outcome) -> Option<Self> {
+        let item = outcome.line.map(|line| sides.statement.item(line))?;
+        if outcome.category != Category::OperatorEntry || item.status != EntryStatus::Success {
+            return None;
+        }
+        let (kind, counter, signed_fen) = match item.kind {
+            EntryKind::Fee => ("operator_fee", "operator:fees", -item.amount_fen),
+            _ => ("operator_adjustment", "operator:adjustments", item.amount_fen),
+        };
+        Some(OperatorBooking {
+            kind,
+            counter,
+            signed_fen,
+            operator_ref: item.operator_ref.to_owned(),
+            memo: item.memo.to_owned(),
+        })
+    }
+}
+
+/// A record carepay expected on another day that this statement lists (wrong day, by the
+/// cut-off): that day's "expected"/"missing" discrepancy settles as timing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimingResolution {
+    business_day: String,
+    out_no: String,
+}
+
+impl TimingResolution {
+    pub fn of(sides: RunSides<'_>, outcome: &Outcome) -> Option<Self> {
+        let (Some(_), Some(entry)) = (outcome.line, outcome.entry.map(|entry| sides.carepay.item(entry))) else {
+            return None;
+        };
+        // Only a pair on different days has this field.
+        outcome
+            .fields
+            .contains(Fields::BUSINESS_DAY)
+            .then(|| TimingResolution { business_day: entry.business_day(), out_no: entry.out_no.to_owned() })
+    }
+}
+
+/// One piece of a run's result, written while the rest is still being matched.
+pub enum RunPiece {
+    Chunk(EncodedChunk),
+    Discrepancies(Vec<RaisedDiscrepancy>),
+    OperatorEntry(OperatorBooking),
+    Timing(TimingResolution),
+}
+
+/// A run begun: either the run this file already has, or the open transaction to write it.
+pub enum RunStart<'a> {
+    Existing(RunRow),
+    New(RunWriter<'a>),
+}
+
+/// A run being written, in one transaction: dropped without [`RunWriter::finish`], nothing of
+/// it remains.
+pub struct RunWriter<'a> {
+    tx: super::WriteTx,
+    run: &'a NewRun<'a>,
+    id: RunId,
+    new_discrepancies: u64,
 }
 
 /// What a run found, for the callbacks the use case publishes.
@@ -438,7 +537,8 @@ impl Store {
         .await?;
         let id = StatementFileId::generate();
         // Until the trailer is read the totals are zero; they are set below, in this
-        // transaction, before anything is visible.
+        // transaction, before anything is visible. The bytes go into parts; `content` stays
+        // empty (it holds the bytes of files kept before migration 0009).
         let known = totals.unwrap_or_default();
         sqlx::query(
             "INSERT INTO statement_files (id, wallet_id, business_day, version, sha256, source, content, byte_count, \
@@ -451,7 +551,7 @@ impl Store {
         .bind(version)
         .bind(file.sha256)
         .bind(file.source)
-        .bind(file.content)
+        .bind(&[][..])
         .bind(i64::try_from(file.content.len()).unwrap_or(i64::MAX))
         .bind(i64::try_from(known.line_count).unwrap_or(i64::MAX))
         .bind(known.credit_fen)
@@ -461,6 +561,14 @@ impl Store {
         .bind(file.now.0)
         .execute(&mut *tx)
         .await?;
+        for (part_no, part) in file.content.chunks(FILE_PART_BYTES).enumerate() {
+            sqlx::query("INSERT INTO statement_file_parts (file_id, part_no, content) VALUES ($1, $2, $3)")
+                .bind(id.as_str())
+                .bind(i64::try_from(part_no).unwrap_or(i64::MAX))
+                .bind(part)
+                .execute(&mut *tx)
+                .await?;
+        }
         if totals.is_none() {
             let Some(read) = read_through.as_mut().await else { return Ok(None) };
             sqlx::query(
@@ -507,7 +615,27 @@ impl Store {
         Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// A kept file's bytes: its parts in order, or (kept before migration 0009) its
+    /// `content`.
     pub async fn statement_content(&self, id: &StatementFileId) -> Result<Option<Vec<u8>>, StoreError> {
+        use futures_util::TryStreamExt as _;
+
+        let mut parts = sqlx::query_scalar::<_, Vec<u8>>(
+            "SELECT content FROM statement_file_parts WHERE file_id = $1 ORDER BY part_no",
+        )
+        .bind(id.as_str())
+        .fetch(self.pool());
+        let mut content: Option<Vec<u8>> = None;
+        while let Some(part) = parts.try_next().await? {
+            match &mut content {
+                Some(content) => content.extend_from_slice(&part),
+                None => content = Some(part),
+            }
+        }
+        drop(parts);
+        if content.is_some() {
+            return Ok(content);
+        }
         Ok(sqlx::query_scalar("SELECT content FROM statement_files WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(self.pool())
@@ -607,28 +735,22 @@ impl Store {
         Ok(row.as_ref().map(run_from_row).transpose()?)
     }
 
-    /// Writes a run, its line-level result (in chunks), new discrepancies, the operator's own
-    /// entries in the ledger and the callbacks, all or nothing. Resolves earlier "missing"
-    /// discrepancies of entries that showed up on this statement (timing).
-    pub async fn save_run(
-        &self,
-        run: &NewRun<'_>,
-        result: RunResult<'_>,
-        events: impl Fn(&RunRow, u64) -> Vec<NewEvent>,
-    ) -> Result<RunWritten, RunStoreError> {
-        let sides = result.sides;
+    /// Begins a run: refused on a closed day; the run this file already has (same grace
+    /// state) if there is one, so a re-run books nothing; otherwise the run's row in an open
+    /// transaction, to which the result is written piece by piece.
+    pub async fn begin_run<'a>(&self, run: &'a NewRun<'a>) -> Result<RunStart<'a>, RunStoreError> {
         let mut tx = self.begin_write().await?;
         if day_is_closed(&mut tx, run.wallet_id, run.business_day).await? {
             return Err(RunStoreError::DayClosed);
         }
         let select = format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE file_id = $1 AND past_grace = $2");
-        let existing = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+        let existing = sqlx::query(sqlx::AssertSqlSafe(select))
             .bind(run.file_id.as_str())
             .bind(i64::from(run.past_grace))
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = existing {
-            return Ok(RunWritten { run: run_from_row(&row)?, new_discrepancies: 0, created: false });
+            return Ok(RunStart::Existing(run_from_row(&row)?));
         }
         sqlx::query(
             "INSERT INTO reconciliation_days (wallet_id, business_day, status, version) VALUES ($1, $2, 'open', 1) \
@@ -639,9 +761,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let id = RunId::generate();
+        // The summary is known once every line is matched; it is set in this transaction.
         sqlx::query(
             "INSERT INTO reconciliation_runs (id, wallet_id, facility_id, business_day, file_id, past_grace, summary, \
-             started_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             started_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8)",
         )
         .bind(id.as_str())
         .bind(run.wallet_id)
@@ -649,82 +772,11 @@ impl Store {
         .bind(run.business_day)
         .bind(run.file_id.as_str())
         .bind(i64::from(run.past_grace))
-        .bind(run.summary_json)
         .bind(run.started_by)
         .bind(run.now.0)
         .execute(&mut *tx)
         .await?;
-
-        for chunk in result.chunks {
-            sqlx::query(
-                "INSERT INTO reconciliation_result_chunks (run_id, first_seq, line_count, content) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(id.as_str())
-            .bind(chunk.first_seq)
-            .bind(chunk.line_count)
-            .bind(chunk.content.as_slice())
-            .execute(&mut *tx)
-            .await?;
-        }
-
-        let mut new_discrepancies = 0u64;
-        let mut raised = Vec::new();
-        for outcome in result.outcomes {
-            match outcome.category {
-                Category::Matched => {}
-                Category::OperatorEntry => book_operator_entry(&mut tx, run, sides, outcome).await?,
-                _ => raised.push(outcome),
-            }
-            // Both sides with another business day: an entry carepay expected on its own day.
-            if outcome.fields.contains(Fields::BUSINESS_DAY) {
-                resolve_timing(&mut tx, run, sides, outcome).await?;
-            }
-        }
-        for batch in raised.chunks(DISCREPANCY_BATCH) {
-            new_discrepancies += insert_discrepancies(&mut tx, run, &id, sides, batch).await?;
-        }
-
-        if run.past_grace {
-            // Past the grace period an "expected" record is re-raised as missing from the
-            // statement; the expectation itself is settled so nothing is open twice.
-            sqlx::query(
-                "UPDATE discrepancies SET status = 'resolved', resolution = 'other', \
-                 note = 'grace period over: raised as missing_in_statement', resolved_by = 'system', \
-                 resolved_at_ms = $1, version = version + 1 \
-                 WHERE wallet_id = $2 AND business_day = $3 AND category = 'expected' AND status = 'open'",
-            )
-            .bind(run.now.0)
-            .bind(run.wallet_id)
-            .bind(run.business_day)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(entry) = wallet_entry(run.wallet_id, "operator:fees", -run.withheld_fee_fen)? {
-            let reference = format!("{}:{}", run.wallet_id, run.business_day);
-            let what = EntryRef {
-                kind: "operator_withheld_fees",
-                reference: &reference,
-                memo: "fees withheld on the statement",
-            };
-            book_once(&mut tx, what, &entry, run.now).await?;
-        }
-
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE id = $1")))
-                .bind(id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-        let stored = run_from_row(&row)?;
-        for event in events(&stored, new_discrepancies) {
-            enqueue_in(&mut tx, &event, run.now).await?;
-        }
-        let detail = format!("file {}, {new_discrepancies} new discrepancies", run.file_id);
-        record_action(&mut tx, run.wallet_id, run.business_day, "run", id.as_str(), run.started_by, &detail, run.now)
-            .await?;
-        let counts = serde_json::json!({"new_discrepancies": new_discrepancies});
-        append_about_in(&mut tx, run.audit.as_ref(), id.as_str(), counts, run.now).await?;
-        tx.commit().await?;
-        Ok(RunWritten { run: stored, new_discrepancies, created: true })
+        Ok(RunStart::New(RunWriter { tx, run, id, new_discrepancies: 0 }))
     }
 
     /// Up to `limit` result lines of a run after `after_seq`, in order: decoded from the
@@ -919,6 +971,89 @@ impl Store {
     }
 }
 
+impl RunWriter<'_> {
+    pub async fn write(&mut self, piece: RunPiece) -> Result<(), StoreError> {
+        match piece {
+            RunPiece::Chunk(chunk) => {
+                sqlx::query(
+                    "INSERT INTO reconciliation_result_chunks (run_id, first_seq, line_count, content) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(self.id.as_str())
+                .bind(chunk.first_seq)
+                .bind(chunk.line_count)
+                .bind(chunk.content.as_slice())
+                .execute(&mut *self.tx)
+                .await?;
+            }
+            RunPiece::Discrepancies(raised) => {
+                for batch in raised.chunks(DISCREPANCY_BATCH) {
+                    self.new_discrepancies += insert_discrepancies(&mut self.tx, self.run, &self.id, batch).await?;
+                }
+            }
+            RunPiece::OperatorEntry(booking) => book_operator_entry(&mut self.tx, self.run, &booking).await?,
+            RunPiece::Timing(timing) => resolve_timing(&mut self.tx, self.run, &timing).await?,
+        }
+        Ok(())
+    }
+
+    /// Completes the run: its summary, the grace period's consequences, the day's withheld
+    /// fees, the callbacks, the record of who ran it; then commits all of it at once.
+    pub async fn finish(
+        mut self,
+        end: &RunEnd<'_>,
+        events: impl Fn(&RunRow, u64) -> Vec<NewEvent>,
+    ) -> Result<RunWritten, RunStoreError> {
+        let (run, id, new_discrepancies) = (self.run, self.id.clone(), self.new_discrepancies);
+        let tx = &mut self.tx;
+        sqlx::query("UPDATE reconciliation_runs SET summary = $1 WHERE id = $2")
+            .bind(end.summary_json)
+            .bind(id.as_str())
+            .execute(&mut **tx)
+            .await?;
+        if run.past_grace {
+            // Past the grace period an "expected" record is re-raised as missing from the
+            // statement; the expectation itself is settled so nothing is open twice.
+            sqlx::query(
+                "UPDATE discrepancies SET status = 'resolved', resolution = 'other', \
+                 note = 'grace period over: raised as missing_in_statement', resolved_by = 'system', \
+                 resolved_at_ms = $1, version = version + 1 \
+                 WHERE wallet_id = $2 AND business_day = $3 AND category = 'expected' AND status = 'open'",
+            )
+            .bind(run.now.0)
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if let Some(entry) = wallet_entry(run.wallet_id, "operator:fees", -end.withheld_fee_fen)? {
+            let reference = format!("{}:{}", run.wallet_id, run.business_day);
+            let what = EntryRef {
+                kind: "operator_withheld_fees",
+                reference: &reference,
+                memo: "fees withheld on the statement",
+            };
+            book_once(tx, what, &entry, run.now).await?;
+        }
+
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE id = $1")))
+                .bind(id.as_str())
+                .fetch_one(&mut **tx)
+                .await?;
+        let stored = run_from_row(&row)?;
+        for event in events(&stored, new_discrepancies) {
+            enqueue_in(tx, &event, run.now).await?;
+        }
+        let detail = format!("file {}, {new_discrepancies} new discrepancies", run.file_id);
+        record_action(tx, run.wallet_id, run.business_day, "run", id.as_str(), run.started_by, &detail, run.now).await?;
+        let counts = serde_json::json!({"new_discrepancies": new_discrepancies});
+        append_about_in(tx, end.audit.as_ref(), id.as_str(), counts, run.now).await?;
+        self.tx.commit().await?;
+        Ok(RunWritten { run: stored, new_discrepancies, created: true })
+    }
+}
+
 /// carepay's payments of a wallet settled in a window (the portable path).
 const PAYMENTS_OF_DAY: &str = "SELECT out_trade_no, trade_no, status, amount_fen, paid_at_ms FROM payments \
      WHERE merchant_wallet_id = $1 AND paid_at_ms >= $2 AND paid_at_ms < $3 AND status IN ('succeeded', 'reversed')";
@@ -1104,25 +1239,25 @@ impl CopyDecoder {
     }
 }
 
-/// Raises a batch of discrepancies (one JSON array, as for result lines); one already open
-/// for the same item and category stays as it is. Returns how many are new.
+/// Raises a batch of discrepancies with one statement (the rows as one JSON array the
+/// database unpacks); one already open for the same item and category stays as it is.
+/// Returns how many are new.
 async fn insert_discrepancies(
     conn: &mut AnyConnection,
     run: &NewRun<'_>,
     run_id: &RunId,
-    sides: RunSides<'_>,
-    batch: &[&Outcome],
+    batch: &[RaisedDiscrepancy],
 ) -> Result<u64, StoreError> {
     let rows: Vec<serde_json::Value> = batch
         .iter()
-        .map(|outcome| {
+        .map(|raised| {
             serde_json::json!({
                 "id": DiscrepancyId::generate().as_str(),
-                "category": outcome.category.as_str(),
-                "identity": identity_of(sides, outcome),
-                "out_no": out_no_of(sides, outcome),
-                "fields": outcome.fields.joined(),
-                "amount_fen": amount_of(sides, outcome),
+                "category": raised.category.as_str(),
+                "identity": raised.identity,
+                "out_no": raised.out_no,
+                "fields": raised.fields.joined(),
+                "amount_fen": raised.amount_fen,
             })
         })
         .collect();
@@ -1155,52 +1290,37 @@ async fn insert_discrepancies(
 async fn book_operator_entry(
     conn: &mut AnyConnection,
     run: &NewRun<'_>,
-    sides: RunSides<'_>,
-    outcome: &Outcome,
+    booking: &OperatorBooking,
 ) -> Result<(), StoreError> {
-    let Some(item) = outcome.line.map(|line| sides.statement.item(line)) else { return Ok(()) };
-    if item.status != EntryStatus::Success {
-        return Ok(());
-    }
-    let (kind, counter, signed) = match item.kind {
-        EntryKind::Fee => ("operator_fee", "operator:fees", -item.amount_fen),
-        _ => ("operator_adjustment", "operator:adjustments", item.amount_fen),
-    };
-    if let Some(entry) = wallet_entry(run.wallet_id, counter, signed)? {
-        let reference = format!("{}:{}", run.wallet_id, item.operator_ref);
-        book_once(conn, EntryRef { kind, reference: &reference, memo: item.memo }, &entry, run.now).await?;
+    if let Some(entry) = wallet_entry(run.wallet_id, booking.counter, booking.signed_fen)? {
+        let reference = format!("{}:{}", run.wallet_id, booking.operator_ref);
+        let what = EntryRef { kind: booking.kind, reference: &reference, memo: &booking.memo };
+        book_once(conn, what, &entry, run.now).await?;
     }
     Ok(())
 }
 
-/// An entry carepay expected on an earlier day that this statement lists (wrong day, by the
-/// cut-off) settles that day's "expected"/"missing" discrepancy as timing.
-async fn resolve_timing(
-    conn: &mut AnyConnection,
-    run: &NewRun<'_>,
-    sides: RunSides<'_>,
-    outcome: &Outcome,
-) -> Result<(), StoreError> {
-    let (Some(_), Some(entry)) = (outcome.line, outcome.entry.map(|entry| sides.carepay.item(entry))) else {
-        return Ok(());
-    };
-    let entry_day = entry.business_day();
-    if entry_day == run.business_day {
+/// Settles the other day's "expected"/"missing" discrepancy of a record this statement
+/// lists. Such a discrepancy is named `carepay:<out_no>` ([`identity_of`]), which the
+/// day's unique key finds.
+async fn resolve_timing(conn: &mut AnyConnection, run: &NewRun<'_>, timing: &TimingResolution) -> Result<(), StoreError> {
+    if timing.business_day == run.business_day {
         return Ok(());
     }
     let note = format!("appeared on the statement of {}", run.business_day);
     sqlx::query(
         "UPDATE discrepancies SET status = 'resolved', resolution = 'timing', note = $1, resolved_by = 'system', \
          resolved_at_ms = $2, version = version + 1 \
-         WHERE wallet_id = $3 AND business_day = $4 AND out_no = $5 AND status = 'open' \
-         AND category IN ('expected', 'missing_in_statement') \
+         WHERE wallet_id = $3 AND business_day = $4 AND category IN ('expected', 'missing_in_statement') \
+         AND identity = $5 AND out_no = $6 AND status = 'open' \
          AND NOT EXISTS (SELECT 1 FROM reconciliation_days d WHERE d.wallet_id = $3 AND d.business_day = $4 AND d.status = 'closed')",
     )
     .bind(note)
     .bind(run.now.0)
     .bind(run.wallet_id)
-    .bind(&entry_day)
-    .bind(entry.out_no)
+    .bind(&timing.business_day)
+    .bind(format!("carepay:{}", timing.out_no))
+    .bind(&timing.out_no)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -321,6 +321,24 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn ordering_a_side_is_a_stable_sort(keys in prop::collection::vec("[a-c]{0,3}", 0..200), sorted_run in any::<bool>()) {
+        let mut keys = keys;
+        if sorted_run {
+            // Mostly in order with a few strays, as real days come.
+            keys.sort();
+            if keys.len() > 4 {
+                let last = keys.len() - 2;
+                keys.swap(1, last);
+            }
+        }
+        let mut expected: Vec<u32> = (0..keys.len() as u32).collect();
+        expected.sort_by(|a, b| keys[*a as usize].cmp(&keys[*b as usize]));
+        prop_assert_eq!(stable_order(keys.len(), |index| keys[index as usize].as_str()), expected);
+    }
+}
+
 #[test]
 fn fields_are_listed_in_a_fixed_order_and_stored_as_one_byte() {
     let mut fields = Fields::NONE;

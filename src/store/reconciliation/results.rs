@@ -53,26 +53,54 @@ struct Previous {
     line_no: u64,
 }
 
+/// Encodes outcomes into chunks as they come, one chunk per [`CHUNK_LINES`].
+#[derive(Default)]
+pub struct ResultEncoder {
+    chunk: Vec<u8>,
+    lines: usize,
+    /// Lines in the chunks already handed out.
+    done: usize,
+    previous: Previous,
+    days: DayNames,
+}
+
+impl ResultEncoder {
+    /// Adds the next outcome; returns the chunk it completes, if it does.
+    pub fn push(&mut self, statement: &StatementSide, carepay: &CarepaySide, outcome: &Outcome) -> Option<EncodedChunk> {
+        if self.lines == 0 {
+            self.chunk.reserve(CHUNK_LINES * 24 + 1);
+            self.chunk.push(FORMAT_V1);
+            self.previous = Previous::default();
+        }
+        encode_line(&mut self.chunk, &mut self.previous, &mut self.days, statement, carepay, outcome);
+        self.lines += 1;
+        (self.lines == CHUNK_LINES).then(|| self.take())
+    }
+
+    /// The last, partly filled chunk, if any.
+    pub fn finish(mut self) -> Option<EncodedChunk> {
+        (self.lines > 0).then(|| self.take())
+    }
+
+    fn take(&mut self) -> EncodedChunk {
+        let chunk = EncodedChunk {
+            first_seq: i64::try_from(self.done + 1).unwrap_or(i64::MAX),
+            line_count: i64::try_from(self.lines).unwrap_or(i64::MAX),
+            content: std::mem::take(&mut self.chunk),
+        };
+        self.done += self.lines;
+        self.lines = 0;
+        chunk
+    }
+}
+
 /// Encodes every outcome, in order, into chunks.
 pub fn encode_chunks(statement: &StatementSide, carepay: &CarepaySide, outcomes: &[Outcome]) -> Vec<EncodedChunk> {
-    let mut days = DayNames::default();
-    outcomes
-        .chunks(CHUNK_LINES)
-        .enumerate()
-        .map(|(index, chunk)| {
-            let mut out = Vec::with_capacity(chunk.len() * 24 + 1);
-            out.push(FORMAT_V1);
-            let mut previous = Previous::default();
-            for outcome in chunk {
-                encode_line(&mut out, &mut previous, &mut days, statement, carepay, outcome);
-            }
-            EncodedChunk {
-                first_seq: i64::try_from(index * CHUNK_LINES + 1).unwrap_or(i64::MAX),
-                line_count: i64::try_from(chunk.len()).unwrap_or(i64::MAX),
-                content: out,
-            }
-        })
-        .collect()
+    let mut encoder = ResultEncoder::default();
+    let mut chunks: Vec<EncodedChunk> =
+        outcomes.iter().filter_map(|outcome| encoder.push(statement, carepay, outcome)).collect();
+    chunks.extend(encoder.finish());
+    chunks
 }
 
 /// `YYYY-MM-DD` of a record's settlement, formatted once per day rather than per record.
