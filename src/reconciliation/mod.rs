@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
 use crate::store::reconciliation::{
-    Discrepancy, NewFile, NewRun, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder, ResultLine, RunEnd,
+    CHUNKS_PER_INSERT, Discrepancy, NewFile, NewRun, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder, ResultLine, RunEnd,
     RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingResolution,
 };
 
@@ -584,7 +584,7 @@ fn match_day(
     let sides = RunSides { statement, carepay };
     let mut summary = SummaryBuilder::default();
     let mut encoder = ResultEncoder::default();
-    let mut raised = Vec::new();
+    let (mut raised, mut chunks) = (Vec::new(), Vec::new());
     let (mut withheld_fee_fen, mut outcomes, mut listening) = (0i64, 0usize, true);
     let mut send = |piece| listening = listening && pieces.blocking_send(piece).is_ok();
     reconcile(settings, statement, carepay, |outcome| {
@@ -594,7 +594,10 @@ fn match_day(
             withheld_fee_fen = withheld_fee_fen.saturating_add(statement.item(line).fee_fen);
         }
         if let Some(chunk) = encoder.push(statement, carepay, &outcome) {
-            send(RunPiece::Chunk(chunk));
+            chunks.push(chunk);
+            if chunks.len() == CHUNKS_PER_INSERT {
+                send(RunPiece::Chunks(std::mem::take(&mut chunks)));
+            }
         }
         match outcome.category {
             Category::Matched => {}
@@ -614,8 +617,9 @@ fn match_day(
             send(RunPiece::Timing(timing));
         }
     });
-    if let Some(chunk) = encoder.finish() {
-        send(RunPiece::Chunk(chunk));
+    chunks.extend(encoder.finish());
+    if !chunks.is_empty() {
+        send(RunPiece::Chunks(chunks));
     }
     if !raised.is_empty() {
         send(RunPiece::Discrepancies(raised));

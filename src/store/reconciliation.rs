@@ -27,6 +27,9 @@ use crate::domain::time::UnixMs;
 /// 130 MB file as parts in half the time it takes it as one value.
 const FILE_PART_BYTES: usize = 1024 * 1024;
 
+/// Result chunks written per INSERT: fewer round trips, a statement of under a megabyte.
+pub const CHUNKS_PER_INSERT: usize = 8;
+
 /// Discrepancies written per INSERT (one JSON array each): few round trips on a day with
 /// tens of thousands, while one statement's document stays a few megabytes.
 const DISCREPANCY_BATCH: usize = 5_000;
@@ -222,7 +225,8 @@ impl TimingResolution {
 
 /// One piece of a run's result, written while the rest is still being matched.
 pub enum RunPiece {
-    Chunk(EncodedChunk),
+    /// Consecutive chunks of the line-level result.
+    Chunks(Vec<EncodedChunk>),
     Discrepancies(Vec<RaisedDiscrepancy>),
     OperatorEntry(OperatorBooking),
     Timing(TimingResolution),
@@ -974,17 +978,21 @@ impl Store {
 impl RunWriter<'_> {
     pub async fn write(&mut self, piece: RunPiece) -> Result<(), StoreError> {
         match piece {
-            RunPiece::Chunk(chunk) => {
-                sqlx::query(
-                    "INSERT INTO reconciliation_result_chunks (run_id, first_seq, line_count, content) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(self.id.as_str())
-                .bind(chunk.first_seq)
-                .bind(chunk.line_count)
-                .bind(chunk.content.as_slice())
-                .execute(&mut *self.tx)
-                .await?;
+            RunPiece::Chunks(chunks) => {
+                for group in chunks.chunks(CHUNKS_PER_INSERT) {
+                    let rows: Vec<String> = (0..group.len())
+                        .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                        .collect();
+                    let sql = format!(
+                        "INSERT INTO reconciliation_result_chunks (run_id, first_seq, line_count, content) VALUES {}",
+                        rows.join(", ")
+                    );
+                    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.id.as_str());
+                    for chunk in group {
+                        insert = insert.bind(chunk.first_seq).bind(chunk.line_count).bind(chunk.content.as_slice());
+                    }
+                    insert.execute(&mut *self.tx).await?;
+                }
             }
             RunPiece::Discrepancies(raised) => {
                 for batch in raised.chunks(DISCREPANCY_BATCH) {
@@ -1239,51 +1247,92 @@ impl CopyDecoder {
     }
 }
 
-/// Raises a batch of discrepancies with one statement (the rows as one JSON array the
-/// database unpacks); one already open for the same item and category stays as it is.
-/// Returns how many are new.
+/// Raises a batch of discrepancies with one statement; one already open for the same item
+/// and category stays as it is. Returns how many are new. The rows travel as a few
+/// parameters however many they are: on PostgreSQL one array per column, unnested together
+/// (it parses arrays several times faster than JSON), on SQLite one JSON array.
 async fn insert_discrepancies(
     conn: &mut AnyConnection,
     run: &NewRun<'_>,
     run_id: &RunId,
     batch: &[RaisedDiscrepancy],
 ) -> Result<u64, StoreError> {
-    let rows: Vec<serde_json::Value> = batch
-        .iter()
-        .map(|raised| {
-            serde_json::json!({
-                "id": DiscrepancyId::generate().as_str(),
-                "category": raised.category.as_str(),
-                "identity": raised.identity,
-                "out_no": raised.out_no,
-                "fields": raised.fields.joined(),
-                "amount_fen": raised.amount_fen,
-            })
-        })
-        .collect();
-    let select = if super::Backend::of(conn) == super::Backend::Postgres {
-        "SELECT r.id, $2, $3, $4, r.category, r.identity, r.out_no, r.fields, r.amount_fen, 'open', 1, $5 \
-         FROM json_to_recordset($1::json) AS r(id TEXT, category TEXT, identity TEXT, out_no TEXT, fields TEXT, \
-         amount_fen BIGINT)"
+    let ids: Vec<DiscrepancyId> = batch.iter().map(|_| DiscrepancyId::generate()).collect();
+    const COLUMNS: &str = "INSERT INTO discrepancies (id, wallet_id, business_day, run_id, category, identity, \
+         out_no, fields, amount_fen, status, version, created_at_ms)";
+    const ON_CONFLICT: &str = "ON CONFLICT (wallet_id, business_day, category, identity) DO NOTHING";
+    let inserted = if super::Backend::of(conn) == super::Backend::Postgres {
+        let sql = format!(
+            "{COLUMNS} SELECT r.id, $1, $2, $3, r.category, r.identity, r.out_no, r.fields, r.amount_fen, 'open', 1, $4 \
+             FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[]) \
+             AS r(id, category, identity, out_no, fields, amount_fen) {ON_CONFLICT}"
+        );
+        let amounts: Vec<String> = batch.iter().map(|raised| raised.amount_fen.to_string()).collect();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .bind(run_id.as_str())
+            .bind(run.now.0)
+            .bind(postgres_array(ids.iter().map(DiscrepancyId::as_str)))
+            .bind(postgres_array(batch.iter().map(|raised| raised.category.as_str())))
+            .bind(postgres_array(batch.iter().map(|raised| raised.identity.as_str())))
+            .bind(postgres_array(batch.iter().map(|raised| raised.out_no.as_str())))
+            .bind(postgres_array(batch.iter().map(|raised| raised.fields.joined())))
+            .bind(format!("{{{}}}", amounts.join(",")))
+            .execute(&mut *conn)
+            .await?
     } else {
+        let rows: Vec<serde_json::Value> = batch
+            .iter()
+            .zip(&ids)
+            .map(|(raised, id)| {
+                serde_json::json!({
+                    "id": id.as_str(),
+                    "category": raised.category.as_str(),
+                    "identity": raised.identity,
+                    "out_no": raised.out_no,
+                    "fields": raised.fields.joined(),
+                    "amount_fen": raised.amount_fen,
+                })
+            })
+            .collect();
         // `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
-        "SELECT value ->> 'id', $2, $3, $4, value ->> 'category', value ->> 'identity', value ->> 'out_no', \
-         value ->> 'fields', value ->> 'amount_fen', 'open', 1, $5 FROM json_each($1) WHERE true"
+        let sql = format!(
+            "{COLUMNS} SELECT value ->> 'id', $1, $2, $3, value ->> 'category', value ->> 'identity', \
+             value ->> 'out_no', value ->> 'fields', value ->> 'amount_fen', 'open', 1, $4 \
+             FROM json_each($5) WHERE true {ON_CONFLICT}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .bind(run_id.as_str())
+            .bind(run.now.0)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *conn)
+            .await?
     };
-    let sql = format!(
-        "INSERT INTO discrepancies (id, wallet_id, business_day, run_id, category, identity, out_no, fields, \
-         amount_fen, status, version, created_at_ms) {select} \
-         ON CONFLICT (wallet_id, business_day, category, identity) DO NOTHING"
-    );
-    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(serde_json::Value::Array(rows).to_string())
-        .bind(run.wallet_id)
-        .bind(run.business_day)
-        .bind(run_id.as_str())
-        .bind(run.now.0)
-        .execute(&mut *conn)
-        .await?;
     Ok(inserted.rows_affected())
+}
+
+/// A PostgreSQL array literal of texts (`{"a","b \"c\""}`), for a `$n::text[]` parameter:
+/// every element quoted, with its quotes and backslashes escaped, so any text survives.
+fn postgres_array(values: impl Iterator<Item = impl AsRef<str>>) -> String {
+    let mut out = String::from("{");
+    for (index, value) in values.enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for ch in value.as_ref().chars() {
+            if matches!(ch, '"' | '\\') {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 /// Fees and adjustments the operator made itself go to their own accounts, once each.

@@ -235,3 +235,44 @@ fn statement_errors_stay_distinct_from_read_errors() {
     let expected = StatementError::NegativeAmount { index: 0, kind: "PAYMENT" }.to_string();
     assert_eq!(err.reason, Reason::Line(expected));
 }
+
+proptest! {
+    /// The direct reading of a settlement time accepts exactly what the `time` parser does.
+    #[test]
+    fn settlement_times_are_checked_exactly_as_the_time_parser_does(
+        text in prop_oneof![
+            "[0-9]{4}-[0-1][0-9]-[0-3][0-9] [0-2][0-9]:[0-6][0-9]:[0-6][0-9]",
+            "[0-9+ -]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}",
+            "[0-9:+ -]{17,21}",
+        ],
+    ) {
+        let by_parser = PrimitiveDateTime::parse(&text, format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
+            .is_ok() && text.len() == 19;
+        prop_assert_eq!(is_settled_at(&text), by_parser, "{:?}", text);
+    }
+
+    /// A plain line split directly gives the fields the RFC 4180 state machine gives.
+    #[test]
+    fn plain_lines_split_as_the_state_machine_reads_them(
+        fields in prop::collection::vec("`?[a-z0-9午餐 `.-]{0,6}", 1..12),
+        crlf in any::<bool>(),
+    ) {
+        let line = format!("{}{}", fields.join(","), if crlf { "\r\n" } else { "\n" });
+        let body = simple_record(&line).expect("a plain line");
+        let mut direct = Vec::new();
+        split_simple_fields(body, &mut direct);
+        let direct: Vec<&str> = direct.iter().map(|&(start, end)| &body[start..end]).collect();
+        let (mut text, mut ranges) = (String::new(), Vec::new());
+        prop_assert!(RecordParser::default().feed(&line, &mut text, &mut ranges).unwrap());
+        let machine: Vec<&str> = ranges.iter().map(|&(start, end)| &text[start..end]).collect();
+        prop_assert_eq!(direct, machine);
+    }
+}
+
+#[test]
+fn quoted_and_stray_carriage_return_lines_take_the_state_machine() {
+    assert!(simple_record("`a,`b\r\n").is_some());
+    assert!(simple_record("`a,\"`b,c\"\r\n").is_none());
+    assert!(simple_record("`a\r,`b\n").is_none());
+    assert!(simple_record("`a,`b").is_none(), "a line without its end");
+}
