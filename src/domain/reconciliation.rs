@@ -514,7 +514,12 @@ pub fn reconcile<E: FnMut(Outcome)>(
             // No merchant number: operator entries, or lines to match by reference.
             for &line in group_lines {
                 if matches!(statement.item(line).kind, EntryKind::Fee | EntryKind::Adjustment) {
-                    emit(Outcome { category: Category::OperatorEntry, line: Some(line), entry: None, fields: Fields::NONE });
+                    emit(Outcome {
+                        category: Category::OperatorEntry,
+                        line: Some(line),
+                        entry: None,
+                        fields: Fields::NONE,
+                    });
                 } else {
                     lone_lines.push(line);
                 }
@@ -562,7 +567,12 @@ fn match_by_reference<E: FnMut(Outcome)>(
     for line in lines {
         match by_ref.remove(statement.operator_ref(line)) {
             Some(entry) => emit(compare(statement, carepay, line, entry, of_day(entry))),
-            None => emit(Outcome { category: Category::MissingInCarepay, line: Some(line), entry: None, fields: Fields::NONE }),
+            None => emit(Outcome {
+                category: Category::MissingInCarepay,
+                line: Some(line),
+                entry: None,
+                fields: Fields::NONE,
+            }),
         }
     }
     let mut left: Vec<u32> = by_ref.into_values().chain(unreferenced).collect();

@@ -34,8 +34,8 @@ use crate::error::{Error, Result};
 use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
 use crate::store::reconciliation::{
-    CHUNKS_PER_INSERT, Discrepancy, NewFile, NewRun, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder, ResultLine, RunEnd,
-    RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingResolution,
+    CHUNKS_PER_INSERT, Discrepancy, NewFile, NewRun, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder,
+    ResultLine, RunEnd, RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingResolution,
 };
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -321,8 +321,7 @@ impl App {
             .ok_or_else(|| Error::invalid("date", "INVALID_DATE", "must be a date YYYY-MM-DD"))?;
         let store = self.store.clone();
         let (wallet_id, fee_rate_ppm) = (wallet_id.to_owned(), self.reconciliation.fee_rate_ppm);
-        let task =
-            tokio::spawn(async move { store.carepay_side(&wallet_id, from_ms, to_ms, fee_rate_ppm).await });
+        let task = tokio::spawn(async move { store.carepay_side(&wallet_id, from_ms, to_ms, fee_rate_ppm).await });
         Ok(CarepayLoad { task, started: std::time::Instant::now() })
     }
 

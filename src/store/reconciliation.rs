@@ -672,7 +672,8 @@ impl Store {
     ) -> Result<CarepaySide, StoreError> {
         // `COPY` takes no parameters: only a plain wallet id is written into its text; any
         // other (none exists: ids are digits) takes the portable path.
-        let plain = !wallet_id.is_empty() && wallet_id.len() <= 64 && wallet_id.bytes().all(|b| b.is_ascii_alphanumeric());
+        let plain =
+            !wallet_id.is_empty() && wallet_id.len() <= 64 && wallet_id.bytes().all(|b| b.is_ascii_alphanumeric());
         if let (Some(pool), true) = (self.bulk_pool(), plain) {
             return copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm).await;
         }
@@ -698,7 +699,15 @@ impl Store {
             let out_no: String = row.try_get("out_trade_no")?;
             let operator_ref: Option<String> = row.try_get("trade_no")?;
             let settled_at_ms: i64 = row.try_get("paid_at_ms")?;
-            push_payment(&mut side, &out_no, operator_ref.as_deref(), status == "reversed", amount_fen, settled_at_ms, fee_rate_ppm)?;
+            push_payment(
+                &mut side,
+                &out_no,
+                operator_ref.as_deref(),
+                status == "reversed",
+                amount_fen,
+                settled_at_ms,
+                fee_rate_ppm,
+            )?;
         }
         drop(payments);
         let mut refunds = sqlx::query(REFUNDS_OF_DAY).bind(wallet_id).bind(from_ms).bind(to_ms).fetch(self.pool());
@@ -1054,7 +1063,8 @@ impl RunWriter<'_> {
             enqueue_in(tx, &event, run.now).await?;
         }
         let detail = format!("file {}, {new_discrepancies} new discrepancies", run.file_id);
-        record_action(tx, run.wallet_id, run.business_day, "run", id.as_str(), run.started_by, &detail, run.now).await?;
+        record_action(tx, run.wallet_id, run.business_day, "run", id.as_str(), run.started_by, &detail, run.now)
+            .await?;
         let counts = serde_json::json!({"new_discrepancies": new_discrepancies});
         append_about_in(tx, end.audit.as_ref(), id.as_str(), counts, run.now).await?;
         self.tx.commit().await?;
@@ -1182,14 +1192,19 @@ impl CopyDecoder {
     }
 
     /// Reads every whole row of `data`; returns how many bytes that took.
-    fn rows(&mut self, data: &[u8], row: &mut impl FnMut(CopyRow<'_>) -> Result<(), StoreError>) -> Result<usize, StoreError> {
+    fn rows(
+        &mut self,
+        data: &[u8],
+        row: &mut impl FnMut(CopyRow<'_>) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
         let mut at = 0;
         if !self.header_read {
             let Some(extension) = data.get(COPY_SIGNATURE.len() + 4..COPY_SIGNATURE.len() + 8) else { return Ok(0) };
             if !data.starts_with(COPY_SIGNATURE) {
                 return Err(copy_corrupt("no COPY signature"));
             }
-            let extension = usize::try_from(u32::from_be_bytes(extension.try_into().unwrap_or_default())).unwrap_or(usize::MAX);
+            let extension =
+                usize::try_from(u32::from_be_bytes(extension.try_into().unwrap_or_default())).unwrap_or(usize::MAX);
             let header = COPY_SIGNATURE.len() + 8 + extension;
             if data.len() < header {
                 return Ok(0);
@@ -1352,7 +1367,11 @@ async fn book_operator_entry(
 /// Settles the other day's "expected"/"missing" discrepancy of a record this statement
 /// lists. Such a discrepancy is named `carepay:<out_no>` ([`identity_of`]), which the
 /// day's unique key finds.
-async fn resolve_timing(conn: &mut AnyConnection, run: &NewRun<'_>, timing: &TimingResolution) -> Result<(), StoreError> {
+async fn resolve_timing(
+    conn: &mut AnyConnection,
+    run: &NewRun<'_>,
+    timing: &TimingResolution,
+) -> Result<(), StoreError> {
     if timing.business_day == run.business_day {
         return Ok(());
     }

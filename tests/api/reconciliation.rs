@@ -343,7 +343,8 @@ async fn all_line_pages(app: &TestApp, token: &str, day_path: &str, limit: u32) 
     let mut items = Vec::new();
     let mut after = 0;
     loop {
-        let page = app.get(&format!("{day_path}/lines?after={after}&limit={limit}"), token).await.expect(StatusCode::OK);
+        let page =
+            app.get(&format!("{day_path}/lines?after={after}&limit={limit}"), token).await.expect(StatusCode::OK);
         items.extend(page.body["items"].as_array().unwrap().iter().cloned());
         match page.body["next_after"].as_i64() {
             Some(next) => after = next,
@@ -404,10 +405,8 @@ async fn files_and_results_kept_before_migration_0009_still_read_the_same(app: T
 
     // A file kept before 0009 has its bytes in statement_files.content and no parts.
     let pool = app.db.raw_pool().await;
-    let parts: Vec<Vec<u8>> = sqlx::query_scalar("SELECT content FROM statement_file_parts ORDER BY part_no")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
+    let parts: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT content FROM statement_file_parts ORDER BY part_no").fetch_all(&pool).await.unwrap();
     sqlx::query("UPDATE statement_files SET content = $1").bind(parts.concat()).execute(&pool).await.unwrap();
     sqlx::query("DELETE FROM statement_file_parts").execute(&pool).await.unwrap();
     let run = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);

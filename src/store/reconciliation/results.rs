@@ -9,7 +9,7 @@
 //! their merchant number, reference, time and day). A matched record whose numbers equal
 //! its line's is stored as that fact. A chunk decodes on its own.
 
-use crate::domain::reconciliation::{Category, CarepaySide, Fields, MS_PER_DAY, Outcome, StatementSide, business_day};
+use crate::domain::reconciliation::{CarepaySide, Category, Fields, MS_PER_DAY, Outcome, StatementSide, business_day};
 use crate::domain::statement::{EntryKind, EntryStatus};
 use crate::domain::time::UnixMs;
 
@@ -66,7 +66,12 @@ pub struct ResultEncoder {
 
 impl ResultEncoder {
     /// Adds the next outcome; returns the chunk it completes, if it does.
-    pub fn push(&mut self, statement: &StatementSide, carepay: &CarepaySide, outcome: &Outcome) -> Option<EncodedChunk> {
+    pub fn push(
+        &mut self,
+        statement: &StatementSide,
+        carepay: &CarepaySide,
+        outcome: &Outcome,
+    ) -> Option<EncodedChunk> {
         if self.lines == 0 {
             self.chunk.reserve(CHUNK_LINES * 24 + 1);
             self.chunk.push(FORMAT_V1);
@@ -140,10 +145,11 @@ fn encode_line(
         }
         _ => false,
     };
-    let flags = u8::from(line.is_some()) * HAS_LINE
-        | u8::from(entry.is_some()) * HAS_ENTRY
-        | u8::from(operator_ref.is_some()) * HAS_REFERENCE
-        | u8::from(entry_as_line) * ENTRY_AS_LINE;
+    let flag = |set: bool, bit: u8| if set { bit } else { 0 };
+    let flags = flag(line.is_some(), HAS_LINE)
+        | flag(entry.is_some(), HAS_ENTRY)
+        | flag(operator_ref.is_some(), HAS_REFERENCE)
+        | flag(entry_as_line, ENTRY_AS_LINE);
     out.push(category_code(outcome.category));
     out.push(outcome.fields.bits());
     out.push(flags);
@@ -185,7 +191,8 @@ pub fn decode_chunk(first_seq: i64, content: &[u8]) -> Result<Vec<ResultLine>, C
         let fields = Fields::from_bits(input.byte()?).ok_or_else(|| fail("fields"))?;
         let flags = input.byte()?;
         let out_no = input.string(&mut previous.out_no)?;
-        let operator_ref = if flags & HAS_REFERENCE != 0 { Some(input.string(&mut previous.operator_ref)?) } else { None };
+        let operator_ref =
+            if flags & HAS_REFERENCE != 0 { Some(input.string(&mut previous.operator_ref)?) } else { None };
         let mut result = ResultLine {
             seq,
             category: category.as_str().to_owned(),
@@ -404,7 +411,8 @@ mod tests {
     fn a_cut_or_unknown_chunk_is_an_error_not_a_panic() {
         let mut statement = StatementSide::default();
         statement.push(&line(3, "P-1", "OP1", EntryKind::Payment, 1250)).unwrap();
-        let outcomes = [Outcome { category: Category::MissingInCarepay, line: Some(0), entry: None, fields: Fields::NONE }];
+        let outcomes =
+            [Outcome { category: Category::MissingInCarepay, line: Some(0), entry: None, fields: Fields::NONE }];
         let chunk = encode_chunks(&statement, &CarepaySide::default(), &outcomes).remove(0);
         for len in 2..chunk.content.len() {
             assert!(decode_chunk(1, &chunk.content[..len]).is_err(), "cut to {len} bytes");

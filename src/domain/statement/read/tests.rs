@@ -276,3 +276,17 @@ fn quoted_and_stray_carriage_return_lines_take_the_state_machine() {
     assert!(simple_record("`a\r,`b\n").is_none());
     assert!(simple_record("`a,`b").is_none(), "a line without its end");
 }
+
+#[test]
+fn the_corpus_seeds_of_plain_and_quoted_lines_read_as_written() {
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/statement/");
+    let valid = std::fs::read(format!("{corpus}valid_plain_and_quoted_lines.csv")).unwrap();
+    let (_, lines, totals) = read_all(&valid).unwrap();
+    assert_eq!(lines[1].out_no, "P-2,a");
+    assert_eq!(lines[1].memo, "a\rb\r\nc");
+    assert_eq!(lines[2].out_no, "");
+    assert_eq!(lines[3].memo, "调整");
+    assert_eq!(totals.line_count, 4);
+    let bare = std::fs::read(format!("{corpus}invalid_bare_carriage_return.csv")).unwrap();
+    assert_eq!(read_all(&bare).unwrap_err(), ReadError { line_no: 3, reason: Reason::BareCarriageReturn });
+}
