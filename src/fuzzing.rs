@@ -146,7 +146,7 @@ pub fn statement(data: &[u8]) {
         Ok((reader, lines))
     });
     assert_eq!(side.is_ok(), read.is_ok(), "the side and the reader disagree on {data:?}");
-    let (Ok((_, side, side_totals)), Ok((mut reader, lines))) = (side, read) else { return };
+    let (Ok((_, side, side_totals)), Ok((reader, lines))) = (side, read) else { return };
     assert_eq!(side.len(), lines.len());
     for (index, line) in lines.iter().enumerate() {
         let item = side.item(u32::try_from(index).expect("a small input"));

@@ -325,6 +325,23 @@ impl CarepaySide {
         )
     }
 
+    /// Adds every record of `other` after this side's own.
+    pub fn append(&mut self, other: &CarepaySide) -> Result<(), SideError> {
+        for index in 0..other.entries.len() {
+            let entry = other.item(index as u32);
+            self.push_parts(
+                entry.out_no,
+                entry.operator_ref,
+                entry.kind,
+                entry.status,
+                entry.amount_fen,
+                entry.expected_fee_fen,
+                entry.settled_at_ms,
+            )?;
+        }
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

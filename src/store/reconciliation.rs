@@ -675,9 +675,26 @@ impl Store {
         let plain =
             !wallet_id.is_empty() && wallet_id.len() <= 64 && wallet_id.bytes().all(|b| b.is_ascii_alphanumeric());
         if let (Some(pool), true) = (self.bulk_pool(), plain) {
-            return copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm).await;
+            return copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm, SPLIT_COPY_MIN_PAGES).await;
         }
         self.portable_carepay_side(wallet_id, from_ms, to_ms, fee_rate_ppm).await
+    }
+
+    /// The ways [`Self::carepay_side`] may read the records, for tests that hold them to
+    /// the same answer: the portable query, one `COPY`, and two halves at once.
+    pub async fn carepay_side_every_way(
+        &self,
+        wallet_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        fee_rate_ppm: u32,
+    ) -> Result<Vec<CarepaySide>, StoreError> {
+        let mut sides = vec![self.portable_carepay_side(wallet_id, from_ms, to_ms, fee_rate_ppm).await?];
+        if let Some(pool) = self.bulk_pool() {
+            sides.push(copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm, i64::MAX).await?);
+            sides.push(copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm, 0).await?);
+        }
+        Ok(sides)
     }
 
     async fn portable_carepay_side(
@@ -1111,27 +1128,73 @@ fn push_refund(
         .map_err(side_error)
 }
 
-/// The PostgreSQL path of [`Store::carepay_side`]: payments then refunds as one binary `COPY`
+/// `payments` pages from which the PostgreSQL path reads the table in two halves at once.
+const SPLIT_COPY_MIN_PAGES: i64 = 4096;
+
+/// The PostgreSQL path of [`Store::carepay_side`]: payments then refunds as binary `COPY`
 /// (the same rows as [`PAYMENTS_OF_DAY`] and [`REFUNDS_OF_DAY`]), decoded as they arrive.
+/// A large `payments` is read in two halves of its pages (a TID range scan) on two
+/// connections at once, which share one snapshot: a row that moves to another page while
+/// the day is read is seen exactly once.
 async fn copy_carepay_side(
     pool: &sqlx::PgPool,
     wallet_id: &str,
     from_ms: i64,
     to_ms: i64,
     fee_rate_ppm: u32,
+    split_min_pages: i64,
+) -> Result<CarepaySide, StoreError> {
+    let payments = |pages: &str| {
+        format!(
+            "SELECT TRUE, out_trade_no, trade_no, status = 'reversed', amount_fen, paid_at_ms FROM payments \
+             WHERE {pages} merchant_wallet_id = '{wallet_id}' AND paid_at_ms >= {from_ms} AND paid_at_ms < {to_ms} \
+             AND status IN ('succeeded', 'reversed')"
+        )
+    };
+    let refunds = format!(
+        "SELECT FALSE, r.out_refund_no, r.refund_no, FALSE, r.amount_fen, r.succeeded_at_ms FROM refunds r \
+         JOIN payments p ON p.id = r.payment_id WHERE p.merchant_wallet_id = '{wallet_id}' AND r.status = 'succeeded' \
+         AND r.succeeded_at_ms >= {from_ms} AND r.succeeded_at_ms < {to_ms}"
+    );
+    let copy = |select: String| format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+    let pages: i64 = sqlx::query_scalar(
+        "SELECT CAST(pg_relation_size('payments') / current_setting('block_size')::bigint AS BIGINT)",
+    )
+    .fetch_one(pool)
+    .await?;
+    if pages < split_min_pages || pool.options().get_max_connections() < 2 {
+        let mut conn = pool.acquire().await?;
+        return copy_into_side(&mut conn, &copy(format!("{} UNION ALL {refunds}", payments(""))), fee_rate_ppm).await;
+    }
+    let half = pages / 2;
+    const READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+    let mut first = pool.begin_with(READ_ONLY).await?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()").fetch_one(&mut *first).await?;
+    if !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(copy_corrupt("an exported snapshot id"));
+    }
+    let mut second = pool.begin_with(READ_ONLY).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))).execute(&mut *second).await?;
+    let first_half = copy(payments(&format!("ctid < '({half},0)'::tid AND")));
+    let second_half = copy(format!("{} UNION ALL {refunds}", payments(&format!("ctid >= '({half},0)'::tid AND"))));
+    let (mut side, rest) = tokio::try_join!(
+        copy_into_side(&mut first, &first_half, fee_rate_ppm),
+        copy_into_side(&mut second, &second_half, fee_rate_ppm),
+    )?;
+    first.commit().await?;
+    second.commit().await?;
+    side.append(&rest).map_err(side_error)?;
+    Ok(side)
+}
+
+async fn copy_into_side(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    fee_rate_ppm: u32,
 ) -> Result<CarepaySide, StoreError> {
     use futures_util::TryStreamExt as _;
-    use sqlx::postgres::PgPoolCopyExt as _;
 
-    let statement = format!(
-        "COPY (SELECT TRUE, out_trade_no, trade_no, status = 'reversed', amount_fen, paid_at_ms FROM payments \
-         WHERE merchant_wallet_id = '{wallet_id}' AND paid_at_ms >= {from_ms} AND paid_at_ms < {to_ms} \
-         AND status IN ('succeeded', 'reversed') \
-         UNION ALL SELECT FALSE, r.out_refund_no, r.refund_no, FALSE, r.amount_fen, r.succeeded_at_ms FROM refunds r \
-         JOIN payments p ON p.id = r.payment_id WHERE p.merchant_wallet_id = '{wallet_id}' AND r.status = 'succeeded' \
-         AND r.succeeded_at_ms >= {from_ms} AND r.succeeded_at_ms < {to_ms}) TO STDOUT (FORMAT binary)"
-    );
-    let mut stream = pool.copy_out_raw(&statement).await?;
+    let mut stream = conn.copy_out_raw(statement).await?;
     let mut side = CarepaySide::default();
     let mut decoder = CopyDecoder::default();
     while let Some(message) = stream.try_next().await? {

@@ -22,6 +22,7 @@ backend_tests!(
     an_adjustment_posts_a_balanced_ledger_entry,
     a_large_statement_is_kept_in_parts_and_its_result_pages_across_chunks,
     files_and_results_kept_before_migration_0009_still_read_the_same,
+    carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves,
 );
 
 pub(crate) const WALLET: &str = "0021000000000001";
@@ -459,4 +460,29 @@ async fn files_and_results_kept_before_migration_0009_still_read_the_same(app: T
     assert_eq!(all_line_pages(&app, &accountant, &day_path, 2).await, json_before);
     let csv_after = app.get(&format!("{day_path}/lines?format=csv"), &accountant).await.expect(StatusCode::OK).text;
     assert_eq!(csv_after, csv_before);
+}
+
+async fn carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves(app: TestApp) {
+    let till = terminal(&app, WALLET).await;
+    for (request, amount) in [("r-1", "12.50"), ("r-2", "30.00"), ("r-3", "8.00")] {
+        let payment = till.pay(request, amount, "013412345678900000").await.unwrap();
+        assert_eq!(payment.status, PaymentStatus::Succeeded as i32);
+        if request == "r-2" {
+            till.refund("f-2", &payment.payment_id, "5.00").await.unwrap();
+        }
+    }
+    let (from_ms, to_ms) = carepay::domain::reconciliation::neighbourhood_ms(&today()).unwrap();
+    let sides = app.app.store.carepay_side_every_way(WALLET, from_ms, to_ms, 6_000).await.unwrap();
+    let items = |index: usize| {
+        let side = &sides[index];
+        let mut items: Vec<String> = (0..side.len() as u32).map(|i| format!("{:?}", side.item(i))).collect();
+        items.sort();
+        items
+    };
+    let expected = items(0);
+    assert_eq!(expected.len(), 4, "three payments and a refund: {expected:?}");
+    assert!(expected.iter().any(|item| item.contains("Refund")), "{expected:?}");
+    for index in 1..sides.len() {
+        assert_eq!(items(index), expected);
+    }
 }

@@ -256,7 +256,7 @@ impl<R: BufRead> StatementReader<R> {
             return Ok(None);
         }
         let text = match source {
-            // Only a line that is valid UTF-8 is ever read as `Raw`.
+            // A line read as `Raw` is checked here, once.
             FieldText::Raw => std::str::from_utf8(&self.raw).map_err(|_| fail(Reason::Encoding))?,
             FieldText::Copied => self.text.as_str(),
         };
@@ -277,7 +277,6 @@ impl<R: BufRead> StatementReader<R> {
     /// The text the current record's field ranges point into.
     fn record_text(&self, source: FieldText) -> Result<&str, Reason> {
         match source {
-            // Only a line that is valid UTF-8 is ever read as `Raw`.
             FieldText::Raw => std::str::from_utf8(&self.raw).map_err(|_| Reason::Encoding),
             FieldText::Copied => Ok(self.text.as_str()),
         }
@@ -305,30 +304,31 @@ impl<R: BufRead> StatementReader<R> {
             let raw = self.raw.as_slice();
             record_bytes += raw.len();
             let ends_line = raw.last() == Some(&b'\n');
+            let line_no = self.line_no;
+            let fail = |reason| ReadError { line_no, reason };
+            let starts_record = parser.is_empty(&self.text, &self.fields);
+            if starts_record
+                && self.encoding == TextEncoding::Utf8
+                && let Some(body) = simple_record(raw)
+            {
+                // The common line: one physical line, no quotes, no stray carriage return.
+                // The state machine would give exactly these fields; the line's bytes are
+                // checked as UTF-8 once, when its fields are read.
+                split_simple_fields(&raw[..body], &mut self.fields);
+                return Ok(Some(FieldText::Raw));
+            }
             let text = match self.encoding {
                 TextEncoding::Utf8 => std::str::from_utf8(raw).ok().map(std::borrow::Cow::Borrowed),
                 TextEncoding::Gb18030 => decode_gb18030(raw),
             };
-            let line_no = self.line_no;
-            let fail = |reason| ReadError { line_no, reason };
             let text = text.ok_or_else(|| fail(Reason::Encoding))?;
             if record_bytes > MAX_RECORD_BYTES {
                 return Err(fail(Reason::TooLong));
             }
-            if parser.is_empty(&self.text, &self.fields)
-                && let Some(body) = simple_record(&text)
-            {
-                // The common line: one physical line, no quotes, no stray carriage return.
-                // The state machine would give exactly these fields.
-                let source = match &text {
-                    std::borrow::Cow::Borrowed(_) => FieldText::Raw,
-                    std::borrow::Cow::Owned(decoded) => {
-                        self.text.push_str(decoded);
-                        FieldText::Copied
-                    }
-                };
-                split_simple_fields(body, &mut self.fields);
-                return Ok(Some(source));
+            if starts_record && let Some(body) = simple_record(text.as_bytes()) {
+                self.text.push_str(&text);
+                split_simple_fields(&text.as_bytes()[..body], &mut self.fields);
+                return Ok(Some(FieldText::Copied));
             }
             match parser.feed(&text, &mut self.text, &mut self.fields).map_err(fail)? {
                 true => return Ok(Some(FieldText::Copied)),
@@ -415,21 +415,21 @@ enum CsvState {
     CarriageReturn,
 }
 
-/// The body of a record that is one whole physical line without quotes and without a
-/// carriage return before its end; `None` for anything else, which goes through
-/// [`RecordParser`].
-fn simple_record(text: &str) -> Option<&str> {
-    let body = text.strip_suffix('\n')?;
-    let body = body.strip_suffix('\r').unwrap_or(body);
-    memchr::memchr2(b'"', b'\r', body.as_bytes()).is_none().then_some(body)
+/// The length of the body of a record that is one whole physical line without quotes and
+/// without a carriage return before its end; `None` for anything else, which goes through
+/// [`RecordParser`]. Only ASCII bytes are looked at, which UTF-8 and the decoded text never
+/// use inside a character.
+fn simple_record(line: &[u8]) -> Option<usize> {
+    let body = line.strip_suffix(b"\n")?;
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    memchr::memchr2(b'"', b'\r', body).is_none().then_some(body.len())
 }
 
 /// A simple record's fields as byte ranges, each without its leading backtick.
-fn split_simple_fields(body: &str, fields: &mut Vec<(usize, usize)>) {
-    let bytes = body.as_bytes();
+fn split_simple_fields(body: &[u8], fields: &mut Vec<(usize, usize)>) {
     let mut start = 0;
-    for end in memchr::memchr_iter(b',', bytes).chain(std::iter::once(bytes.len())) {
-        let from = if bytes.get(start) == Some(&b'`') { start + 1 } else { start };
+    for end in memchr::memchr_iter(b',', body).chain(std::iter::once(body.len())) {
+        let from = if body.get(start) == Some(&b'`') { start + 1 } else { start };
         fields.push((from, end));
         start = end + 1;
     }
@@ -450,40 +450,56 @@ impl RecordParser {
     }
 
     /// True once a line ends outside quotes (the record is complete), false while a quoted
-    /// field continues on the next physical line.
+    /// field continues on the next physical line. Runs of ordinary characters are copied
+    /// whole; only the four that mean something (`,` `"` CR LF, all ASCII) are looked at.
     fn feed(&mut self, line: &str, text: &mut String, fields: &mut Vec<(usize, usize)>) -> Result<bool, Reason> {
         use CsvState::*;
-        for ch in line.chars() {
+        let bytes = line.as_bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let ordinary = match self.state {
+                Quoted => memchr::memchr(b'"', rest).unwrap_or(rest.len()),
+                FieldStart | Unquoted => {
+                    rest.iter().position(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')).unwrap_or(rest.len())
+                }
+                QuoteInQuoted | CarriageReturn => 0,
+            };
+            if ordinary > 0 {
+                // Inside quotes or a field: every character of the run is part of the value.
+                text.push_str(&line[at..at + ordinary]);
+                at += ordinary;
+                if self.state == FieldStart {
+                    self.state = Unquoted;
+                }
+                continue;
+            }
+            let ch = bytes[at];
+            at += 1;
             self.state = match (self.state, ch) {
-                (CarriageReturn, '\n') | (FieldStart | Unquoted | QuoteInQuoted, '\n') => {
+                (CarriageReturn, b'\n') | (FieldStart | Unquoted | QuoteInQuoted, b'\n') => {
                     self.end_field(text, fields);
                     self.state = FieldStart;
                     return Ok(true);
                 }
                 (CarriageReturn, _) => return Err(Reason::BareCarriageReturn),
-                (FieldStart | Unquoted | QuoteInQuoted, '\r') => CarriageReturn,
-                (FieldStart | Unquoted | QuoteInQuoted, ',') => {
+                (FieldStart | Unquoted | QuoteInQuoted, b'\r') => CarriageReturn,
+                (FieldStart | Unquoted | QuoteInQuoted, b',') => {
                     self.end_field(text, fields);
                     FieldStart
                 }
-                (FieldStart, '"') => Quoted,
+                (FieldStart, b'"') => Quoted,
                 // A backtick written before the opening quote (`` `"a,b" ``) guards the field
                 // the same way as one inside it.
-                (Unquoted, '"') if &text[self.field_start..] == "`" => Quoted,
-                (QuoteInQuoted, '"') => {
+                (Unquoted, b'"') if &text[self.field_start..] == "`" => Quoted,
+                (QuoteInQuoted, b'"') => {
                     text.push('"');
                     Quoted
                 }
-                (Unquoted, '"') | (QuoteInQuoted, _) => return Err(Reason::Quoting),
-                (FieldStart | Unquoted, other) => {
-                    text.push(other);
-                    Unquoted
-                }
-                (Quoted, '"') => QuoteInQuoted,
-                (Quoted, other) => {
-                    text.push(other);
-                    Quoted
-                }
+                (Unquoted, b'"') | (QuoteInQuoted, _) => return Err(Reason::Quoting),
+                (Quoted, b'"') => QuoteInQuoted,
+                // Ordinary characters were taken as runs above.
+                (FieldStart | Unquoted | Quoted, _) => unreachable!("an ordinary character outside a run"),
             };
         }
         Ok(false)
