@@ -23,6 +23,7 @@ backend_tests!(
     a_large_statement_is_kept_in_parts_and_its_result_pages_across_chunks,
     files_and_results_kept_before_migration_0009_still_read_the_same,
     carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves,
+    a_payment_expected_today_that_appears_on_tomorrows_statement_resolves_as_timing,
 );
 
 pub(crate) const WALLET: &str = "0021000000000001";
@@ -485,4 +486,39 @@ async fn carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves(app
     for index in 1..sides.len() {
         assert_eq!(items(index), expected);
     }
+}
+
+async fn a_payment_expected_today_that_appears_on_tomorrows_statement_resolves_as_timing(app: TestApp) {
+    use carepay::domain::statement::{StatementLine, open_statement, write_statement};
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let statement = sandbox_statement(&app);
+    let mut reader = open_statement(statement.as_slice()).unwrap();
+    let mut lines: Vec<StatementLine> = reader.by_ref().collect::<Result<_, _>>().unwrap();
+    let mut header = reader.header().clone();
+    let late = lines.remove(0);
+
+    // Today's statement lacks one payment: carepay expects it.
+    upload(&app, &accountant, write_statement(&header, &lines).unwrap()).await.expect(StatusCode::CREATED);
+    let today_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
+    app.post(&format!("{today_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    let open = app.get(&format!("{today_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
+    assert_eq!(open.body.as_array().unwrap().len(), 1, "{}", open.text);
+    assert_eq!(open.body[0]["category"], "expected");
+    assert_eq!(open.body[0]["out_no"], late.out_no.as_str());
+
+    // Tomorrow's statement lists it (settled after midnight): a wrong-day line there, and
+    // today's expectation is settled as timing.
+    let tomorrow = business_day(UnixMs(UnixMs::now().0 + MS_PER_DAY));
+    header.date = tomorrow.clone();
+    upload(&app, &accountant, write_statement(&header, &[late]).unwrap()).await.expect(StatusCode::CREATED);
+    let tomorrow_path = format!("/v1/reconciliation/days/{WALLET}/{tomorrow}");
+    let run = app.post(&format!("{tomorrow_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    assert_eq!(run.body["categories"][0]["category"], "wrong_day", "{}", run.text);
+    let all = app.get(&format!("{today_path}/discrepancies?status=all"), &accountant).await.expect(StatusCode::OK);
+    assert_eq!(all.body[0]["status"], "resolved", "{}", all.text);
+    assert_eq!(all.body[0]["resolution"], "timing");
+    let still_open = app.get(&format!("{today_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
+    assert!(still_open.body.as_array().unwrap().is_empty());
 }
