@@ -152,19 +152,6 @@ pub fn read_statement(bytes: &[u8]) -> Result<(StatementHeader, StatementSide, S
     Ok((header, lines, totals))
 }
 
-/// Parses a whole file and digests it (on a second thread), refusing it with the line and
-/// reason if anything is wrong.
-pub fn parse_statement(bytes: &[u8]) -> Result<ParsedStatement> {
-    let (sha256, read) = std::thread::scope(|scope| {
-        let digest = scope.spawn(|| sha256_hex(bytes));
-        let read = read_statement(bytes);
-        (digest.join(), read)
-    });
-    let sha256 = sha256.map_err(|_| Error::Internal(anyhow::anyhow!("the digest thread panicked")))?;
-    let (header, lines, totals) = read?;
-    Ok(ParsedStatement { wallet_id: header.wallet_id, business_day: header.date, sha256, lines, totals })
-}
-
 /// Work begun for a run before it is asked for: the parsed file and carepay's records,
 /// loading.
 pub struct Prepared {
