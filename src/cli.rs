@@ -478,7 +478,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut app = App::new(store, Limits::default());
             app.reconciliation = reconciliation.settings();
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let report = crate::reconciliation::import_file(&app, &bytes, &actor)
+            let report = crate::reconciliation::import_file(&app, bytes.into(), &actor)
                 .await
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
             println!("{report}");

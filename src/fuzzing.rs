@@ -133,13 +133,42 @@ fn notification_verifies(data: &[u8]) -> bool {
 /// Fuzz body for the statement reader (`domain::statement`), which reads files from the
 /// operator and from accountants' uploads.
 ///
-/// Invariants: reading never panics; an accepted file's lines, written again by the writer,
-/// read back to the same header, lines and trailer.
+/// Invariants: reading never panics; a file is accepted or refused alike whether its lines
+/// are read one by one or into the compact side a run matches, and the side holds the same
+/// lines; an accepted file's lines, written again by the writer, read back to the same
+/// header, lines and trailer.
 pub fn statement(data: &[u8]) {
-    use crate::domain::statement::{open_statement, write_statement};
+    use crate::domain::statement::{EntryKind, open_statement, write_statement};
 
-    let Ok(mut reader) = open_statement(data) else { return };
-    let Ok(lines) = reader.by_ref().collect::<Result<Vec<_>, _>>() else { return };
+    let side = crate::reconciliation::read_statement(data);
+    let read = open_statement(data).and_then(|mut reader| {
+        let lines = reader.by_ref().collect::<Result<Vec<_>, _>>()?;
+        Ok((reader, lines))
+    });
+    assert_eq!(side.is_ok(), read.is_ok(), "the side and the reader disagree on {data:?}");
+    let (Ok((_, side, side_totals)), Ok((reader, lines))) = (side, read) else { return };
+    assert_eq!(side.len(), lines.len());
+    for (index, line) in lines.iter().enumerate() {
+        let item = side.item(u32::try_from(index).expect("a small input"));
+        assert_eq!(
+            (item.settled_at, item.operator_ref, item.out_no, item.kind, item.status, item.amount_fen, item.fee_fen),
+            (
+                line.settled_at.as_str(),
+                line.operator_ref.as_str(),
+                line.out_no.as_str(),
+                line.kind,
+                line.status,
+                line.amount_fen,
+                line.fee_fen
+            )
+        );
+        let own_entry = matches!(line.kind, EntryKind::Fee | EntryKind::Adjustment);
+        assert_eq!(item.memo, if own_entry { line.memo.as_str() } else { "" });
+        if index > 0 {
+            assert!(item.line_no > side.item(u32::try_from(index - 1).expect("a small input")).line_no);
+        }
+    }
+    assert_eq!(reader.totals(), Some(side_totals));
     let header = reader.header().clone();
     let totals = reader.totals().expect("an accepted file has its trailer");
     let written = write_statement(&header, &lines).expect("accepted lines always write");

@@ -408,7 +408,7 @@ async fn upload(State(state): State<AppState>, upload: CsrfUpload) -> PageResult
     if upload.file.is_empty() {
         return Err(PageError::BadRequest(String::from("choose a statement file")));
     }
-    let file = state.app.import_statement(principal, &upload.file, Source::Upload).await?;
+    let file = state.app.import_statement(principal, upload.file.into(), Source::Upload).await?;
     state.app.run_reconciliation(principal, &file.wallet_id, &file.business_day).await?;
     Ok(Redirect::to(&day_path(&file.wallet_id, &file.business_day)).into_response())
 }

@@ -2,17 +2,19 @@
 //! carepay's own records, every line and record ending in exactly one [`Category`] with the
 //! fields that differ.
 //!
-//! Both sides arrive sorted by merchant number (`out_no`), so the first key is a sort-merge
-//! that holds one key group at a time: memory stays bounded however long the day is. Lines
-//! and records left unmatched after it (the exceptions, few on any real day) are then
-//! matched by the operator's reference, the second key.
+//! A day holds up to a million lines on each side, so both sides are compact: one text
+//! buffer per side for every string, fixed-size items pointing into it, outcomes that name
+//! items by index. Both sides are ordered by merchant number (`out_no`, a stable sort: equal
+//! numbers keep their order) and the first key is a sort-merge; lines and records left
+//! unmatched after it (the exceptions, few on any real day) are then matched by the
+//! operator's reference, the second key.
 
 use std::collections::HashMap;
 
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
 
-use super::statement::{EntryKind, EntryStatus, StatementLine};
+use super::statement::{EntryKind, EntryStatus, LineRef};
 use super::time::{SHANGHAI, UnixMs};
 
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -85,6 +87,146 @@ impl Category {
     }
 }
 
+/// The most items (lines or records) one side of a day may hold: outcomes name items by a
+/// 32-bit index.
+pub const MAX_SIDE_ITEMS: usize = u32::MAX as usize;
+/// The most text one side may hold (merchant numbers, references, times): spans are 32-bit.
+pub const MAX_SIDE_TEXT_BYTES: usize = u32::MAX as usize;
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SideError {
+    #[error("one side of the day holds more than {MAX_SIDE_ITEMS} items or {MAX_SIDE_TEXT_BYTES} bytes of text")]
+    TooLarge,
+}
+
+/// A string inside a side's text buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// Every string of one side in one allocation.
+#[derive(Clone, Debug, Default)]
+struct Text(String);
+
+impl Text {
+    fn push(&mut self, value: &str) -> Result<Span, SideError> {
+        let start = u32::try_from(self.0.len()).map_err(|_| SideError::TooLarge)?;
+        let len = u32::try_from(value.len()).map_err(|_| SideError::TooLarge)?;
+        if self.0.len() + value.len() > MAX_SIDE_TEXT_BYTES {
+            return Err(SideError::TooLarge);
+        }
+        self.0.push_str(value);
+        Ok(Span { start, len })
+    }
+
+    fn get(&self, span: Span) -> &str {
+        let start = span.start as usize;
+        &self.0[start..start + span.len as usize]
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SideLine {
+    line_no: u64,
+    settled_at: Span,
+    operator_ref: Span,
+    out_no: Span,
+    memo: Span,
+    kind: EntryKind,
+    status: EntryStatus,
+    amount_fen: i64,
+    fee_fen: i64,
+}
+
+/// The statement's detail lines, in file order, as the matcher and the result need them.
+#[derive(Clone, Debug, Default)]
+pub struct StatementSide {
+    text: Text,
+    lines: Vec<SideLine>,
+}
+
+/// One statement line of a [`StatementSide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatementItem<'a> {
+    /// The (1-based, physical) line the record starts on.
+    pub line_no: u64,
+    pub settled_at: &'a str,
+    pub operator_ref: &'a str,
+    pub out_no: &'a str,
+    pub kind: EntryKind,
+    pub status: EntryStatus,
+    pub amount_fen: i64,
+    pub fee_fen: i64,
+    /// Kept for the operator's own entries only (FEE, ADJUSTMENT), whose booking it names;
+    /// empty for every other line (the kept file has it).
+    pub memo: &'a str,
+}
+
+impl StatementSide {
+    pub fn with_capacity(lines: usize) -> Self {
+        StatementSide { text: Text(String::with_capacity(lines * 80)), lines: Vec::with_capacity(lines) }
+    }
+
+    pub fn push(&mut self, line: &LineRef<'_>) -> Result<(), SideError> {
+        if self.lines.len() >= MAX_SIDE_ITEMS {
+            return Err(SideError::TooLarge);
+        }
+        let own_entry = matches!(line.kind, EntryKind::Fee | EntryKind::Adjustment);
+        let side_line = SideLine {
+            line_no: line.line_no,
+            settled_at: self.text.push(line.settled_at)?,
+            operator_ref: self.text.push(line.operator_ref)?,
+            out_no: self.text.push(line.out_no)?,
+            memo: if own_entry { self.text.push(line.memo)? } else { Span::default() },
+            kind: line.kind,
+            status: line.status,
+            amount_fen: line.amount_fen,
+            fee_fen: line.fee_fen,
+        };
+        self.lines.push(side_line);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// Line `index` (in file order). Panics on an index not from this side.
+    pub fn item(&self, index: u32) -> StatementItem<'_> {
+        let line = &self.lines[index as usize];
+        StatementItem {
+            line_no: line.line_no,
+            settled_at: self.text.get(line.settled_at),
+            operator_ref: self.text.get(line.operator_ref),
+            out_no: self.text.get(line.out_no),
+            kind: line.kind,
+            status: line.status,
+            amount_fen: line.amount_fen,
+            fee_fen: line.fee_fen,
+            memo: self.text.get(line.memo),
+        }
+    }
+
+    fn out_no(&self, index: u32) -> &str {
+        self.text.get(self.lines[index as usize].out_no)
+    }
+
+    fn operator_ref(&self, index: u32) -> &str {
+        self.text.get(self.lines[index as usize].operator_ref)
+    }
+
+    /// Every index ordered by merchant number, file order among equals.
+    fn order(&self) -> Vec<u32> {
+        stable_order(self.lines.len(), |index| self.out_no(index))
+    }
+}
+
 /// One of carepay's own money movements on the wallet, as the operator should list it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CarepayEntry {
@@ -100,25 +242,242 @@ pub struct CarepayEntry {
     pub expected_fee_fen: i64,
     /// When carepay saw it settle.
     pub settled_at_ms: i64,
-    /// `YYYY-MM-DD` in Asia/Shanghai of `settled_at_ms`.
-    pub business_day: String,
 }
 
-/// A statement line with its (1-based, physical) line number in the file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NumberedLine {
-    pub line_no: u64,
-    pub line: StatementLine,
+#[derive(Clone, Copy, Debug)]
+struct SideEntry {
+    out_no: Span,
+    operator_ref: Option<Span>,
+    kind: EntryKind,
+    status: EntryStatus,
+    amount_fen: i64,
+    expected_fee_fen: i64,
+    settled_at_ms: i64,
 }
 
-/// One classified item: a pair, a lone line or a lone record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// carepay's records of the day and its two neighbours, in the order they were loaded.
+#[derive(Clone, Debug, Default)]
+pub struct CarepaySide {
+    text: Text,
+    entries: Vec<SideEntry>,
+}
+
+/// One record of a [`CarepaySide`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CarepayItem<'a> {
+    pub out_no: &'a str,
+    pub operator_ref: Option<&'a str>,
+    pub kind: EntryKind,
+    pub status: EntryStatus,
+    pub amount_fen: i64,
+    pub expected_fee_fen: i64,
+    pub settled_at_ms: i64,
+}
+
+impl CarepayItem<'_> {
+    /// `YYYY-MM-DD` in Asia/Shanghai of when it settled.
+    pub fn business_day(&self) -> String {
+        business_day(UnixMs(self.settled_at_ms))
+    }
+}
+
+impl CarepaySide {
+    pub fn with_capacity(entries: usize) -> Self {
+        CarepaySide { text: Text(String::with_capacity(entries * 48)), entries: Vec::with_capacity(entries) }
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "one argument per column of the record, as loaded")]
+    pub fn push_parts(
+        &mut self,
+        out_no: &str,
+        operator_ref: Option<&str>,
+        kind: EntryKind,
+        status: EntryStatus,
+        amount_fen: i64,
+        expected_fee_fen: i64,
+        settled_at_ms: i64,
+    ) -> Result<(), SideError> {
+        if self.entries.len() >= MAX_SIDE_ITEMS {
+            return Err(SideError::TooLarge);
+        }
+        let entry = SideEntry {
+            out_no: self.text.push(out_no)?,
+            operator_ref: operator_ref.map(|value| self.text.push(value)).transpose()?,
+            kind,
+            status,
+            amount_fen,
+            expected_fee_fen,
+            settled_at_ms,
+        };
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    pub fn push(&mut self, entry: &CarepayEntry) -> Result<(), SideError> {
+        self.push_parts(
+            &entry.out_no,
+            entry.operator_ref.as_deref(),
+            entry.kind,
+            entry.status,
+            entry.amount_fen,
+            entry.expected_fee_fen,
+            entry.settled_at_ms,
+        )
+    }
+
+    /// Adds every record of `other` after this side's own.
+    pub fn append(&mut self, other: &CarepaySide) -> Result<(), SideError> {
+        for index in 0..other.entries.len() {
+            let entry = other.item(index as u32);
+            self.push_parts(
+                entry.out_no,
+                entry.operator_ref,
+                entry.kind,
+                entry.status,
+                entry.amount_fen,
+                entry.expected_fee_fen,
+                entry.settled_at_ms,
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Record `index` (in load order). Panics on an index not from this side.
+    pub fn item(&self, index: u32) -> CarepayItem<'_> {
+        let entry = &self.entries[index as usize];
+        CarepayItem {
+            out_no: self.text.get(entry.out_no),
+            operator_ref: entry.operator_ref.map(|span| self.text.get(span)),
+            kind: entry.kind,
+            status: entry.status,
+            amount_fen: entry.amount_fen,
+            expected_fee_fen: entry.expected_fee_fen,
+            settled_at_ms: entry.settled_at_ms,
+        }
+    }
+
+    fn out_no(&self, index: u32) -> &str {
+        self.text.get(self.entries[index as usize].out_no)
+    }
+
+    /// Every index ordered by merchant number, load order among equals.
+    fn order(&self) -> Vec<u32> {
+        stable_order(self.entries.len(), |index| self.out_no(index))
+    }
+}
+
+/// The indices `0..len` ordered by `key`, equal keys in index order (a stable sort).
+///
+/// Both sides of a day come nearly in order already: merchant numbers are time-ordered ids
+/// and the file lists entries by time, the database its rows as inserted. So one pass keeps
+/// the longest run in order as it goes and sets the few items that break it aside; only those
+/// are sorted, then merged back. A day in any other order still sorts, as a general stable
+/// sort would.
+fn stable_order<'a>(len: usize, key: impl Fn(u32) -> &'a str) -> Vec<u32> {
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    let mut in_order: Vec<u32> = Vec::with_capacity(len as usize);
+    let mut aside: Vec<u32> = Vec::new();
+    for index in 0..len {
+        match in_order.last() {
+            Some(&last) if key(index) < key(last) => aside.push(index),
+            _ => in_order.push(index),
+        }
+    }
+    if aside.is_empty() {
+        return in_order;
+    }
+    aside.sort_by(|a, b| key(*a).cmp(key(*b)));
+    // Both runs are ordered by (key, index); so is their merge.
+    let mut merged = Vec::with_capacity(len as usize);
+    let (mut left, mut right) = (in_order.iter().peekable(), aside.iter().peekable());
+    while let (Some(&&a), Some(&&b)) = (left.peek(), right.peek()) {
+        if (key(b), b) < (key(a), a) {
+            merged.push(b);
+            right.next();
+        } else {
+            merged.push(a);
+            left.next();
+        }
+    }
+    merged.extend(left);
+    merged.extend(right);
+    merged
+}
+
+/// The fields in which a line and a record differ, as a set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fields(u8);
+
+impl Fields {
+    pub const NONE: Fields = Fields(0);
+    pub const OUT_NO: Fields = Fields(1);
+    pub const KIND: Fields = Fields(1 << 1);
+    pub const STATUS: Fields = Fields(1 << 2);
+    pub const AMOUNT: Fields = Fields(1 << 3);
+    pub const FEE: Fields = Fields(1 << 4);
+    pub const BUSINESS_DAY: Fields = Fields(1 << 5);
+    /// Every field with its name, in the order they are listed.
+    const NAMED: [(Fields, &'static str); 6] = [
+        (Fields::OUT_NO, "out_no"),
+        (Fields::KIND, "kind"),
+        (Fields::STATUS, "status"),
+        (Fields::AMOUNT, "amount"),
+        (Fields::FEE, "fee"),
+        (Fields::BUSINESS_DAY, "business_day"),
+    ];
+
+    pub fn contains(self, other: Fields) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn insert(&mut self, other: Fields) {
+        self.0 |= other.0;
+    }
+
+    /// The names of the fields in the set, in listing order.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Fields::NAMED.into_iter().filter(move |(field, _)| self.contains(*field)).map(|(_, name)| name)
+    }
+
+    /// The names joined by commas (`amount,fee`), as stored.
+    pub fn joined(self) -> String {
+        self.names().collect::<Vec<_>>().join(",")
+    }
+
+    /// The set as one byte, for storage.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// The set from [`Self::bits`]; `None` for bits that name no field.
+    pub fn from_bits(bits: u8) -> Option<Fields> {
+        (bits & !0b11_1111 == 0).then_some(Fields(bits))
+    }
+}
+
+/// One classified item: a pair, a lone line or a lone record, naming them by index into
+/// their sides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub category: Category,
-    pub statement: Option<NumberedLine>,
-    pub carepay: Option<CarepayEntry>,
+    /// Index into the [`StatementSide`].
+    pub line: Option<u32>,
+    /// Index into the [`CarepaySide`].
+    pub entry: Option<u32>,
     /// The fields that differ (empty for a match).
-    pub fields: Vec<&'static str>,
+    pub fields: Fields,
 }
 
 #[derive(Clone, Debug)]
@@ -130,201 +489,163 @@ pub struct MatchSettings {
     pub past_grace: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MatchError {
-    #[error("{side} is not sorted by merchant number at {out_no:?}")]
-    Unsorted { side: &'static str, out_no: String },
+impl MatchSettings {
+    /// `[start, end)` in unix ms of the day; `None` (no record is of it) for no date.
+    fn day_ms(&self) -> Option<(i64, i64)> {
+        day_start_ms(&self.date).map(|start| (start, start + MS_PER_DAY))
+    }
 }
 
 /// Classifies every statement line and every carepay record, calling `emit` once for each
 /// outcome. `carepay` must cover the day and its two neighbours (an entry settled just
 /// across midnight is a wrong-day case, not missing); records of a neighbouring day that the
-/// statement does not list are not this day's business and are not emitted.
-pub fn reconcile<S, C, E>(settings: &MatchSettings, statement: S, carepay: C, mut emit: E) -> Result<(), MatchError>
-where
-    S: IntoIterator<Item = NumberedLine>,
-    C: IntoIterator<Item = CarepayEntry>,
-    E: FnMut(Outcome),
-{
-    let mut statement = Sorted::new("statement", statement.into_iter(), |item: &NumberedLine| &item.line.out_no);
-    let mut carepay = Sorted::new("carepay", carepay.into_iter(), |entry: &CarepayEntry| &entry.out_no);
+/// statement does not list are not this day's business and are not emitted. Either side may
+/// come in any order; equal merchant numbers keep theirs (the first is the one compared, the
+/// others are duplicates).
+pub fn reconcile<E: FnMut(Outcome)>(
+    settings: &MatchSettings,
+    statement: &StatementSide,
+    carepay: &CarepaySide,
+    mut emit: E,
+) {
+    let day = settings.day_ms();
+    let of_day = |entry: u32| day.is_some_and(|(start, end)| (start..end).contains(&carepay.item(entry).settled_at_ms));
+    let lines = statement.order();
+    let entries = carepay.order();
     let mut lone_lines = Vec::new();
     let mut lone_entries = Vec::new();
+    let (mut i, mut j) = (0, 0);
 
-    loop {
-        let key = match (statement.peek_key(), carepay.peek_key()) {
+    while i < lines.len() || j < entries.len() {
+        let key = match (lines.get(i), entries.get(j)) {
+            (Some(&line), Some(&entry)) => statement.out_no(line).min(carepay.out_no(entry)),
+            (Some(&line), None) => statement.out_no(line),
+            (None, Some(&entry)) => carepay.out_no(entry),
             (None, None) => break,
-            (Some(line), Some(entry)) => line.min(entry).to_owned(),
-            (Some(line), None) => line.to_owned(),
-            (None, Some(entry)) => entry.to_owned(),
         };
-        let lines = statement.take_group(&key)?;
-        let entries = carepay.take_group(&key)?;
+        let line_group = i..i + lines[i..].iter().take_while(|&&line| statement.out_no(line) == key).count();
+        let entry_group = j..j + entries[j..].iter().take_while(|&&entry| carepay.out_no(entry) == key).count();
+        (i, j) = (line_group.end, entry_group.end);
+        let (group_lines, group_entries) = (&lines[line_group], &entries[entry_group]);
         if key.is_empty() {
             // No merchant number: operator entries, or lines to match by reference.
-            for item in lines {
-                if matches!(item.line.kind, EntryKind::Fee | EntryKind::Adjustment) {
+            for &line in group_lines {
+                if matches!(statement.item(line).kind, EntryKind::Fee | EntryKind::Adjustment) {
                     emit(Outcome {
                         category: Category::OperatorEntry,
-                        statement: Some(item),
-                        carepay: None,
-                        fields: vec![],
+                        line: Some(line),
+                        entry: None,
+                        fields: Fields::NONE,
                     });
                 } else {
-                    lone_lines.push(item);
+                    lone_lines.push(line);
                 }
             }
-            lone_entries.extend(entries);
+            lone_entries.extend_from_slice(group_entries);
             continue;
         }
-        let mut lines = lines.into_iter();
-        let mut entries = entries.into_iter();
-        match (lines.next(), entries.next()) {
-            (Some(line), Some(entry)) => emit(compare(settings, line, entry)),
-            (Some(line), None) => lone_lines.push(line),
-            (None, Some(entry)) => lone_entries.push(entry),
+        match (group_lines.first(), group_entries.first()) {
+            (Some(&line), Some(&entry)) => emit(compare(statement, carepay, line, entry, of_day(entry))),
+            (Some(&line), None) => lone_lines.push(line),
+            (None, Some(&entry)) => lone_entries.push(entry),
             (None, None) => {}
         }
-        for line in lines {
-            emit(Outcome {
-                category: Category::Duplicate,
-                statement: Some(line),
-                carepay: None,
-                fields: vec!["out_no"],
-            });
+        for &line in group_lines.iter().skip(1) {
+            emit(Outcome { category: Category::Duplicate, line: Some(line), entry: None, fields: Fields::OUT_NO });
         }
-        for entry in entries {
-            emit(Outcome {
-                category: Category::Duplicate,
-                statement: None,
-                carepay: Some(entry),
-                fields: vec!["out_no"],
-            });
+        for &entry in group_entries.iter().skip(1) {
+            emit(Outcome { category: Category::Duplicate, line: None, entry: Some(entry), fields: Fields::OUT_NO });
         }
     }
 
-    match_by_reference(settings, lone_lines, lone_entries, &mut emit);
-    Ok(())
+    match_by_reference(settings, statement, carepay, lone_lines, lone_entries, &of_day, &mut emit);
 }
 
 /// The second key: the operator's reference, for what the merchant number did not pair.
 fn match_by_reference<E: FnMut(Outcome)>(
     settings: &MatchSettings,
-    lines: Vec<NumberedLine>,
-    entries: Vec<CarepayEntry>,
+    statement: &StatementSide,
+    carepay: &CarepaySide,
+    lines: Vec<u32>,
+    entries: Vec<u32>,
+    of_day: &impl Fn(u32) -> bool,
     emit: &mut E,
 ) {
-    let mut by_ref: HashMap<String, CarepayEntry> = HashMap::new();
+    let mut by_ref: HashMap<&str, u32> = HashMap::new();
     let mut unreferenced = Vec::new();
     for entry in entries {
-        match entry.operator_ref.clone() {
-            Some(operator_ref) if !by_ref.contains_key(&operator_ref) => {
+        match carepay.item(entry).operator_ref {
+            Some(operator_ref) if !by_ref.contains_key(operator_ref) => {
                 by_ref.insert(operator_ref, entry);
             }
             _ => unreferenced.push(entry),
         }
     }
     for line in lines {
-        match by_ref.remove(&line.line.operator_ref) {
-            Some(entry) => emit(compare(settings, line, entry)),
+        match by_ref.remove(statement.operator_ref(line)) {
+            Some(entry) => emit(compare(statement, carepay, line, entry, of_day(entry))),
             None => emit(Outcome {
                 category: Category::MissingInCarepay,
-                statement: Some(line),
-                carepay: None,
-                fields: vec![],
+                line: Some(line),
+                entry: None,
+                fields: Fields::NONE,
             }),
         }
     }
-    let mut left: Vec<CarepayEntry> = by_ref.into_values().chain(unreferenced).collect();
+    let mut left: Vec<u32> = by_ref.into_values().chain(unreferenced).collect();
     // Deterministic output whatever the hash order.
-    left.sort_by(|a, b| a.out_no.cmp(&b.out_no));
+    left.sort_by(|a, b| carepay.out_no(*a).cmp(carepay.out_no(*b)).then(a.cmp(b)));
     for entry in left {
-        if entry.business_day != settings.date {
+        if !of_day(entry) {
             // A neighbouring day's record that is not on this statement: its own day's run.
             continue;
         }
         let category = if settings.past_grace { Category::MissingInStatement } else { Category::Expected };
-        emit(Outcome { category, statement: None, carepay: Some(entry), fields: vec![] });
+        emit(Outcome { category, line: None, entry: Some(entry), fields: Fields::NONE });
     }
 }
 
 /// A line and a record with the same key: the fields that differ, and the one category
 /// that names the most fundamental of them.
-fn compare(settings: &MatchSettings, item: NumberedLine, entry: CarepayEntry) -> Outcome {
-    let line = &item.line;
-    let mut fields = Vec::new();
-    if line.out_no != entry.out_no {
-        fields.push("out_no");
+fn compare(statement: &StatementSide, carepay: &CarepaySide, line: u32, entry: u32, entry_of_day: bool) -> Outcome {
+    let (item, record) = (statement.item(line), carepay.item(entry));
+    let mut fields = Fields::NONE;
+    if item.out_no != record.out_no {
+        fields.insert(Fields::OUT_NO);
     }
     // The operator's references are not compared: the statement's serial number and the
     // trade number carepay was told need not be the same; the reference is only a key.
-    if line.kind != entry.kind {
-        fields.push("kind");
+    if item.kind != record.kind {
+        fields.insert(Fields::KIND);
     }
-    if line.status != entry.status {
-        fields.push("status");
+    if item.status != record.status {
+        fields.insert(Fields::STATUS);
     }
-    if line.amount_fen != entry.amount_fen {
-        fields.push("amount");
+    if item.amount_fen != record.amount_fen {
+        fields.insert(Fields::AMOUNT);
     }
-    if line.fee_fen != entry.expected_fee_fen {
-        fields.push("fee");
+    if item.fee_fen != record.expected_fee_fen {
+        fields.insert(Fields::FEE);
     }
-    if entry.business_day != settings.date {
-        fields.push("business_day");
+    if !entry_of_day {
+        fields.insert(Fields::BUSINESS_DAY);
     }
-    let category = if fields.contains(&"kind") {
+    let category = if fields.contains(Fields::KIND) {
         Category::KindMismatch
-    } else if fields.contains(&"status") {
+    } else if fields.contains(Fields::STATUS) {
         Category::StatusMismatch
-    } else if fields.contains(&"amount") {
+    } else if fields.contains(Fields::AMOUNT) {
         Category::AmountMismatch
-    } else if fields.contains(&"business_day") {
+    } else if fields.contains(Fields::BUSINESS_DAY) {
         Category::WrongDay
-    } else if fields.contains(&"fee") {
+    } else if fields.contains(Fields::FEE) {
         Category::FeeMismatch
     } else {
         // A different reference or merchant number alone (matched on the other key) is
         // shown but is no discrepancy: the money agrees.
         Category::Matched
     };
-    Outcome { category, statement: Some(item), carepay: Some(entry), fields }
-}
-
-/// A peekable side that checks its order as it goes and hands out one key group at a time.
-struct Sorted<I: Iterator, K> {
-    side: &'static str,
-    items: std::iter::Peekable<I>,
-    key: K,
-    last: Option<String>,
-}
-
-impl<I: Iterator, K: Fn(&I::Item) -> &String> Sorted<I, K> {
-    fn new(side: &'static str, items: I, key: K) -> Self {
-        Sorted { side, items: items.peekable(), key, last: None }
-    }
-
-    fn peek_key(&mut self) -> Option<&str> {
-        let key = &self.key;
-        self.items.peek().map(|item| key(item).as_str())
-    }
-
-    fn take_group(&mut self, wanted: &str) -> Result<Vec<I::Item>, MatchError> {
-        let mut group = Vec::new();
-        while let Some(item) = self.items.next_if(|item| (self.key)(item) == wanted) {
-            group.push(item);
-        }
-        if let Some(next) = self.items.peek() {
-            let next = (self.key)(next);
-            if next.as_str() < wanted || self.last.as_deref().is_some_and(|last| next.as_str() < last) {
-                return Err(MatchError::Unsorted { side: self.side, out_no: next.clone() });
-            }
-        }
-        if !group.is_empty() {
-            self.last = Some(wanted.to_owned());
-        }
-        Ok(group)
-    }
+    Outcome { category, line: Some(line), entry: Some(entry), fields }
 }
 
 /// Counts and amounts per category, both sides' totals and the net settlement.
@@ -359,28 +680,25 @@ pub struct SummaryBuilder {
 }
 
 impl SummaryBuilder {
-    pub fn add(&mut self, outcome: &Outcome) {
-        let amount_fen = outcome
-            .statement
-            .as_ref()
-            .map(|item| item.line.amount_fen)
-            .or(outcome.carepay.as_ref().map(|entry| entry.amount_fen))
-            .unwrap_or(0);
+    pub fn add(&mut self, outcome: &Outcome, statement: &StatementSide, carepay: &CarepaySide) {
+        let line = outcome.line.map(|line| statement.item(line));
+        let entry = outcome.entry.map(|entry| carepay.item(entry));
+        let amount_fen = line.map(|item| item.amount_fen).or(entry.map(|entry| entry.amount_fen)).unwrap_or(0);
         let slot = self.per_category.entry(outcome.category).or_default();
         slot.0 += 1;
         slot.1 = slot.1.saturating_add(amount_fen);
         if outcome.category.is_discrepancy() {
             self.summary.open_discrepancies += 1;
         }
-        if let Some(item) = &outcome.statement {
+        if let Some(item) = line {
             self.summary.statement_lines += 1;
-            if item.line.status == EntryStatus::Success {
-                let signed = signed_fen(item.line.kind, item.line.amount_fen);
+            if item.status == EntryStatus::Success {
+                let signed = signed_fen(item.kind, item.amount_fen);
                 self.summary.statement_net_fen = self.summary.statement_net_fen.saturating_add(signed);
-                self.summary.statement_fee_fen = self.summary.statement_fee_fen.saturating_add(item.line.fee_fen);
+                self.summary.statement_fee_fen = self.summary.statement_fee_fen.saturating_add(item.fee_fen);
             }
         }
-        if let Some(entry) = &outcome.carepay {
+        if let Some(entry) = entry {
             self.summary.carepay_records += 1;
             if entry.status == EntryStatus::Success {
                 let signed = signed_fen(entry.kind, entry.amount_fen);

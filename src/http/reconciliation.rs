@@ -244,7 +244,7 @@ async fn upload_statement(
             Error::invalid("content-type", "UNSUPPORTED_MEDIA_TYPE", "send text/csv or application/gzip").into()
         );
     }
-    let file = state.app.import_statement(&caller, &body, Source::Upload).await?;
+    let file = state.app.import_statement(&caller, body, Source::Upload).await?;
     Ok((StatusCode::CREATED, Json(file.into())))
 }
 

@@ -83,8 +83,7 @@ async fn measure(url: &str, options: &BenchOptions) -> anyhow::Result<(Measured,
     reset_peak_memory();
     let started = Instant::now();
     let bytes = std::fs::read(&statement_path)?;
-    let report = super::import_file(&app, &bytes, "bench").await.map_err(|error| anyhow::anyhow!("{error}"))?;
-    drop(bytes);
+    let report = super::import_file(&app, bytes.into(), "bench").await.map_err(|error| anyhow::anyhow!("{error}"))?;
     let seconds = started.elapsed().as_secs_f64();
     let peak_mib = peak_memory_kib().unwrap_or(0) as f64 / 1024.0;
     let run = store.latest_run(WALLET, DAY).await?.context("the bench run is stored")?;
@@ -224,10 +223,11 @@ fn write_statement_file(path: &Path, count: u64) -> anyhow::Result<()> {
 /// carepay's side as CSV for DuckDB (setup, not measured).
 async fn export_carepay(store: &Store, path: &Path) -> anyhow::Result<()> {
     let (from_ms, to_ms) = crate::domain::reconciliation::neighbourhood_ms(DAY).context("bench day")?;
-    let entries = store.carepay_entries(WALLET, from_ms, to_ms, 0).await?;
+    let side = store.carepay_side(WALLET, from_ms, to_ms, 0).await?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(file, "out_no,kind,status,amount_fen,fee_fen,business_day")?;
-    for entry in entries {
+    for index in 0..side.len() {
+        let entry = side.item(u32::try_from(index)?);
         writeln!(
             file,
             "{},{},{},{},{},{}",
@@ -236,7 +236,7 @@ async fn export_carepay(store: &Store, path: &Path) -> anyhow::Result<()> {
             entry.status.as_str(),
             entry.amount_fen,
             entry.expected_fee_fen,
-            entry.business_day
+            entry.business_day()
         )?;
     }
     file.flush()?;

@@ -11,7 +11,7 @@ use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::reconciliation::DueFetch;
 
-use super::{Initiator, Source, parse_statement};
+use super::{Initiator, Prepared, Source, statement_header};
 
 /// When and how the fetch worker runs; from config.
 #[derive(Clone, Debug)]
@@ -67,14 +67,16 @@ impl App {
             Err(error) if error.is_not_found() => return Ok(Fetched::NotReady),
             Err(error) => return Err(Error::Unavailable { detail: error.to_string() }),
         };
-        let parsed = parse_statement(&bytes)?;
-        if parsed.wallet_id != wallet_id || parsed.business_day != day {
+        let header = statement_header(&bytes)?;
+        if header.wallet_id != wallet_id || header.date != day {
             return Err(Error::invalid("statement", "STATEMENT_CORRUPT", "the header names another wallet or day"));
         }
         let facility = self.store.facility_by_wallet(wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?.0;
-        self.keep_statement(&bytes, &parsed, Source::Operator, Initiator::Carepay("operator")).await?;
-        drop(bytes);
-        self.run_day(&facility, wallet_id, day, Initiator::Carepay("scheduler"), now, Some(parsed)).await?;
+        let carepay = self.load_carepay(wallet_id, day)?;
+        let by = Initiator::Carepay("operator");
+        let (_, _, parsed) = self.keep_statement(bytes.into(), &header, Source::Operator, by).await?;
+        let prepared = Prepared { parsed, carepay };
+        self.run_day(&facility, wallet_id, day, Initiator::Carepay("scheduler"), now, Some(prepared)).await?;
         Ok(Fetched::Reconciled)
     }
 

@@ -1,13 +1,19 @@
 //! Reconciliation use cases: import a statement (upload, CLI, or fetched from the operator),
 //! run a wallet's day, read the result, resolve discrepancies, close the day.
 //!
-//! A file is parsed whole before anything is kept, so a corrupt file leaves no trace but its
-//! error; a run is one transaction, so it is all there or not at all, and the same file run
-//! again returns the stored run instead of booking anything twice.
+//! A file is kept only once it has been parsed whole, so a corrupt file leaves no trace but
+//! its error (it may travel to the database while it is parsed, inside a transaction that
+//! commits after); a run is one transaction, so it is all there or not at all, and the same
+//! file run again returns the stored run instead of booking anything twice.
+//!
+//! A million-line day has to fit a second or two on two cores, so its steps run side by side:
+//! carepay's records load while the file is digested, stored and parsed; the matching and
+//! the encoding of the result run on a blocking thread.
 
 pub mod bench;
 pub mod fetch;
 
+use bytes::Bytes;
 use ring::digest;
 use serde_json::json;
 
@@ -18,16 +24,18 @@ use crate::domain::callbacks::{EventOwner, EventType};
 use crate::domain::directory::RegionPath;
 use crate::domain::ids::{DiscrepancyId, FacilityId};
 use crate::domain::reconciliation::{
-    MatchSettings, NumberedLine, Outcome, Summary, SummaryBuilder, day_start_ms, neighbourhood_ms, reconcile,
+    CarepaySide, Category, MatchSettings, StatementSide, Summary, SummaryBuilder, day_start_ms, neighbourhood_ms,
+    reconcile,
 };
 use crate::domain::role::Action;
-use crate::domain::statement::{ReadError, open_statement};
+use crate::domain::statement::{ReadError, StatementHeader, StatementTotals, open_statement};
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
 use crate::store::reconciliation::{
-    Discrepancy, NewFile, NewRun, Resolution, ResultLine, RunRow, RunStoreError, StoredFile,
+    CHUNKS_PER_INSERT, Discrepancy, NewFile, NewRun, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder,
+    ResultLine, RunEnd, RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingResolution,
 };
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -115,30 +123,58 @@ pub struct ParsedStatement {
     pub business_day: String,
     /// Hex SHA-256 of the bytes parsed.
     pub sha256: String,
-    pub lines: Vec<NumberedLine>,
-    pub totals: crate::domain::statement::StatementTotals,
+    pub lines: StatementSide,
+    pub totals: StatementTotals,
 }
 
 fn corrupt(error: ReadError) -> Error {
     Error::invalid("statement", "STATEMENT_CORRUPT", error)
 }
 
-/// Parses a whole file, refusing it with the line and reason if anything is wrong.
-pub fn parse_statement(bytes: &[u8]) -> Result<ParsedStatement> {
+/// The header of a file, read and checked without the rest (it names the wallet and day,
+/// which lets the work on carepay's side start before the lines are read).
+pub fn statement_header(bytes: &[u8]) -> Result<StatementHeader> {
+    Ok(open_statement(bytes).map_err(corrupt)?.header().clone())
+}
+
+/// Reads a whole file into its lines, refusing it with the line and reason if anything is
+/// wrong.
+pub fn read_statement(bytes: &[u8]) -> Result<(StatementHeader, StatementSide, StatementTotals)> {
+    /// Bytes per detail line of a typical file, to size the side once instead of growing it.
+    const TYPICAL_LINE_BYTES: usize = 128;
     let mut reader = open_statement(bytes).map_err(corrupt)?;
-    let mut lines = Vec::new();
-    while let Some(line) = reader.next_line().map_err(corrupt)? {
-        lines.push(NumberedLine { line_no: reader.record_line_no(), line });
+    let mut lines = StatementSide::with_capacity(bytes.len() / TYPICAL_LINE_BYTES);
+    while let Some(line) = reader.next_line_ref().map_err(corrupt)? {
+        lines.push(&line).map_err(|error| Error::invalid("statement", "STATEMENT_TOO_LARGE", error))?;
     }
     let header = reader.header().clone();
     let totals = reader.totals().ok_or_else(|| Error::invalid("statement", "STATEMENT_CORRUPT", "no trailer"))?;
-    Ok(ParsedStatement {
-        wallet_id: header.wallet_id,
-        business_day: header.date,
-        sha256: sha256_hex(bytes),
-        lines,
-        totals,
-    })
+    Ok((header, lines, totals))
+}
+
+/// Work begun for a run before it is asked for: the parsed file and carepay's records,
+/// loading.
+pub struct Prepared {
+    pub parsed: ParsedStatement,
+    pub carepay: CarepayLoad,
+}
+
+/// carepay's records of a day, loading on their own task.
+pub struct CarepayLoad {
+    task: tokio::task::JoinHandle<std::result::Result<CarepaySide, StoreError>>,
+    started: std::time::Instant,
+}
+
+impl CarepayLoad {
+    async fn wait(self) -> Result<CarepaySide> {
+        let side = self.task.await.map_err(|error| Error::Internal(error.into()))??;
+        tracing::debug!(loaded_ms = self.started.elapsed().as_millis(), "carepay's records loaded");
+        Ok(side)
+    }
+}
+
+fn join_error(error: tokio::task::JoinError) -> Error {
+    Error::Internal(error.into())
 }
 
 /// The answer for an object that does not exist: the same a scoped caller gets for one
@@ -185,34 +221,50 @@ impl App {
         Ok(self.store.facility_by_wallet(wallet_id).await?.map(|(_, path)| RegionPath::from_trusted(path)))
     }
 
-    /// An accountant's upload (API or CLI): parse, check the wallet is theirs, keep.
-    pub async fn import_statement(&self, principal: &Principal, bytes: &[u8], source: Source) -> Result<StoredFile> {
+    /// An accountant's upload (API or console): check the wallet is theirs, parse, keep.
+    pub async fn import_statement(&self, principal: &Principal, bytes: Bytes, source: Source) -> Result<StoredFile> {
         require(principal, Action::Reconcile)?;
         if bytes.len() > self.reconciliation.max_statement_bytes {
             return Err(Error::invalid("statement", "STATEMENT_TOO_LARGE", "the file is larger than allowed"));
         }
-        let parsed = parse_statement(bytes)?;
-        self.wallet_facility(principal, &parsed.wallet_id).await?;
-        let (file, _) = self.keep_statement(bytes, &parsed, source, Initiator::Person(principal)).await?;
+        let header = statement_header(&bytes)?;
+        self.wallet_facility(principal, &header.wallet_id).await?;
+        let (file, _, _) = self.keep_statement(bytes, &header, source, Initiator::Person(principal)).await?;
         Ok(file)
     }
 
-    /// Keeps a parsed file: the same bytes are the same version, others the next one.
+    /// Keeps a file whose header has been read: the same bytes are the same version, others
+    /// the next one. The digest comes first; then the bytes go to the database while the
+    /// lines are parsed on a blocking thread, and are committed only once they all are.
     pub async fn keep_statement(
         &self,
-        bytes: &[u8],
-        parsed: &ParsedStatement,
+        bytes: Bytes,
+        header: &StatementHeader,
         source: Source,
         by: Initiator<'_>,
-    ) -> Result<(StoredFile, bool)> {
-        let region = self.wallet_region(by, &parsed.wallet_id).await?;
+    ) -> Result<(StoredFile, bool, ParsedStatement)> {
+        let started = std::time::Instant::now();
+        let region = self.wallet_region(by, &header.wallet_id).await?;
+        let parse = tokio::task::spawn_blocking({
+            let bytes = bytes.clone();
+            move || {
+                let started = std::time::Instant::now();
+                read_statement(&bytes).map(|read| (read, started.elapsed().as_millis()))
+            }
+        });
+        let sha256 = tokio::task::spawn_blocking({
+            let bytes = bytes.clone();
+            move || sha256_hex(&bytes)
+        })
+        .await
+        .map_err(join_error)?;
+        let digest_ms = started.elapsed().as_millis();
         let file = NewFile {
-            wallet_id: &parsed.wallet_id,
-            business_day: &parsed.business_day,
-            sha256: &parsed.sha256,
+            wallet_id: &header.wallet_id,
+            business_day: &header.date,
+            sha256: &sha256,
             source: source.as_str(),
-            content: bytes,
-            totals: parsed.totals,
+            content: &bytes,
             imported_by: by.name(),
             now: UnixMs::now(),
             audit: by.audit_actor().map(|actor| AuditEntry {
@@ -222,16 +274,42 @@ impl App {
                 object_id: "",
                 region_path: region.as_ref(),
                 summary: json!({
-                    "wallet_id": parsed.wallet_id,
-                    "business_day": parsed.business_day,
-                    "sha256": parsed.sha256,
+                    "wallet_id": header.wallet_id,
+                    "business_day": header.date,
+                    "sha256": sha256,
                     "source": source.as_str(),
                     "byte_count": bytes.len(),
                     "by": by.label(),
                 }),
             }),
         };
-        Ok(self.store.insert_statement_file(&file).await?)
+        let mut read = None;
+        let kept = self
+            .store
+            .keep_statement_file(&file, async {
+                let result = parse.await.map_err(join_error).and_then(|result| result);
+                let totals = result.as_ref().ok().map(|((_, _, totals), _)| *totals);
+                read = Some(result);
+                totals
+            })
+            .await?;
+        let ((header, lines, totals), parsed_ms) =
+            read.ok_or_else(|| Error::Internal(anyhow::anyhow!("the file was kept unread")))??;
+        let (stored, created) = kept.ok_or_else(|| Error::Internal(anyhow::anyhow!("a parsed file was not kept")))?;
+        tracing::info!(digest_ms, parsed_ms, kept_ms = started.elapsed().as_millis(), "statement file kept");
+        let parsed = ParsedStatement { wallet_id: header.wallet_id, business_day: header.date, sha256, lines, totals };
+        Ok((stored, created, parsed))
+    }
+
+    /// Starts loading carepay's records of a wallet's day (and its neighbours) on their own
+    /// task.
+    pub fn load_carepay(&self, wallet_id: &str, business_day: &str) -> Result<CarepayLoad> {
+        let (from_ms, to_ms) = neighbourhood_ms(business_day)
+            .ok_or_else(|| Error::invalid("date", "INVALID_DATE", "must be a date YYYY-MM-DD"))?;
+        let store = self.store.clone();
+        let (wallet_id, fee_rate_ppm) = (wallet_id.to_owned(), self.reconciliation.fee_rate_ppm);
+        let task = tokio::spawn(async move { store.carepay_side(&wallet_id, from_ms, to_ms, fee_rate_ppm).await });
+        Ok(CarepayLoad { task, started: std::time::Instant::now() })
     }
 
     pub async fn run_reconciliation(
@@ -245,9 +323,9 @@ impl App {
         self.run_day(&facility, wallet_id, business_day, Initiator::Person(principal), UnixMs::now(), None).await
     }
 
-    /// Runs a wallet's day against its newest statement version. `parsed` is that file
-    /// already parsed by the caller (import, fetch), which saves reading it back; it is used
-    /// only when its digest is the newest version's.
+    /// Runs a wallet's day against its newest statement version. `prepared` is that file
+    /// already parsed by the caller (import, fetch) with carepay's records loading, which
+    /// saves reading it back; the file is used only when its digest is the newest version's.
     pub async fn run_day(
         &self,
         facility: &FacilityId,
@@ -255,9 +333,9 @@ impl App {
         business_day: &str,
         by: Initiator<'_>,
         now: UnixMs,
-        parsed: Option<ParsedStatement>,
+        prepared: Option<Prepared>,
     ) -> Result<RunRow> {
-        let (from_ms, to_ms) = neighbourhood_ms(business_day)
+        let (from_ms, _) = neighbourhood_ms(business_day)
             .ok_or_else(|| Error::invalid("date", "INVALID_DATE", "must be a date YYYY-MM-DD"))?;
         let files = self.store.statement_files(wallet_id, business_day).await?;
         let file = files.last().ok_or(Error::NotFound { what: "statement" })?;
@@ -266,42 +344,52 @@ impl App {
         if let Some(run) = self.store.run_for_file(&file.id, past_grace).await? {
             return Ok(run);
         }
-        let lines = match parsed {
+        let started = std::time::Instant::now();
+        let (parsed, carepay) = match prepared {
+            Some(Prepared { parsed, carepay }) => (Some(parsed), carepay),
+            None => (None, self.load_carepay(wallet_id, business_day)?),
+        };
+        let statement = match parsed {
             Some(parsed) if parsed.sha256 == file.sha256 => parsed.lines,
             _ => {
                 let content =
                     self.store.statement_content(&file.id).await?.ok_or(Error::NotFound { what: "statement" })?;
-                parse_statement(&content)?.lines
+                tokio::task::spawn_blocking(move || read_statement(&content)).await.map_err(join_error)??.1
             }
         };
-        let started = std::time::Instant::now();
-        let mut lines = lines;
-        lines.sort_by(|a, b| a.line.out_no.cmp(&b.line.out_no));
-        let carepay = self.store.carepay_entries(wallet_id, from_ms, to_ms, self.reconciliation.fee_rate_ppm).await?;
+        let carepay = carepay.wait().await?;
         let loaded_ms = started.elapsed().as_millis();
 
-        let settings = MatchSettings { date: business_day.to_owned(), past_grace };
-        let mut outcomes: Vec<Outcome> = Vec::new();
-        let mut summary = SummaryBuilder::default();
-        reconcile(&settings, lines, carepay, |outcome| {
-            summary.add(&outcome);
-            outcomes.push(outcome);
-        })
-        .map_err(|error| Error::Internal(anyhow::anyhow!(error)))?;
-        let summary = summary.finish();
-        let summary_json = serde_json::to_string(&summary).map_err(|error| Error::Internal(error.into()))?;
-
-        let region = self.wallet_region(by, wallet_id).await?;
-        let run = NewRun {
+        let new_run = NewRun {
             wallet_id,
             facility_id: facility,
             business_day,
             file_id: &file.id,
             past_grace,
-            summary_json: &summary_json,
             started_by: by.name(),
             now,
-            withheld_fee_fen: matched_line_fees(&outcomes),
+        };
+        let mut writer = match self.store.begin_run(&new_run).await.map_err(run_store_error)? {
+            RunStart::Existing(run) => return Ok(run),
+            RunStart::New(writer) => writer,
+        };
+        // The matcher runs on a blocking thread and hands over the result piece by piece
+        // while this task writes them: the database works while the rest is matched.
+        let (pieces, mut received) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
+        let settings = MatchSettings { date: business_day.to_owned(), past_grace };
+        let matcher = tokio::task::spawn_blocking(move || match_day(&settings, &statement, &carepay, &pieces));
+        while let Some(piece) = received.recv().await {
+            writer.write(piece).await?;
+        }
+        let matched = matcher.await.map_err(join_error)?;
+        let matched_ms = started.elapsed().as_millis();
+        let summary = matched.summary;
+        let summary_json = serde_json::to_string(&summary).map_err(|error| Error::Internal(error.into()))?;
+
+        let region = self.wallet_region(by, wallet_id).await?;
+        let end = RunEnd {
+            summary_json: &summary_json,
+            withheld_fee_fen: matched.withheld_fee_fen,
             audit: by.audit_actor().map(|actor| AuditEntry {
                 actor,
                 action: "reconciliation.run",
@@ -320,10 +408,9 @@ impl App {
             }),
         };
         let events = |run: &RunRow, new_discrepancies: u64| run_events(facility, run, &summary, new_discrepancies);
-        let matched_ms = started.elapsed().as_millis();
-        let written = self.store.save_run(&run, &outcomes, events).await.map_err(run_store_error)?;
+        let written = writer.finish(&end, events).await.map_err(run_store_error)?;
         tracing::info!(
-            %wallet_id, %business_day, lines = outcomes.len(), loaded_ms, matched_ms,
+            %wallet_id, %business_day, lines = matched.outcomes, loaded_ms, matched_ms,
             saved_ms = started.elapsed().as_millis(), "reconciliation run written"
         );
         Ok(written.run)
@@ -456,15 +543,74 @@ impl App {
     }
 }
 
-/// Fees withheld on the lines that match carepay's records (fees on unmatched lines are
-/// part of their discrepancy, resolved by the accountant).
-fn matched_line_fees(outcomes: &[Outcome]) -> i64 {
-    outcomes
-        .iter()
-        .filter(|outcome| outcome.carepay.is_some())
-        .filter_map(|outcome| outcome.statement.as_ref())
-        .map(|item| item.line.fee_fen)
-        .fold(0i64, i64::saturating_add)
+/// Pieces of a run's result handed from the matcher to the writer at a time: the matcher
+/// waits when the database falls behind, so memory stays bounded.
+const PIECES_IN_FLIGHT: usize = 8;
+/// Discrepancies handed to the writer at once.
+const RAISED_PER_PIECE: usize = 5_000;
+
+/// What matching a day came to, beside the pieces written.
+struct Matched {
+    summary: Summary,
+    /// Fees withheld on the lines that match carepay's records (fees on unmatched lines are
+    /// part of their discrepancy, resolved by the accountant).
+    withheld_fee_fen: i64,
+    outcomes: usize,
+}
+
+/// Matches a day and hands its result to the writer as it goes: chunks of the line-level
+/// result, batches of discrepancies, the operator's own entries, records of other days this
+/// statement lists. Stops early if the writer has stopped listening (it failed).
+fn match_day(
+    settings: &MatchSettings,
+    statement: &StatementSide,
+    carepay: &CarepaySide,
+    pieces: &tokio::sync::mpsc::Sender<RunPiece>,
+) -> Matched {
+    let sides = RunSides { statement, carepay };
+    let mut summary = SummaryBuilder::default();
+    let mut encoder = ResultEncoder::default();
+    let (mut raised, mut chunks) = (Vec::new(), Vec::new());
+    let (mut withheld_fee_fen, mut outcomes, mut listening) = (0i64, 0usize, true);
+    let mut send = |piece| listening = listening && pieces.blocking_send(piece).is_ok();
+    reconcile(settings, statement, carepay, |outcome| {
+        outcomes += 1;
+        summary.add(&outcome, statement, carepay);
+        if let (Some(line), Some(_)) = (outcome.line, outcome.entry) {
+            withheld_fee_fen = withheld_fee_fen.saturating_add(statement.item(line).fee_fen);
+        }
+        if let Some(chunk) = encoder.push(statement, carepay, &outcome) {
+            chunks.push(chunk);
+            if chunks.len() == CHUNKS_PER_INSERT {
+                send(RunPiece::Chunks(std::mem::take(&mut chunks)));
+            }
+        }
+        match outcome.category {
+            Category::Matched => {}
+            Category::OperatorEntry => {
+                if let Some(booking) = OperatorBooking::of(sides, &outcome) {
+                    send(RunPiece::OperatorEntry(booking));
+                }
+            }
+            _ => {
+                raised.push(RaisedDiscrepancy::of(sides, &outcome));
+                if raised.len() == RAISED_PER_PIECE {
+                    send(RunPiece::Discrepancies(std::mem::take(&mut raised)));
+                }
+            }
+        }
+        if let Some(timing) = TimingResolution::of(sides, &outcome) {
+            send(RunPiece::Timing(timing));
+        }
+    });
+    chunks.extend(encoder.finish());
+    if !chunks.is_empty() {
+        send(RunPiece::Chunks(chunks));
+    }
+    if !raised.is_empty() {
+        send(RunPiece::Discrepancies(raised));
+    }
+    Matched { summary: summary.finish(), withheld_fee_fen, outcomes }
 }
 
 fn run_events(facility: &FacilityId, run: &RunRow, summary: &Summary, new_discrepancies: u64) -> Vec<NewEvent> {
@@ -497,17 +643,16 @@ fn run_events(facility: &FacilityId, run: &RunRow, summary: &Summary, new_discre
 
 /// `carepay reconcile import FILE`: parse, keep and run, without a back-office token (the
 /// command needs database access, which is the stronger credential). Returns a one-line report.
-pub async fn import_file(app: &App, bytes: &[u8], actor: &str) -> Result<String> {
-    let started = std::time::Instant::now();
-    let parsed = parse_statement(bytes)?;
-    let parsed_ms = started.elapsed().as_millis();
+pub async fn import_file(app: &App, bytes: Bytes, actor: &str) -> Result<String> {
+    let header = statement_header(&bytes)?;
     let (facility, _) =
-        app.store.facility_by_wallet(&parsed.wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?;
+        app.store.facility_by_wallet(&header.wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?;
     let by = Initiator::CommandLine(actor);
-    let (file, created) = app.keep_statement(bytes, &parsed, Source::Cli, by).await?;
-    tracing::info!(parsed_ms, kept_ms = started.elapsed().as_millis(), "statement file kept");
-    let (wallet_id, business_day) = (parsed.wallet_id.clone(), parsed.business_day.clone());
-    let run = app.run_day(&facility, &wallet_id, &business_day, by, UnixMs::now(), Some(parsed)).await?;
+    let carepay = app.load_carepay(&header.wallet_id, &header.date)?;
+    let (file, created, parsed) = app.keep_statement(bytes, &header, Source::Cli, by).await?;
+    let (wallet_id, business_day) = (header.wallet_id, header.date);
+    let prepared = Prepared { parsed, carepay };
+    let run = app.run_day(&facility, &wallet_id, &business_day, by, UnixMs::now(), Some(prepared)).await?;
     let summary: Summary = serde_json::from_str(&run.summary).map_err(|error| Error::Internal(error.into()))?;
     let categories: Vec<String> = summary.categories.iter().map(|c| format!("{} {}", c.category, c.count)).collect();
     Ok(format!(

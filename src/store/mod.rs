@@ -257,7 +257,6 @@ impl Store {
     /// The native PostgreSQL pool for bulk `COPY` (None on SQLite). Its connections are not
     /// the portable pool's: a `COPY` there is its own transaction, never part of one begun
     /// with `begin_write`.
-    #[expect(dead_code, reason = "the bulk statement and batch-upload paths take it up")]
     pub(crate) fn bulk_pool(&self) -> Option<&sqlx::PgPool> {
         self.bulk.as_ref()
     }

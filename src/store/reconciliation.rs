@@ -5,6 +5,10 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
+mod results;
+
+pub use results::{CHUNK_LINES, EncodedChunk, ResultEncoder, encode_chunks};
+
 use super::audit::{AuditEntry, append_about_in};
 use super::callbacks::enqueue_in;
 use super::directory::corrupt;
@@ -13,13 +17,22 @@ use super::{Store, StoreError};
 use crate::callbacks::NewEvent;
 use crate::domain::ids::{DiscrepancyId, FacilityId, ReconciliationActionId, RunId, StatementFileId};
 use crate::domain::ledger::{AccountCode, JournalEntry, OverdraftPolicy};
-use crate::domain::reconciliation::{CarepayEntry, Category, Outcome, business_day, expected_fee_fen};
+use crate::domain::reconciliation::{
+    CarepaySide, Category, Fields, Outcome, SideError, StatementSide, expected_fee_fen,
+};
 use crate::domain::statement::{EntryKind, EntryStatus, StatementTotals};
 use crate::domain::time::UnixMs;
 
-/// Result lines written per INSERT: 17 000 binds stays below either backend's limit
-/// (SQLite 32 766, PostgreSQL 65 535) while keeping round trips few on a million-line day.
-const LINE_BATCH: usize = 5_000;
+/// A statement file is stored in parts of this size (migration 0009): PostgreSQL takes a
+/// 130 MB file as parts in half the time it takes it as one value.
+const FILE_PART_BYTES: usize = 1024 * 1024;
+
+/// Result chunks written per INSERT: fewer round trips, a statement of under a megabyte.
+pub const CHUNKS_PER_INSERT: usize = 8;
+
+/// Discrepancies written per INSERT (one JSON array each): few round trips on a day with
+/// tens of thousands, while one statement's document stays a few megabytes.
+const DISCREPANCY_BATCH: usize = 5_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredFile {
@@ -41,7 +54,6 @@ pub struct NewFile<'a> {
     pub sha256: &'a str,
     pub source: &'a str,
     pub content: &'a [u8],
-    pub totals: StatementTotals,
     pub imported_by: &'a str,
     pub now: UnixMs,
     /// The audit record when a person imports it (the file's id is filled in here).
@@ -114,20 +126,125 @@ pub struct Resolution<'a> {
     pub audit: Option<AuditEntry<'a>>,
 }
 
-/// Everything one run writes, in one transaction.
+/// A run as it starts: what is known before its lines are matched.
 pub struct NewRun<'a> {
     pub wallet_id: &'a str,
     pub facility_id: &'a FacilityId,
     pub business_day: &'a str,
     pub file_id: &'a StatementFileId,
     pub past_grace: bool,
-    pub summary_json: &'a str,
     pub started_by: &'a str,
     pub now: UnixMs,
-    /// Fees withheld on the day's lines (the trailer's fee total), booked once per day.
+}
+
+/// What a run ends with, once every outcome has been written.
+pub struct RunEnd<'a> {
+    /// JSON of [`crate::domain::reconciliation::Summary`].
+    pub summary_json: &'a str,
+    /// Fees withheld on the day's matched lines, booked once per day.
     pub withheld_fee_fen: i64,
     /// The audit record when a person started the run (the run's id is filled in here).
     pub audit: Option<AuditEntry<'a>>,
+}
+
+/// A discrepancy as a run raises it; one already open for the same item and category
+/// stays as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaisedDiscrepancy {
+    pub category: Category,
+    pub identity: String,
+    pub out_no: String,
+    pub fields: Fields,
+    pub amount_fen: i64,
+}
+
+impl RaisedDiscrepancy {
+    pub fn of(sides: RunSides<'_>, outcome: &Outcome) -> Self {
+        RaisedDiscrepancy {
+            category: outcome.category,
+            identity: identity_of(sides, outcome),
+            out_no: out_no_of(sides, outcome),
+            fields: outcome.fields,
+            amount_fen: amount_of(sides, outcome),
+        }
+    }
+}
+
+/// A fee or adjustment the operator made itself, booked to its own account once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorBooking {
+    kind: &'static str,
+    counter: &'static str,
+    /// Into the wallet when positive.
+    signed_fen: i64,
+    operator_ref: String,
+    memo: String,
+}
+
+impl OperatorBooking {
+    /// The booking of an operator entry's line; `None` for a line that books nothing.
+    pub fn of(sides: RunSides<'_>, outcome: &Outcome) -> Option<Self> {
+        let item = outcome.line.map(|line| sides.statement.item(line))?;
+        if outcome.category != Category::OperatorEntry || item.status != EntryStatus::Success {
+            return None;
+        }
+        let (kind, counter, signed_fen) = match item.kind {
+            EntryKind::Fee => ("operator_fee", "operator:fees", -item.amount_fen),
+            _ => ("operator_adjustment", "operator:adjustments", item.amount_fen),
+        };
+        Some(OperatorBooking {
+            kind,
+            counter,
+            signed_fen,
+            operator_ref: item.operator_ref.to_owned(),
+            memo: item.memo.to_owned(),
+        })
+    }
+}
+
+/// A record carepay expected on another day that this statement lists (wrong day, by the
+/// cut-off): that day's "expected"/"missing" discrepancy settles as timing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimingResolution {
+    business_day: String,
+    out_no: String,
+}
+
+impl TimingResolution {
+    pub fn of(sides: RunSides<'_>, outcome: &Outcome) -> Option<Self> {
+        let (Some(_), Some(entry)) = (outcome.line, outcome.entry.map(|entry| sides.carepay.item(entry))) else {
+            return None;
+        };
+        // Only a pair on different days has this field.
+        outcome
+            .fields
+            .contains(Fields::BUSINESS_DAY)
+            .then(|| TimingResolution { business_day: entry.business_day(), out_no: entry.out_no.to_owned() })
+    }
+}
+
+/// One piece of a run's result, written while the rest is still being matched.
+pub enum RunPiece {
+    /// Consecutive chunks of the line-level result.
+    Chunks(Vec<EncodedChunk>),
+    Discrepancies(Vec<RaisedDiscrepancy>),
+    OperatorEntry(OperatorBooking),
+    Timing(TimingResolution),
+}
+
+/// A run begun: either the run this file already has, or the open transaction to write it.
+pub enum RunStart<'a> {
+    Existing(RunRow),
+    New(RunWriter<'a>),
+}
+
+/// A run being written, in one transaction: dropped without [`RunWriter::finish`], nothing of
+/// it remains.
+pub struct RunWriter<'a> {
+    tx: super::WriteTx,
+    run: &'a NewRun<'a>,
+    id: RunId,
+    new_discrepancies: u64,
 }
 
 /// What a run found, for the callbacks the use case publishes.
@@ -243,37 +360,45 @@ fn discrepancy_from_row(row: &AnyRow) -> Result<Discrepancy, sqlx::Error> {
 const DISCREPANCY_COLUMNS: &str = "id, wallet_id, business_day, run_id, category, identity, out_no, fields, \
      amount_fen, status, resolution, note, adjustment_fen, resolved_by, resolved_at_ms, version, created_at_ms";
 
+/// The two sides a run's outcomes point into.
+#[derive(Clone, Copy)]
+pub struct RunSides<'a> {
+    pub statement: &'a StatementSide,
+    pub carepay: &'a CarepaySide,
+}
+
 /// How a discrepancy is named across runs of the same day.
-pub fn identity_of(outcome: &Outcome) -> String {
-    match (&outcome.statement, &outcome.carepay) {
+pub fn identity_of(sides: RunSides<'_>, outcome: &Outcome) -> String {
+    let line = outcome.line.map(|line| sides.statement.item(line));
+    let entry = outcome.entry.map(|entry| sides.carepay.item(entry));
+    match (line, entry) {
         // A duplicate line shares its reference with the original; its line number tells them apart.
         (Some(item), _) if outcome.category == Category::Duplicate => {
-            format!("line:{}:{}", item.line.operator_ref, item.line_no)
+            format!("line:{}:{}", item.operator_ref, item.line_no)
         }
-        (Some(item), _) => format!("ref:{}", item.line.operator_ref),
+        (Some(item), _) => format!("ref:{}", item.operator_ref),
         (None, Some(entry)) if outcome.category == Category::Duplicate => {
-            format!("carepay:{}:{}", entry.out_no, entry.operator_ref.as_deref().unwrap_or(""))
+            format!("carepay:{}:{}", entry.out_no, entry.operator_ref.unwrap_or(""))
         }
         (None, Some(entry)) => format!("carepay:{}", entry.out_no),
         (None, None) => String::from("none"),
     }
 }
 
-fn out_no_of(outcome: &Outcome) -> String {
+fn out_no_of(sides: RunSides<'_>, outcome: &Outcome) -> String {
     outcome
-        .carepay
-        .as_ref()
-        .map(|entry| entry.out_no.clone())
-        .or_else(|| outcome.statement.as_ref().map(|item| item.line.out_no.clone()))
+        .entry
+        .map(|entry| sides.carepay.item(entry).out_no)
+        .or_else(|| outcome.line.map(|line| sides.statement.item(line).out_no))
         .unwrap_or_default()
+        .to_owned()
 }
 
-fn amount_of(outcome: &Outcome) -> i64 {
+fn amount_of(sides: RunSides<'_>, outcome: &Outcome) -> i64 {
     outcome
-        .statement
-        .as_ref()
-        .map(|item| item.line.amount_fen)
-        .or_else(|| outcome.carepay.as_ref().map(|entry| entry.amount_fen))
+        .line
+        .map(|line| sides.statement.item(line).amount_fen)
+        .or_else(|| outcome.entry.map(|entry| sides.carepay.item(entry).amount_fen))
         .unwrap_or(0)
 }
 
@@ -373,8 +498,22 @@ async fn day_is_closed(conn: &mut AnyConnection, wallet_id: &str, business_day: 
 
 impl Store {
     /// Keeps a statement file: the same bytes again return the stored row (`false`), other
-    /// bytes for the same wallet and day become the next version (`true`).
-    pub async fn insert_statement_file(&self, file: &NewFile<'_>) -> Result<(StoredFile, bool), StoreError> {
+    /// bytes for the same wallet and day become the next version (`true`). `read_through`
+    /// resolves once the caller has read the whole file: its trailer keeps it, `None` (a
+    /// corrupt file) leaves nothing. On PostgreSQL the bytes travel and are stored while
+    /// the file is still being read, in a transaction that commits only after it; SQLite
+    /// waits for the trailer first, as its writer lock is the whole database's.
+    pub async fn keep_statement_file(
+        &self,
+        file: &NewFile<'_>,
+        read_through: impl Future<Output = Option<StatementTotals>>,
+    ) -> Result<Option<(StoredFile, bool)>, StoreError> {
+        let mut read_through = std::pin::pin!(read_through);
+        let mut totals = None;
+        if self.backend() == super::Backend::Sqlite {
+            let Some(read) = read_through.as_mut().await else { return Ok(None) };
+            totals = Some(read);
+        }
         let mut tx = self.begin_write().await?;
         let select = format!(
             "SELECT {FILE_COLUMNS} FROM statement_files WHERE wallet_id = $1 AND business_day = $2 AND sha256 = $3"
@@ -386,7 +525,12 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = existing {
-            return Ok((file_from_row(&row)?, false));
+            let stored = file_from_row(&row)?;
+            drop(tx);
+            if totals.is_none() && read_through.as_mut().await.is_none() {
+                return Ok(None);
+            }
+            return Ok(Some((stored, false)));
         }
         let version: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(MAX(version), 0) + 1 AS BIGINT) FROM statement_files WHERE wallet_id = $1 AND business_day = $2",
@@ -396,6 +540,10 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let id = StatementFileId::generate();
+        // Until the trailer is read the totals are zero; they are set below, in this
+        // transaction, before anything is visible. The bytes go into parts; `content` stays
+        // empty (it holds the bytes of files kept before migration 0009).
+        let known = totals.unwrap_or_default();
         sqlx::query(
             "INSERT INTO statement_files (id, wallet_id, business_day, version, sha256, source, content, byte_count, \
              line_count, credit_total_fen, debit_total_fen, fee_total_fen, imported_by, imported_at_ms) \
@@ -407,16 +555,38 @@ impl Store {
         .bind(version)
         .bind(file.sha256)
         .bind(file.source)
-        .bind(file.content.to_vec())
+        .bind(&[][..])
         .bind(i64::try_from(file.content.len()).unwrap_or(i64::MAX))
-        .bind(i64::try_from(file.totals.line_count).unwrap_or(i64::MAX))
-        .bind(file.totals.credit_fen)
-        .bind(file.totals.debit_fen)
-        .bind(file.totals.fee_fen)
+        .bind(i64::try_from(known.line_count).unwrap_or(i64::MAX))
+        .bind(known.credit_fen)
+        .bind(known.debit_fen)
+        .bind(known.fee_fen)
         .bind(file.imported_by)
         .bind(file.now.0)
         .execute(&mut *tx)
         .await?;
+        for (part_no, part) in file.content.chunks(FILE_PART_BYTES).enumerate() {
+            sqlx::query("INSERT INTO statement_file_parts (file_id, part_no, content) VALUES ($1, $2, $3)")
+                .bind(id.as_str())
+                .bind(i64::try_from(part_no).unwrap_or(i64::MAX))
+                .bind(part)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if totals.is_none() {
+            let Some(read) = read_through.as_mut().await else { return Ok(None) };
+            sqlx::query(
+                "UPDATE statement_files SET line_count = $1, credit_total_fen = $2, debit_total_fen = $3, \
+                 fee_total_fen = $4 WHERE id = $5",
+            )
+            .bind(i64::try_from(read.line_count).unwrap_or(i64::MAX))
+            .bind(read.credit_fen)
+            .bind(read.debit_fen)
+            .bind(read.fee_fen)
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
         let detail = format!("version {version}, sha256 {}, source {}", file.sha256, file.source);
         record_action(
             &mut tx,
@@ -437,7 +607,7 @@ impl Store {
             .await?;
         let stored = file_from_row(&row)?;
         tx.commit().await?;
-        Ok((stored, true))
+        Ok(Some((stored, true)))
     }
 
     pub async fn statement_files(&self, wallet_id: &str, business_day: &str) -> Result<Vec<StoredFile>, StoreError> {
@@ -449,7 +619,27 @@ impl Store {
         Ok(rows.iter().map(file_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// A kept file's bytes: its parts in order, or (kept before migration 0009) its
+    /// `content`.
     pub async fn statement_content(&self, id: &StatementFileId) -> Result<Option<Vec<u8>>, StoreError> {
+        use futures_util::TryStreamExt as _;
+
+        let mut parts = sqlx::query_scalar::<_, Vec<u8>>(
+            "SELECT content FROM statement_file_parts WHERE file_id = $1 ORDER BY part_no",
+        )
+        .bind(id.as_str())
+        .fetch(self.pool());
+        let mut content: Option<Vec<u8>> = None;
+        while let Some(part) = parts.try_next().await? {
+            match &mut content {
+                Some(content) => content.extend_from_slice(&part),
+                None => content = Some(part),
+            }
+        }
+        drop(parts);
+        if content.is_some() {
+            return Ok(content);
+        }
         Ok(sqlx::query_scalar("SELECT content FROM statement_files WHERE id = $1")
             .bind(id.as_str())
             .fetch_optional(self.pool())
@@ -470,72 +660,82 @@ impl Store {
     }
 
     /// carepay's payments and refunds on `wallet_id` that settled in `[from_ms, to_ms)`,
-    /// sorted by merchant number in byte order (the matcher's order, whatever the
-    /// database's collation).
-    pub async fn carepay_entries(
+    /// payments first. On PostgreSQL they stream as one binary `COPY` on the native pool (a
+    /// million rows decode several times faster than through the portable driver); a read
+    /// needs no transaction, so it may run beside one.
+    pub async fn carepay_side(
         &self,
         wallet_id: &str,
         from_ms: i64,
         to_ms: i64,
         fee_rate_ppm: u32,
-    ) -> Result<Vec<CarepayEntry>, StoreError> {
+    ) -> Result<CarepaySide, StoreError> {
+        // `COPY` takes no parameters: only a plain wallet id is written into its text; any
+        // other (none exists: ids are digits) takes the portable path.
+        let plain =
+            !wallet_id.is_empty() && wallet_id.len() <= 64 && wallet_id.bytes().all(|b| b.is_ascii_alphanumeric());
+        if let (Some(pool), true) = (self.bulk_pool(), plain) {
+            return copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm, SPLIT_COPY_MIN_PAGES).await;
+        }
+        self.portable_carepay_side(wallet_id, from_ms, to_ms, fee_rate_ppm).await
+    }
+
+    /// The ways [`Self::carepay_side`] may read the records, for tests that hold them to
+    /// the same answer: the portable query, one `COPY`, and two halves at once.
+    pub async fn carepay_side_every_way(
+        &self,
+        wallet_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        fee_rate_ppm: u32,
+    ) -> Result<Vec<CarepaySide>, StoreError> {
+        let mut sides = vec![self.portable_carepay_side(wallet_id, from_ms, to_ms, fee_rate_ppm).await?];
+        if let Some(pool) = self.bulk_pool() {
+            sides.push(copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm, i64::MAX).await?);
+            sides.push(copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm, 0).await?);
+        }
+        Ok(sides)
+    }
+
+    async fn portable_carepay_side(
+        &self,
+        wallet_id: &str,
+        from_ms: i64,
+        to_ms: i64,
+        fee_rate_ppm: u32,
+    ) -> Result<CarepaySide, StoreError> {
         use futures_util::TryStreamExt as _;
 
         // Streamed row by row: a million rows fetched whole would hold every row's driver
-        // representation at once, several times the entries themselves.
-        let mut entries = Vec::new();
-        let mut payments = sqlx::query(
-            "SELECT out_trade_no, trade_no, status, amount_fen, paid_at_ms FROM payments \
-             WHERE merchant_wallet_id = $1 AND paid_at_ms >= $2 AND paid_at_ms < $3 AND status IN ('succeeded', 'reversed')",
-        )
-        .bind(wallet_id)
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch(self.pool());
+        // representation at once, several times the records themselves.
+        let mut side = CarepaySide::default();
+        let mut payments = sqlx::query(PAYMENTS_OF_DAY).bind(wallet_id).bind(from_ms).bind(to_ms).fetch(self.pool());
         while let Some(row) = payments.try_next().await? {
             let status: String = row.try_get("status")?;
-            let status = if status == "reversed" { EntryStatus::Reversed } else { EntryStatus::Success };
             let amount_fen: i64 = row.try_get("amount_fen")?;
+            let out_no: String = row.try_get("out_trade_no")?;
+            let operator_ref: Option<String> = row.try_get("trade_no")?;
             let settled_at_ms: i64 = row.try_get("paid_at_ms")?;
-            // A reversed payment's fee is given back, as the operator lists it.
-            let fee = if status == EntryStatus::Success { expected_fee_fen(amount_fen, fee_rate_ppm) } else { 0 };
-            entries.push(CarepayEntry {
-                out_no: row.try_get("out_trade_no")?,
-                operator_ref: row.try_get("trade_no")?,
-                kind: EntryKind::Payment,
-                status,
+            push_payment(
+                &mut side,
+                &out_no,
+                operator_ref.as_deref(),
+                status == "reversed",
                 amount_fen,
-                expected_fee_fen: fee,
                 settled_at_ms,
-                business_day: business_day(UnixMs(settled_at_ms)),
-            });
+                fee_rate_ppm,
+            )?;
         }
         drop(payments);
-        let mut refunds = sqlx::query(
-            "SELECT r.out_refund_no, r.refund_no, r.amount_fen, r.succeeded_at_ms FROM refunds r \
-             JOIN payments p ON p.id = r.payment_id \
-             WHERE p.merchant_wallet_id = $1 AND r.status = 'succeeded' AND r.succeeded_at_ms >= $2 AND r.succeeded_at_ms < $3",
-        )
-        .bind(wallet_id)
-        .bind(from_ms)
-        .bind(to_ms)
-        .fetch(self.pool());
+        let mut refunds = sqlx::query(REFUNDS_OF_DAY).bind(wallet_id).bind(from_ms).bind(to_ms).fetch(self.pool());
         while let Some(row) = refunds.try_next().await? {
+            let out_no: String = row.try_get("out_refund_no")?;
+            let operator_ref: Option<String> = row.try_get("refund_no")?;
+            let amount_fen: i64 = row.try_get("amount_fen")?;
             let settled_at_ms: i64 = row.try_get("succeeded_at_ms")?;
-            entries.push(CarepayEntry {
-                out_no: row.try_get("out_refund_no")?,
-                operator_ref: row.try_get("refund_no")?,
-                kind: EntryKind::Refund,
-                status: EntryStatus::Success,
-                amount_fen: row.try_get("amount_fen")?,
-                expected_fee_fen: 0,
-                settled_at_ms,
-                business_day: business_day(UnixMs(settled_at_ms)),
-            });
+            push_refund(&mut side, &out_no, operator_ref.as_deref(), amount_fen, settled_at_ms)?;
         }
-        drop(refunds);
-        entries.sort_by(|a, b| a.out_no.cmp(&b.out_no));
-        Ok(entries)
+        Ok(side)
     }
 
     pub async fn run_for_file(
@@ -565,27 +765,22 @@ impl Store {
         Ok(row.as_ref().map(run_from_row).transpose()?)
     }
 
-    /// Writes a run, its result lines, new discrepancies, the operator's own entries in the
-    /// ledger and the callbacks, all or nothing. Resolves earlier "missing" discrepancies of
-    /// entries that showed up on this statement (timing).
-    pub async fn save_run(
-        &self,
-        run: &NewRun<'_>,
-        outcomes: &[Outcome],
-        events: impl Fn(&RunRow, u64) -> Vec<NewEvent>,
-    ) -> Result<RunWritten, RunStoreError> {
+    /// Begins a run: refused on a closed day; the run this file already has (same grace
+    /// state) if there is one, so a re-run books nothing; otherwise the run's row in an open
+    /// transaction, to which the result is written piece by piece.
+    pub async fn begin_run<'a>(&self, run: &'a NewRun<'a>) -> Result<RunStart<'a>, RunStoreError> {
         let mut tx = self.begin_write().await?;
         if day_is_closed(&mut tx, run.wallet_id, run.business_day).await? {
             return Err(RunStoreError::DayClosed);
         }
         let select = format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE file_id = $1 AND past_grace = $2");
-        let existing = sqlx::query(sqlx::AssertSqlSafe(select.clone()))
+        let existing = sqlx::query(sqlx::AssertSqlSafe(select))
             .bind(run.file_id.as_str())
             .bind(i64::from(run.past_grace))
             .fetch_optional(&mut *tx)
             .await?;
         if let Some(row) = existing {
-            return Ok(RunWritten { run: run_from_row(&row)?, new_discrepancies: 0, created: false });
+            return Ok(RunStart::Existing(run_from_row(&row)?));
         }
         sqlx::query(
             "INSERT INTO reconciliation_days (wallet_id, business_day, status, version) VALUES ($1, $2, 'open', 1) \
@@ -596,9 +791,10 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let id = RunId::generate();
+        // The summary is known once every line is matched; it is set in this transaction.
         sqlx::query(
             "INSERT INTO reconciliation_runs (id, wallet_id, facility_id, business_day, file_id, past_grace, summary, \
-             started_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             started_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8)",
         )
         .bind(id.as_str())
         .bind(run.wallet_id)
@@ -606,74 +802,37 @@ impl Store {
         .bind(run.business_day)
         .bind(run.file_id.as_str())
         .bind(i64::from(run.past_grace))
-        .bind(run.summary_json)
         .bind(run.started_by)
         .bind(run.now.0)
         .execute(&mut *tx)
         .await?;
-
-        for (batch_index, batch) in outcomes.chunks(LINE_BATCH).enumerate() {
-            insert_lines(&mut tx, &id, batch_index * LINE_BATCH, batch).await?;
-        }
-
-        let mut new_discrepancies = 0u64;
-        let mut raised = Vec::new();
-        for outcome in outcomes {
-            match outcome.category {
-                Category::Matched => {}
-                Category::OperatorEntry => book_operator_entry(&mut tx, run, outcome).await?,
-                _ => raised.push(outcome),
-            }
-            resolve_timing(&mut tx, run, outcome).await?;
-        }
-        for batch in raised.chunks(LINE_BATCH) {
-            new_discrepancies += insert_discrepancies(&mut tx, run, &id, batch).await?;
-        }
-
-        if run.past_grace {
-            // Past the grace period an "expected" record is re-raised as missing from the
-            // statement; the expectation itself is settled so nothing is open twice.
-            sqlx::query(
-                "UPDATE discrepancies SET status = 'resolved', resolution = 'other', \
-                 note = 'grace period over: raised as missing_in_statement', resolved_by = 'system', \
-                 resolved_at_ms = $1, version = version + 1 \
-                 WHERE wallet_id = $2 AND business_day = $3 AND category = 'expected' AND status = 'open'",
-            )
-            .bind(run.now.0)
-            .bind(run.wallet_id)
-            .bind(run.business_day)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(entry) = wallet_entry(run.wallet_id, "operator:fees", -run.withheld_fee_fen)? {
-            let reference = format!("{}:{}", run.wallet_id, run.business_day);
-            let what = EntryRef {
-                kind: "operator_withheld_fees",
-                reference: &reference,
-                memo: "fees withheld on the statement",
-            };
-            book_once(&mut tx, what, &entry, run.now).await?;
-        }
-
-        let row =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE id = $1")))
-                .bind(id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-        let stored = run_from_row(&row)?;
-        for event in events(&stored, new_discrepancies) {
-            enqueue_in(&mut tx, &event, run.now).await?;
-        }
-        let detail = format!("file {}, {new_discrepancies} new discrepancies", run.file_id);
-        record_action(&mut tx, run.wallet_id, run.business_day, "run", id.as_str(), run.started_by, &detail, run.now)
-            .await?;
-        let counts = serde_json::json!({"new_discrepancies": new_discrepancies});
-        append_about_in(&mut tx, run.audit.as_ref(), id.as_str(), counts, run.now).await?;
-        tx.commit().await?;
-        Ok(RunWritten { run: stored, new_discrepancies, created: true })
+        Ok(RunStart::New(RunWriter { tx, run, id, new_discrepancies: 0 }))
     }
 
+    /// Up to `limit` result lines of a run after `after_seq`, in order: decoded from the
+    /// chunks that hold them, or (a run written before migration 0009) read from its rows.
     pub async fn run_lines(&self, run_id: &RunId, after_seq: i64, limit: u32) -> Result<Vec<ResultLine>, StoreError> {
+        let last_seq = after_seq.saturating_add(i64::from(limit));
+        let chunks = sqlx::query(
+            "SELECT first_seq, content FROM reconciliation_result_chunks \
+             WHERE run_id = $1 AND first_seq <= $2 AND first_seq + line_count > $3 ORDER BY first_seq",
+        )
+        .bind(run_id.as_str())
+        .bind(last_seq)
+        .bind(after_seq)
+        .fetch_all(self.pool())
+        .await?;
+        if !chunks.is_empty() {
+            let mut lines = Vec::new();
+            for row in &chunks {
+                let first_seq: i64 = row.try_get("first_seq")?;
+                let content: Vec<u8> = row.try_get("content")?;
+                let decoded = results::decode_chunk(first_seq, &content)
+                    .map_err(|error| corrupt("reconciliation_result_chunks.content", &error.to_string()))?;
+                lines.extend(decoded.into_iter().filter(|line| line.seq > after_seq && line.seq <= last_seq));
+            }
+            return Ok(lines);
+        }
         let rows = sqlx::query(
             "SELECT seq, category, fields, line_no, out_no, operator_ref, statement_kind, statement_status, \
              statement_amount_fen, statement_fee_fen, settled_at, carepay_kind, carepay_status, carepay_amount_fen, \
@@ -842,146 +1001,457 @@ impl Store {
     }
 }
 
-/// Writes a batch of result lines with one statement whose only parameters are the run id
-/// and the rows as one JSON array: the database unpacks it (`json_to_recordset`,
-/// `json_each`), which costs a fraction of binding seventeen parameters per row.
-async fn insert_lines(
-    conn: &mut AnyConnection,
-    run_id: &RunId,
-    first_seq: usize,
-    batch: &[Outcome],
-) -> Result<(), StoreError> {
-    const COLUMNS: &str = "run_id, seq, category, fields, line_no, out_no, operator_ref, statement_kind, \
-         statement_status, statement_amount_fen, statement_fee_fen, settled_at, carepay_kind, carepay_status, \
-         carepay_amount_fen, carepay_fee_fen, carepay_business_day";
-    const POSTGRES: &str = "SELECT $1, r.* FROM json_to_recordset($2::json) AS r(seq BIGINT, category TEXT, \
-         fields TEXT, line_no BIGINT, out_no TEXT, operator_ref TEXT, statement_kind TEXT, statement_status TEXT, \
-         statement_amount_fen BIGINT, statement_fee_fen BIGINT, settled_at TEXT, carepay_kind TEXT, \
-         carepay_status TEXT, carepay_amount_fen BIGINT, carepay_fee_fen BIGINT, carepay_business_day TEXT)";
-    const SQLITE: &str = "SELECT $1, value ->> 'seq', value ->> 'category', value ->> 'fields', \
-         value ->> 'line_no', value ->> 'out_no', value ->> 'operator_ref', value ->> 'statement_kind', \
-         value ->> 'statement_status', value ->> 'statement_amount_fen', value ->> 'statement_fee_fen', \
-         value ->> 'settled_at', value ->> 'carepay_kind', value ->> 'carepay_status', \
-         value ->> 'carepay_amount_fen', value ->> 'carepay_fee_fen', value ->> 'carepay_business_day' \
-         FROM json_each($2)";
-    let rows: Vec<serde_json::Value> = batch
-        .iter()
-        .enumerate()
-        .map(|(offset, outcome)| {
-            let line = outcome.statement.as_ref();
-            let entry = outcome.carepay.as_ref();
-            serde_json::json!({
-                "seq": first_seq + offset + 1,
-                "category": outcome.category.as_str(),
-                "fields": outcome.fields.join(","),
-                "line_no": line.map(|item| item.line_no),
-                "out_no": out_no_of(outcome),
-                "operator_ref": line
-                    .map(|item| item.line.operator_ref.as_str())
-                    .or_else(|| entry.and_then(|e| e.operator_ref.as_deref())),
-                "statement_kind": line.map(|item| item.line.kind.as_str()),
-                "statement_status": line.map(|item| item.line.status.as_str()),
-                "statement_amount_fen": line.map(|item| item.line.amount_fen),
-                "statement_fee_fen": line.map(|item| item.line.fee_fen),
-                "settled_at": line.map(|item| item.line.settled_at.as_str()),
-                "carepay_kind": entry.map(|e| e.kind.as_str()),
-                "carepay_status": entry.map(|e| e.status.as_str()),
-                "carepay_amount_fen": entry.map(|e| e.amount_fen),
-                "carepay_fee_fen": entry.map(|e| e.expected_fee_fen),
-                "carepay_business_day": entry.map(|e| e.business_day.as_str()),
-            })
-        })
-        .collect();
-    let rows = serde_json::Value::Array(rows).to_string();
-    let select = if super::Backend::of(conn) == super::Backend::Postgres { POSTGRES } else { SQLITE };
-    let sql = format!("INSERT INTO reconciliation_lines ({COLUMNS}) {select}");
-    sqlx::query(sqlx::AssertSqlSafe(sql)).bind(run_id.as_str()).bind(rows).execute(&mut *conn).await?;
-    Ok(())
+impl RunWriter<'_> {
+    pub async fn write(&mut self, piece: RunPiece) -> Result<(), StoreError> {
+        match piece {
+            RunPiece::Chunks(chunks) => {
+                for group in chunks.chunks(CHUNKS_PER_INSERT) {
+                    let rows: Vec<String> = (0..group.len())
+                        .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                        .collect();
+                    let sql = format!(
+                        "INSERT INTO reconciliation_result_chunks (run_id, first_seq, line_count, content) VALUES {}",
+                        rows.join(", ")
+                    );
+                    let mut insert = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(self.id.as_str());
+                    for chunk in group {
+                        insert = insert.bind(chunk.first_seq).bind(chunk.line_count).bind(chunk.content.as_slice());
+                    }
+                    insert.execute(&mut *self.tx).await?;
+                }
+            }
+            RunPiece::Discrepancies(raised) => {
+                for batch in raised.chunks(DISCREPANCY_BATCH) {
+                    self.new_discrepancies += insert_discrepancies(&mut self.tx, self.run, &self.id, batch).await?;
+                }
+            }
+            RunPiece::OperatorEntry(booking) => book_operator_entry(&mut self.tx, self.run, &booking).await?,
+            RunPiece::Timing(timing) => resolve_timing(&mut self.tx, self.run, &timing).await?,
+        }
+        Ok(())
+    }
+
+    /// Completes the run: its summary, the grace period's consequences, the day's withheld
+    /// fees, the callbacks, the record of who ran it; then commits all of it at once.
+    pub async fn finish(
+        mut self,
+        end: &RunEnd<'_>,
+        events: impl Fn(&RunRow, u64) -> Vec<NewEvent>,
+    ) -> Result<RunWritten, RunStoreError> {
+        let (run, id, new_discrepancies) = (self.run, self.id.clone(), self.new_discrepancies);
+        let tx = &mut self.tx;
+        sqlx::query("UPDATE reconciliation_runs SET summary = $1 WHERE id = $2")
+            .bind(end.summary_json)
+            .bind(id.as_str())
+            .execute(&mut **tx)
+            .await?;
+        if run.past_grace {
+            // Past the grace period an "expected" record is re-raised as missing from the
+            // statement; the expectation itself is settled so nothing is open twice.
+            sqlx::query(
+                "UPDATE discrepancies SET status = 'resolved', resolution = 'other', \
+                 note = 'grace period over: raised as missing_in_statement', resolved_by = 'system', \
+                 resolved_at_ms = $1, version = version + 1 \
+                 WHERE wallet_id = $2 AND business_day = $3 AND category = 'expected' AND status = 'open'",
+            )
+            .bind(run.now.0)
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if let Some(entry) = wallet_entry(run.wallet_id, "operator:fees", -end.withheld_fee_fen)? {
+            let reference = format!("{}:{}", run.wallet_id, run.business_day);
+            let what = EntryRef {
+                kind: "operator_withheld_fees",
+                reference: &reference,
+                memo: "fees withheld on the statement",
+            };
+            book_once(tx, what, &entry, run.now).await?;
+        }
+
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE id = $1")))
+                .bind(id.as_str())
+                .fetch_one(&mut **tx)
+                .await?;
+        let stored = run_from_row(&row)?;
+        for event in events(&stored, new_discrepancies) {
+            enqueue_in(tx, &event, run.now).await?;
+        }
+        let detail = format!("file {}, {new_discrepancies} new discrepancies", run.file_id);
+        record_action(tx, run.wallet_id, run.business_day, "run", id.as_str(), run.started_by, &detail, run.now)
+            .await?;
+        let counts = serde_json::json!({"new_discrepancies": new_discrepancies});
+        append_about_in(tx, end.audit.as_ref(), id.as_str(), counts, run.now).await?;
+        self.tx.commit().await?;
+        Ok(RunWritten { run: stored, new_discrepancies, created: true })
+    }
 }
 
-/// Raises a batch of discrepancies (one JSON array, as for result lines); one already open
-/// for the same item and category stays as it is. Returns how many are new.
+/// carepay's payments of a wallet settled in a window (the portable path).
+const PAYMENTS_OF_DAY: &str = "SELECT out_trade_no, trade_no, status, amount_fen, paid_at_ms FROM payments \
+     WHERE merchant_wallet_id = $1 AND paid_at_ms >= $2 AND paid_at_ms < $3 AND status IN ('succeeded', 'reversed')";
+/// carepay's refunds of a wallet settled in a window (the portable path).
+const REFUNDS_OF_DAY: &str = "SELECT r.out_refund_no, r.refund_no, r.amount_fen, r.succeeded_at_ms FROM refunds r \
+     JOIN payments p ON p.id = r.payment_id \
+     WHERE p.merchant_wallet_id = $1 AND r.status = 'succeeded' AND r.succeeded_at_ms >= $2 AND r.succeeded_at_ms < $3";
+
+fn side_error(error: SideError) -> StoreError {
+    StoreError::Database(sqlx::Error::Decode(error.to_string().into()))
+}
+
+fn push_payment(
+    side: &mut CarepaySide,
+    out_no: &str,
+    operator_ref: Option<&str>,
+    reversed: bool,
+    amount_fen: i64,
+    settled_at_ms: i64,
+    fee_rate_ppm: u32,
+) -> Result<(), StoreError> {
+    let status = if reversed { EntryStatus::Reversed } else { EntryStatus::Success };
+    // A reversed payment's fee is given back, as the operator lists it.
+    let fee_fen = if reversed { 0 } else { expected_fee_fen(amount_fen, fee_rate_ppm) };
+    side.push_parts(out_no, operator_ref, EntryKind::Payment, status, amount_fen, fee_fen, settled_at_ms)
+        .map_err(side_error)
+}
+
+fn push_refund(
+    side: &mut CarepaySide,
+    out_no: &str,
+    operator_ref: Option<&str>,
+    amount_fen: i64,
+    settled_at_ms: i64,
+) -> Result<(), StoreError> {
+    side.push_parts(out_no, operator_ref, EntryKind::Refund, EntryStatus::Success, amount_fen, 0, settled_at_ms)
+        .map_err(side_error)
+}
+
+/// `payments` pages from which the PostgreSQL path reads the table in two halves at once.
+const SPLIT_COPY_MIN_PAGES: i64 = 4096;
+
+/// The PostgreSQL path of [`Store::carepay_side`]: payments then refunds as binary `COPY`
+/// (the same rows as [`PAYMENTS_OF_DAY`] and [`REFUNDS_OF_DAY`]), decoded as they arrive.
+/// A large `payments` is read in two halves of its pages (a TID range scan) on two
+/// connections at once, which share one snapshot: a row that moves to another page while
+/// the day is read is seen exactly once.
+async fn copy_carepay_side(
+    pool: &sqlx::PgPool,
+    wallet_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+    fee_rate_ppm: u32,
+    split_min_pages: i64,
+) -> Result<CarepaySide, StoreError> {
+    let payments = |pages: &str| {
+        format!(
+            "SELECT TRUE, out_trade_no, trade_no, status = 'reversed', amount_fen, paid_at_ms FROM payments \
+             WHERE {pages} merchant_wallet_id = '{wallet_id}' AND paid_at_ms >= {from_ms} AND paid_at_ms < {to_ms} \
+             AND status IN ('succeeded', 'reversed')"
+        )
+    };
+    let refunds = format!(
+        "SELECT FALSE, r.out_refund_no, r.refund_no, FALSE, r.amount_fen, r.succeeded_at_ms FROM refunds r \
+         JOIN payments p ON p.id = r.payment_id WHERE p.merchant_wallet_id = '{wallet_id}' AND r.status = 'succeeded' \
+         AND r.succeeded_at_ms >= {from_ms} AND r.succeeded_at_ms < {to_ms}"
+    );
+    let copy = |select: String| format!("COPY ({select}) TO STDOUT (FORMAT binary)");
+    let pages: i64 = sqlx::query_scalar(
+        "SELECT CAST(pg_relation_size('payments') / current_setting('block_size')::bigint AS BIGINT)",
+    )
+    .fetch_one(pool)
+    .await?;
+    if pages < split_min_pages || pool.options().get_max_connections() < 2 {
+        let mut conn = pool.acquire().await?;
+        return copy_into_side(&mut conn, &copy(format!("{} UNION ALL {refunds}", payments(""))), fee_rate_ppm).await;
+    }
+    let half = pages / 2;
+    const READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+    let mut first = pool.begin_with(READ_ONLY).await?;
+    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()").fetch_one(&mut *first).await?;
+    if !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
+        return Err(copy_corrupt("an exported snapshot id"));
+    }
+    let mut second = pool.begin_with(READ_ONLY).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))).execute(&mut *second).await?;
+    let first_half = copy(payments(&format!("ctid < '({half},0)'::tid AND")));
+    let second_half = copy(format!("{} UNION ALL {refunds}", payments(&format!("ctid >= '({half},0)'::tid AND"))));
+    let (mut side, rest) = tokio::try_join!(
+        copy_into_side(&mut first, &first_half, fee_rate_ppm),
+        copy_into_side(&mut second, &second_half, fee_rate_ppm),
+    )?;
+    first.commit().await?;
+    second.commit().await?;
+    side.append(&rest).map_err(side_error)?;
+    Ok(side)
+}
+
+async fn copy_into_side(
+    conn: &mut sqlx::PgConnection,
+    statement: &str,
+    fee_rate_ppm: u32,
+) -> Result<CarepaySide, StoreError> {
+    use futures_util::TryStreamExt as _;
+
+    let mut stream = conn.copy_out_raw(statement).await?;
+    let mut side = CarepaySide::default();
+    let mut decoder = CopyDecoder::default();
+    while let Some(message) = stream.try_next().await? {
+        decoder.feed(&message, |row| {
+            let (is_payment, out_no, operator_ref, reversed, amount_fen, settled_at_ms) = row;
+            if is_payment {
+                push_payment(&mut side, out_no, operator_ref, reversed, amount_fen, settled_at_ms, fee_rate_ppm)
+            } else {
+                push_refund(&mut side, out_no, operator_ref, amount_fen, settled_at_ms)
+            }
+        })?;
+    }
+    decoder.finish()?;
+    Ok(side)
+}
+
+/// One row of the carepay `COPY`: is a payment, merchant number, operator reference,
+/// reversed, amount, settled at.
+type CopyRow<'a> = (bool, &'a str, Option<&'a str>, bool, i64, i64);
+
+/// PostgreSQL's binary `COPY` format (signature, flags, header extension, then tuples of
+/// length-prefixed fields, then -1), read from messages that need not end on a row.
+#[derive(Default)]
+struct CopyDecoder {
+    /// Bytes of a row split across messages.
+    pending: Vec<u8>,
+    header_read: bool,
+    finished: bool,
+}
+
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+fn copy_text(value: &[u8]) -> Result<&str, StoreError> {
+    std::str::from_utf8(value).map_err(|_| copy_corrupt("a text column"))
+}
+
+fn copy_corrupt(what: &str) -> StoreError {
+    StoreError::Database(corrupt("COPY of carepay's records", what))
+}
+
+impl CopyDecoder {
+    fn feed(
+        &mut self,
+        message: &[u8],
+        mut row: impl FnMut(CopyRow<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            let used = self.rows(message, &mut row)?;
+            self.pending.extend_from_slice(&message[used..]);
+        } else {
+            let mut pending = std::mem::take(&mut self.pending);
+            pending.extend_from_slice(message);
+            let used = self.rows(&pending, &mut row)?;
+            pending.drain(..used);
+            self.pending = pending;
+        }
+        Ok(())
+    }
+
+    /// Reads every whole row of `data`; returns how many bytes that took.
+    fn rows(
+        &mut self,
+        data: &[u8],
+        row: &mut impl FnMut(CopyRow<'_>) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let mut at = 0;
+        if !self.header_read {
+            let Some(extension) = data.get(COPY_SIGNATURE.len() + 4..COPY_SIGNATURE.len() + 8) else { return Ok(0) };
+            if !data.starts_with(COPY_SIGNATURE) {
+                return Err(copy_corrupt("no COPY signature"));
+            }
+            let extension =
+                usize::try_from(u32::from_be_bytes(extension.try_into().unwrap_or_default())).unwrap_or(usize::MAX);
+            let header = COPY_SIGNATURE.len() + 8 + extension;
+            if data.len() < header {
+                return Ok(0);
+            }
+            self.header_read = true;
+            at = header;
+        }
+        loop {
+            if self.finished {
+                return if at == data.len() { Ok(at) } else { Err(copy_corrupt("bytes after the end")) };
+            }
+            let Some(count) = data.get(at..at + 2) else { return Ok(at) };
+            let count = i16::from_be_bytes([count[0], count[1]]);
+            if count == -1 {
+                self.finished = true;
+                at += 2;
+                continue;
+            }
+            if count != 6 {
+                return Err(copy_corrupt("a row without six columns"));
+            }
+            let mut fields: [Option<&[u8]>; 6] = [None; 6];
+            let mut cursor = at + 2;
+            for field in &mut fields {
+                let Some(length) = data.get(cursor..cursor + 4) else { return Ok(at) };
+                let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+                cursor += 4;
+                if length < 0 {
+                    continue;
+                }
+                let length = usize::try_from(length).unwrap_or(usize::MAX);
+                let Some(value) = data.get(cursor..cursor + length) else { return Ok(at) };
+                *field = Some(value);
+                cursor += length;
+            }
+            let flag = |value: Option<&[u8]>| match value {
+                Some([byte]) => Ok(*byte != 0),
+                _ => Err(copy_corrupt("a flag column")),
+            };
+            let number = |value: Option<&[u8]>| {
+                value
+                    .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+                    .map(i64::from_be_bytes)
+                    .ok_or_else(|| copy_corrupt("a number column"))
+            };
+            let out_no = copy_text(fields[1].ok_or_else(|| copy_corrupt("no merchant number"))?)?;
+            let operator_ref = fields[2].map(copy_text).transpose()?;
+            row((flag(fields[0])?, out_no, operator_ref, flag(fields[3])?, number(fields[4])?, number(fields[5])?))?;
+            at = cursor;
+        }
+    }
+
+    fn finish(&self) -> Result<(), StoreError> {
+        if self.finished && self.pending.is_empty() { Ok(()) } else { Err(copy_corrupt("cut short")) }
+    }
+}
+
+/// Raises a batch of discrepancies with one statement; one already open for the same item
+/// and category stays as it is. Returns how many are new. The rows travel as a few
+/// parameters however many they are: on PostgreSQL one array per column, unnested together
+/// (it parses arrays several times faster than JSON), on SQLite one JSON array.
 async fn insert_discrepancies(
     conn: &mut AnyConnection,
     run: &NewRun<'_>,
     run_id: &RunId,
-    batch: &[&Outcome],
+    batch: &[RaisedDiscrepancy],
 ) -> Result<u64, StoreError> {
-    let rows: Vec<serde_json::Value> = batch
-        .iter()
-        .map(|outcome| {
-            serde_json::json!({
-                "id": DiscrepancyId::generate().as_str(),
-                "category": outcome.category.as_str(),
-                "identity": identity_of(outcome),
-                "out_no": out_no_of(outcome),
-                "fields": outcome.fields.join(","),
-                "amount_fen": amount_of(outcome),
-            })
-        })
-        .collect();
-    let select = if super::Backend::of(conn) == super::Backend::Postgres {
-        "SELECT r.id, $2, $3, $4, r.category, r.identity, r.out_no, r.fields, r.amount_fen, 'open', 1, $5 \
-         FROM json_to_recordset($1::json) AS r(id TEXT, category TEXT, identity TEXT, out_no TEXT, fields TEXT, \
-         amount_fen BIGINT)"
+    let ids: Vec<DiscrepancyId> = batch.iter().map(|_| DiscrepancyId::generate()).collect();
+    const COLUMNS: &str = "INSERT INTO discrepancies (id, wallet_id, business_day, run_id, category, identity, \
+         out_no, fields, amount_fen, status, version, created_at_ms)";
+    const ON_CONFLICT: &str = "ON CONFLICT (wallet_id, business_day, category, identity) DO NOTHING";
+    let inserted = if super::Backend::of(conn) == super::Backend::Postgres {
+        let sql = format!(
+            "{COLUMNS} SELECT r.id, $1, $2, $3, r.category, r.identity, r.out_no, r.fields, r.amount_fen, 'open', 1, $4 \
+             FROM unnest($5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[]) \
+             AS r(id, category, identity, out_no, fields, amount_fen) {ON_CONFLICT}"
+        );
+        let amounts: Vec<String> = batch.iter().map(|raised| raised.amount_fen.to_string()).collect();
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .bind(run_id.as_str())
+            .bind(run.now.0)
+            .bind(postgres_array(ids.iter().map(DiscrepancyId::as_str)))
+            .bind(postgres_array(batch.iter().map(|raised| raised.category.as_str())))
+            .bind(postgres_array(batch.iter().map(|raised| raised.identity.as_str())))
+            .bind(postgres_array(batch.iter().map(|raised| raised.out_no.as_str())))
+            .bind(postgres_array(batch.iter().map(|raised| raised.fields.joined())))
+            .bind(format!("{{{}}}", amounts.join(",")))
+            .execute(&mut *conn)
+            .await?
     } else {
+        let rows: Vec<serde_json::Value> = batch
+            .iter()
+            .zip(&ids)
+            .map(|(raised, id)| {
+                serde_json::json!({
+                    "id": id.as_str(),
+                    "category": raised.category.as_str(),
+                    "identity": raised.identity,
+                    "out_no": raised.out_no,
+                    "fields": raised.fields.joined(),
+                    "amount_fen": raised.amount_fen,
+                })
+            })
+            .collect();
         // `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
-        "SELECT value ->> 'id', $2, $3, $4, value ->> 'category', value ->> 'identity', value ->> 'out_no', \
-         value ->> 'fields', value ->> 'amount_fen', 'open', 1, $5 FROM json_each($1) WHERE true"
+        let sql = format!(
+            "{COLUMNS} SELECT value ->> 'id', $1, $2, $3, value ->> 'category', value ->> 'identity', \
+             value ->> 'out_no', value ->> 'fields', value ->> 'amount_fen', 'open', 1, $4 \
+             FROM json_each($5) WHERE true {ON_CONFLICT}"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .bind(run_id.as_str())
+            .bind(run.now.0)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *conn)
+            .await?
     };
-    let sql = format!(
-        "INSERT INTO discrepancies (id, wallet_id, business_day, run_id, category, identity, out_no, fields, \
-         amount_fen, status, version, created_at_ms) {select} \
-         ON CONFLICT (wallet_id, business_day, category, identity) DO NOTHING"
-    );
-    let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(serde_json::Value::Array(rows).to_string())
-        .bind(run.wallet_id)
-        .bind(run.business_day)
-        .bind(run_id.as_str())
-        .bind(run.now.0)
-        .execute(&mut *conn)
-        .await?;
     Ok(inserted.rows_affected())
 }
 
-/// Fees and adjustments the operator made itself go to their own accounts, once each.
-async fn book_operator_entry(conn: &mut AnyConnection, run: &NewRun<'_>, outcome: &Outcome) -> Result<(), StoreError> {
-    let Some(item) = &outcome.statement else { return Ok(()) };
-    if item.line.status != EntryStatus::Success {
-        return Ok(());
+/// A PostgreSQL array literal of texts (`{"a","b \"c\""}`), for a `$n::text[]` parameter:
+/// every element quoted, with its quotes and backslashes escaped, so any text survives.
+fn postgres_array(values: impl Iterator<Item = impl AsRef<str>>) -> String {
+    let mut out = String::from("{");
+    for (index, value) in values.enumerate() {
+        if index > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for ch in value.as_ref().chars() {
+            if matches!(ch, '"' | '\\') {
+                out.push('\\');
+            }
+            out.push(ch);
+        }
+        out.push('"');
     }
-    let (kind, counter, signed) = match item.line.kind {
-        EntryKind::Fee => ("operator_fee", "operator:fees", -item.line.amount_fen),
-        _ => ("operator_adjustment", "operator:adjustments", item.line.amount_fen),
-    };
-    if let Some(entry) = wallet_entry(run.wallet_id, counter, signed)? {
-        let reference = format!("{}:{}", run.wallet_id, item.line.operator_ref);
-        book_once(conn, EntryRef { kind, reference: &reference, memo: &item.line.memo }, &entry, run.now).await?;
+    out.push('}');
+    out
+}
+
+/// Fees and adjustments the operator made itself go to their own accounts, once each.
+async fn book_operator_entry(
+    conn: &mut AnyConnection,
+    run: &NewRun<'_>,
+    booking: &OperatorBooking,
+) -> Result<(), StoreError> {
+    if let Some(entry) = wallet_entry(run.wallet_id, booking.counter, booking.signed_fen)? {
+        let reference = format!("{}:{}", run.wallet_id, booking.operator_ref);
+        let what = EntryRef { kind: booking.kind, reference: &reference, memo: &booking.memo };
+        book_once(conn, what, &entry, run.now).await?;
     }
     Ok(())
 }
 
-/// An entry carepay expected on an earlier day that this statement lists (wrong day, by the
-/// cut-off) settles that day's "expected"/"missing" discrepancy as timing.
-async fn resolve_timing(conn: &mut AnyConnection, run: &NewRun<'_>, outcome: &Outcome) -> Result<(), StoreError> {
-    let (Some(_), Some(entry)) = (&outcome.statement, &outcome.carepay) else { return Ok(()) };
-    if entry.business_day == run.business_day {
+/// Settles the other day's "expected"/"missing" discrepancy of a record this statement
+/// lists. Such a discrepancy is named `carepay:<out_no>` ([`identity_of`]), which the
+/// day's unique key finds.
+async fn resolve_timing(
+    conn: &mut AnyConnection,
+    run: &NewRun<'_>,
+    timing: &TimingResolution,
+) -> Result<(), StoreError> {
+    if timing.business_day == run.business_day {
         return Ok(());
     }
     let note = format!("appeared on the statement of {}", run.business_day);
     sqlx::query(
         "UPDATE discrepancies SET status = 'resolved', resolution = 'timing', note = $1, resolved_by = 'system', \
          resolved_at_ms = $2, version = version + 1 \
-         WHERE wallet_id = $3 AND business_day = $4 AND out_no = $5 AND status = 'open' \
-         AND category IN ('expected', 'missing_in_statement') \
+         WHERE wallet_id = $3 AND business_day = $4 AND category IN ('expected', 'missing_in_statement') \
+         AND identity = $5 AND out_no = $6 AND status = 'open' \
          AND NOT EXISTS (SELECT 1 FROM reconciliation_days d WHERE d.wallet_id = $3 AND d.business_day = $4 AND d.status = 'closed')",
     )
     .bind(note)
     .bind(run.now.0)
     .bind(run.wallet_id)
-    .bind(&entry.business_day)
-    .bind(&entry.out_no)
+    .bind(&timing.business_day)
+    .bind(format!("carepay:{}", timing.out_no))
+    .bind(&timing.out_no)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -20,6 +20,10 @@ backend_tests!(
     the_operator_statement_is_fetched_once_and_a_day_not_ended_is_retried,
     the_command_line_imports_and_runs_a_file,
     an_adjustment_posts_a_balanced_ledger_entry,
+    a_large_statement_is_kept_in_parts_and_its_result_pages_across_chunks,
+    files_and_results_kept_before_migration_0009_still_read_the_same,
+    carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves,
+    a_payment_expected_today_that_appears_on_tomorrows_statement_resolves_as_timing,
 );
 
 pub(crate) const WALLET: &str = "0021000000000001";
@@ -304,4 +308,217 @@ async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {
     let actions = app.app.store.reconciliation_actions(WALLET, &today()).await.unwrap();
     let kinds: Vec<&str> = actions.iter().map(|action| action.0.as_str()).collect();
     assert_eq!(kinds, ["import", "run", "resolve"]);
+}
+
+/// `bytes` (a statement) with `count` more lines carepay never saw, trailer recomputed.
+fn with_strangers(bytes: &[u8], count: usize) -> Vec<u8> {
+    use carepay::domain::statement::{EntryKind, EntryStatus, StatementLine, open_statement, write_statement};
+    let mut reader = open_statement(bytes).unwrap();
+    let mut lines: Vec<StatementLine> = reader.by_ref().collect::<Result<_, _>>().unwrap();
+    let header = reader.header().clone();
+    for i in 0..count {
+        lines.push(StatementLine {
+            settled_at: format!("{} 12:00:00", header.date),
+            operator_ref: format!("OPSTRANGER{i:08}"),
+            out_no: format!("X-{i:08}"),
+            kind: EntryKind::Payment,
+            status: EntryStatus::Success,
+            amount_fen: 100 + i as i64,
+            fee_fen: 0,
+            counterparty: String::from("0021****5678"),
+            memo: String::from(if i % 7 == 0 { "午餐, \"套餐\"\n加汤" } else { "午餐" }),
+        });
+    }
+    write_statement(&header, &lines).unwrap()
+}
+
+async fn count_rows(app: &TestApp, table: &str) -> i64 {
+    let pool = app.db.raw_pool().await;
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {table}")))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+}
+
+/// Every line of a day's result through the paged JSON route, `limit` at a time.
+async fn all_line_pages(app: &TestApp, token: &str, day_path: &str, limit: u32) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    let mut after = 0;
+    loop {
+        let page =
+            app.get(&format!("{day_path}/lines?after={after}&limit={limit}"), token).await.expect(StatusCode::OK);
+        items.extend(page.body["items"].as_array().unwrap().iter().cloned());
+        match page.body["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => return items,
+        }
+    }
+}
+
+async fn a_large_statement_is_kept_in_parts_and_its_result_pages_across_chunks(app: TestApp) {
+    const STRANGERS: usize = 12_000;
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let day_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
+    let statement = with_strangers(&sandbox_statement(&app), STRANGERS);
+    assert!(statement.len() > 1024 * 1024, "more than one part: {} bytes", statement.len());
+
+    let file = upload(&app, &accountant, statement).await.expect(StatusCode::CREATED);
+    assert_eq!(file.body["line_count"], 3 + STRANGERS as u64);
+    assert!(count_rows(&app, "statement_file_parts").await >= 2);
+    // The run reads the kept file back from its parts.
+    let run = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    let categories = run.body["categories"].as_array().unwrap();
+    let count = |name: &str| categories.iter().find(|c| c["category"] == name).map(|c| c["count"].as_u64().unwrap());
+    assert_eq!(count("matched"), Some(3), "{}", run.text);
+    assert_eq!(count("missing_in_carepay"), Some(STRANGERS as u64), "{}", run.text);
+    let total = 3 + STRANGERS;
+    assert_eq!(count_rows(&app, "reconciliation_result_chunks").await, total.div_ceil(4096) as i64);
+    assert_eq!(count_rows(&app, "reconciliation_lines").await, 0, "no line is a row of its own any more");
+
+    let items = all_line_pages(&app, &accountant, &day_path, 200).await;
+    let seqs: Vec<i64> = items.iter().map(|item| item["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (1..=total as i64).collect::<Vec<_>>());
+    let strangers = items.iter().filter(|item| item["category"] == "missing_in_carepay").count();
+    assert_eq!(strangers, STRANGERS);
+    let stranger = items.iter().find(|item| item["out_no"] == "X-00000007").unwrap();
+    assert_eq!(stranger["operator_ref"], "OPSTRANGER00000007");
+    assert_eq!(stranger["statement_amount"], "1.07");
+    assert!(stranger["carepay_kind"].is_null());
+
+    // A page across the boundary of two chunks.
+    let page = app.get(&format!("{day_path}/lines?after=4090&limit=10"), &accountant).await.expect(StatusCode::OK);
+    let seqs: Vec<i64> = page.body["items"].as_array().unwrap().iter().map(|i| i["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (4091..=4100).collect::<Vec<_>>());
+    assert_eq!(page.body["items"][0], items[4090]);
+
+    let csv = app.get(&format!("{day_path}/lines?format=csv"), &accountant).await.expect(StatusCode::OK);
+    assert_eq!(csv.text.lines().count(), total + 1);
+}
+
+async fn files_and_results_kept_before_migration_0009_still_read_the_same(app: TestApp) {
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let day_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
+    app.sandbox.faults().tamper_statements(StatementTamper::ChangeAmount, 1).unwrap();
+    upload(&app, &accountant, sandbox_statement(&app)).await.expect(StatusCode::CREATED);
+
+    // A file kept before 0009 has its bytes in statement_files.content and no parts.
+    let pool = app.db.raw_pool().await;
+    let parts: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT content FROM statement_file_parts ORDER BY part_no").fetch_all(&pool).await.unwrap();
+    sqlx::query("UPDATE statement_files SET content = $1").bind(parts.concat()).execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM statement_file_parts").execute(&pool).await.unwrap();
+    let run = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    let categories: Vec<(String, u64)> = run.body["categories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["category"].as_str().unwrap().to_owned(), c["count"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(categories, [(String::from("amount_mismatch"), 1), (String::from("matched"), 2)]);
+    let json_before = all_line_pages(&app, &accountant, &day_path, 2).await;
+    let csv_before = app.get(&format!("{day_path}/lines?format=csv"), &accountant).await.expect(StatusCode::OK).text;
+    assert_eq!(json_before.len(), 3);
+
+    // A run written before 0009 has its result as rows and no chunks.
+    let run_id = run.body["run_id"].as_str().unwrap();
+    let fen = |value: &serde_json::Value| {
+        value.as_str().map(|yuan| carepay::domain::statement::parse_signed_yuan_fen(yuan).unwrap())
+    };
+    for item in &json_before {
+        let fields: Vec<&str> = item["fields"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
+        sqlx::query(
+            "INSERT INTO reconciliation_lines (run_id, seq, category, fields, line_no, out_no, operator_ref, \
+             statement_kind, statement_status, statement_amount_fen, statement_fee_fen, settled_at, carepay_kind, \
+             carepay_status, carepay_amount_fen, carepay_fee_fen, carepay_business_day) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+        )
+        .bind(run_id)
+        .bind(item["seq"].as_i64())
+        .bind(item["category"].as_str())
+        .bind(fields.join(","))
+        .bind(item["line_no"].as_i64())
+        .bind(item["out_no"].as_str())
+        .bind(item["operator_ref"].as_str())
+        .bind(item["statement_kind"].as_str())
+        .bind(item["statement_status"].as_str())
+        .bind(fen(&item["statement_amount"]))
+        .bind(fen(&item["statement_fee"]))
+        .bind(item["settled_at"].as_str())
+        .bind(item["carepay_kind"].as_str())
+        .bind(item["carepay_status"].as_str())
+        .bind(fen(&item["carepay_amount"]))
+        .bind(fen(&item["carepay_fee"]))
+        .bind(item["carepay_business_day"].as_str())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("DELETE FROM reconciliation_result_chunks").execute(&pool).await.unwrap();
+    assert_eq!(all_line_pages(&app, &accountant, &day_path, 2).await, json_before);
+    let csv_after = app.get(&format!("{day_path}/lines?format=csv"), &accountant).await.expect(StatusCode::OK).text;
+    assert_eq!(csv_after, csv_before);
+}
+
+async fn carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves(app: TestApp) {
+    let till = terminal(&app, WALLET).await;
+    for (request, amount) in [("r-1", "12.50"), ("r-2", "30.00"), ("r-3", "8.00")] {
+        let payment = till.pay(request, amount, "013412345678900000").await.unwrap();
+        assert_eq!(payment.status, PaymentStatus::Succeeded as i32);
+        if request == "r-2" {
+            till.refund("f-2", &payment.payment_id, "5.00").await.unwrap();
+        }
+    }
+    let (from_ms, to_ms) = carepay::domain::reconciliation::neighbourhood_ms(&today()).unwrap();
+    let sides = app.app.store.carepay_side_every_way(WALLET, from_ms, to_ms, 6_000).await.unwrap();
+    let items = |index: usize| {
+        let side = &sides[index];
+        let mut items: Vec<String> = (0..side.len() as u32).map(|i| format!("{:?}", side.item(i))).collect();
+        items.sort();
+        items
+    };
+    let expected = items(0);
+    assert_eq!(expected.len(), 4, "three payments and a refund: {expected:?}");
+    assert!(expected.iter().any(|item| item.contains("Refund")), "{expected:?}");
+    for index in 1..sides.len() {
+        assert_eq!(items(index), expected);
+    }
+}
+
+async fn a_payment_expected_today_that_appears_on_tomorrows_statement_resolves_as_timing(app: TestApp) {
+    use carepay::domain::statement::{StatementLine, open_statement, write_statement};
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let statement = sandbox_statement(&app);
+    let mut reader = open_statement(statement.as_slice()).unwrap();
+    let mut lines: Vec<StatementLine> = reader.by_ref().collect::<Result<_, _>>().unwrap();
+    let mut header = reader.header().clone();
+    let late = lines.remove(0);
+
+    // Today's statement lacks one payment: carepay expects it.
+    upload(&app, &accountant, write_statement(&header, &lines).unwrap()).await.expect(StatusCode::CREATED);
+    let today_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
+    app.post(&format!("{today_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    let open = app.get(&format!("{today_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
+    assert_eq!(open.body.as_array().unwrap().len(), 1, "{}", open.text);
+    assert_eq!(open.body[0]["category"], "expected");
+    assert_eq!(open.body[0]["out_no"], late.out_no.as_str());
+
+    // Tomorrow's statement lists it (settled after midnight): a wrong-day line there, and
+    // today's expectation is settled as timing.
+    let tomorrow = business_day(UnixMs(UnixMs::now().0 + MS_PER_DAY));
+    header.date = tomorrow.clone();
+    upload(&app, &accountant, write_statement(&header, &[late]).unwrap()).await.expect(StatusCode::CREATED);
+    let tomorrow_path = format!("/v1/reconciliation/days/{WALLET}/{tomorrow}");
+    let run = app.post(&format!("{tomorrow_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    assert_eq!(run.body["categories"][0]["category"], "wrong_day", "{}", run.text);
+    let all = app.get(&format!("{today_path}/discrepancies?status=all"), &accountant).await.expect(StatusCode::OK);
+    assert_eq!(all.body[0]["status"], "resolved", "{}", all.text);
+    assert_eq!(all.body[0]["resolution"], "timing");
+    let still_open = app.get(&format!("{today_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
+    assert!(still_open.body.as_array().unwrap().is_empty());
 }

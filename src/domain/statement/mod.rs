@@ -5,7 +5,7 @@ mod read;
 mod write;
 
 pub use read::{
-    ReadError, Reason, StatementReader, TextEncoding, open_statement, parse_yuan_fen as parse_signed_yuan_fen,
+    LineRef, ReadError, Reason, StatementReader, TextEncoding, open_statement, parse_yuan_fen as parse_signed_yuan_fen,
 };
 pub use write::{
     COLUMNS, EntryKind, EntryStatus, StatementError, StatementHeader, StatementLine, StatementTotals, Yuan,

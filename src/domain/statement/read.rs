@@ -103,8 +103,54 @@ pub struct StatementReader<R> {
     computed: StatementTotals,
     stated: Option<StatementTotals>,
     raw: Vec<u8>,
+    /// The current record's fields when quoting or decoding changed their bytes.
+    text: String,
+    /// The current record's fields: byte ranges into `raw` or into `text`.
+    fields: Vec<(usize, usize)>,
     /// The physical line the last record returned started on.
     record_line_no: u64,
+}
+
+/// Where the current record's field ranges point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldText {
+    /// Straight into the physical line (UTF-8, unquoted): no copy made.
+    Raw,
+    /// Into the decoded, unquoted copy.
+    Copied,
+}
+
+/// A detail line as read, borrowing its text from the reader until the next line is read:
+/// a caller that keeps only some fields copies only those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LineRef<'r> {
+    /// The physical line (1-based) the record starts on.
+    pub line_no: u64,
+    pub settled_at: &'r str,
+    pub operator_ref: &'r str,
+    pub out_no: &'r str,
+    pub kind: EntryKind,
+    pub status: EntryStatus,
+    pub amount_fen: i64,
+    pub fee_fen: i64,
+    pub counterparty: &'r str,
+    pub memo: &'r str,
+}
+
+impl LineRef<'_> {
+    pub fn to_line(&self) -> StatementLine {
+        StatementLine {
+            settled_at: self.settled_at.to_owned(),
+            operator_ref: self.operator_ref.to_owned(),
+            out_no: self.out_no.to_owned(),
+            kind: self.kind,
+            status: self.status,
+            amount_fen: self.amount_fen,
+            fee_fen: self.fee_fen,
+            counterparty: self.counterparty.to_owned(),
+            memo: self.memo.to_owned(),
+        }
+    }
 }
 
 impl<R: BufRead> StatementReader<R> {
@@ -117,6 +163,8 @@ impl<R: BufRead> StatementReader<R> {
             computed: StatementTotals::default(),
             stated: None,
             raw: Vec::with_capacity(512),
+            text: String::with_capacity(512),
+            fields: Vec::with_capacity(DETAIL_FIELDS + 1),
             record_line_no: 0,
         };
         let header = reader.read_raw_line()?.to_vec();
@@ -175,17 +223,31 @@ impl<R: BufRead> StatementReader<R> {
     /// The next detail line, `Ok(None)` once the trailer has been read and agrees with the
     /// lines, or the reason the whole file is corrupt.
     pub fn next_line(&mut self) -> Result<Option<StatementLine>, ReadError> {
+        Ok(self.next_line_ref()?.map(|line| line.to_line()))
+    }
+
+    /// [`Self::next_line`] without copying the line's text: it borrows the reader's buffers.
+    pub fn next_line_ref(&mut self) -> Result<Option<LineRef<'_>>, ReadError> {
         if self.stated.is_some() {
             return Ok(None);
         }
         let first_line_no = self.line_no + 1;
-        let fields = self.read_record()?;
+        let record = self.read_record()?;
         let fail = |reason| ReadError { line_no: first_line_no, reason };
-        let Some(fields) = fields else {
+        let Some(source) = record else {
             return Err(fail(Reason::Truncated));
         };
-        if fields.first().is_some_and(|first| first.starts_with('#')) {
-            let stated = parse_trailer(&fields).ok_or_else(|| fail(Reason::Trailer))?;
+        let bytes = match source {
+            FieldText::Raw => self.raw.as_slice(),
+            FieldText::Copied => self.text.as_bytes(),
+        };
+        let is_trailer = self.fields.first().is_some_and(|&(start, _)| bytes.get(start) == Some(&b'#'));
+        if is_trailer {
+            let stated = {
+                let text = self.record_text(source).map_err(fail)?;
+                let fields: Vec<&str> = self.fields.iter().map(|&(start, end)| &text[start..end]).collect();
+                parse_trailer(&fields).ok_or_else(|| fail(Reason::Trailer))?
+            };
             check_trailer(&stated, &self.computed).map_err(fail)?;
             self.stated = Some(stated);
             if self.read_raw_line_or_eof()?.is_some() {
@@ -193,42 +255,85 @@ impl<R: BufRead> StatementReader<R> {
             }
             return Ok(None);
         }
-        let line = parse_detail(fields).map_err(fail)?;
+        let text = match source {
+            // A line read as `Raw` is checked here, once.
+            FieldText::Raw => std::str::from_utf8(&self.raw).map_err(|_| fail(Reason::Encoding))?,
+            FieldText::Copied => self.text.as_str(),
+        };
+        let field = |index: usize| self.fields.get(index).map(|&(start, end)| &text[start..end]);
+        if self.fields.len() != DETAIL_FIELDS {
+            return Err(fail(Reason::FieldCount(self.fields.len())));
+        }
+        let fields: [&str; DETAIL_FIELDS] = std::array::from_fn(|index| field(index).unwrap_or_default());
+        let line = parse_detail(first_line_no, fields).map_err(fail)?;
         self.record_line_no = first_line_no;
         let index = usize::try_from(self.computed.line_count).unwrap_or(usize::MAX);
-        self.computed.add(index, &line).map_err(|err| fail(Reason::Line(err.to_string())))?;
+        self.computed
+            .add_entry(index, line.kind, line.status, line.amount_fen, line.fee_fen)
+            .map_err(|err| fail(Reason::Line(err.to_string())))?;
         Ok(Some(line))
+    }
+
+    /// The text the current record's field ranges point into.
+    fn record_text(&self, source: FieldText) -> Result<&str, Reason> {
+        match source {
+            FieldText::Raw => std::str::from_utf8(&self.raw).map_err(|_| Reason::Encoding),
+            FieldText::Copied => Ok(self.text.as_str()),
+        }
     }
 
     fn fail(&self, reason: Reason) -> ReadError {
         ReadError { line_no: self.line_no, reason }
     }
 
-    /// One CSV record, possibly over several physical lines; `None` at a clean end of file.
-    fn read_record(&mut self) -> Result<Option<Vec<String>>, ReadError> {
+    /// One CSV record, possibly over several physical lines, into `fields` (and `text`
+    /// where its bytes had to change); `None` at a clean end of file.
+    fn read_record(&mut self) -> Result<Option<FieldText>, ReadError> {
         let mut parser = RecordParser::default();
+        self.text.clear();
+        self.fields.clear();
         let mut record_bytes = 0usize;
         loop {
             if !self.next_raw_line()? {
-                return if parser.is_empty() { Ok(None) } else { Err(self.fail(Reason::Truncated)) };
+                return if parser.is_empty(&self.text, &self.fields) {
+                    Ok(None)
+                } else {
+                    Err(self.fail(Reason::Truncated))
+                };
             }
             let raw = self.raw.as_slice();
             record_bytes += raw.len();
             let ends_line = raw.last() == Some(&b'\n');
+            let line_no = self.line_no;
+            let fail = |reason| ReadError { line_no, reason };
+            let starts_record = parser.is_empty(&self.text, &self.fields);
+            if starts_record
+                && self.encoding == TextEncoding::Utf8
+                && let Some(body) = simple_record(raw)
+            {
+                // The common line: one physical line, no quotes, no stray carriage return.
+                // The state machine would give exactly these fields; the line's bytes are
+                // checked as UTF-8 once, when its fields are read.
+                split_simple_fields(&raw[..body], &mut self.fields);
+                return Ok(Some(FieldText::Raw));
+            }
             let text = match self.encoding {
                 TextEncoding::Utf8 => std::str::from_utf8(raw).ok().map(std::borrow::Cow::Borrowed),
                 TextEncoding::Gb18030 => decode_gb18030(raw),
             };
-            let line_no = self.line_no;
-            let fail = |reason| ReadError { line_no, reason };
             let text = text.ok_or_else(|| fail(Reason::Encoding))?;
             if record_bytes > MAX_RECORD_BYTES {
                 return Err(fail(Reason::TooLong));
             }
-            match parser.feed(&text).map_err(fail)? {
-                Some(fields) => return Ok(Some(fields)),
-                None if !ends_line => return Err(fail(Reason::Truncated)),
-                None => {}
+            if starts_record && let Some(body) = simple_record(text.as_bytes()) {
+                self.text.push_str(&text);
+                split_simple_fields(&text.as_bytes()[..body], &mut self.fields);
+                return Ok(Some(FieldText::Copied));
+            }
+            match parser.feed(&text, &mut self.text, &mut self.fields).map_err(fail)? {
+                true => return Ok(Some(FieldText::Copied)),
+                false if !ends_line => return Err(fail(Reason::Truncated)),
+                false => {}
             }
         }
     }
@@ -259,7 +364,7 @@ impl<R: BufRead> StatementReader<R> {
             if available.is_empty() {
                 return Ok(!self.raw.is_empty());
             }
-            let (taken, done) = match available.iter().position(|b| *b == b'\n') {
+            let (taken, done) = match memchr::memchr(b'\n', available) {
                 Some(end) => (end + 1, true),
                 None => (available.len(), false),
             };
@@ -310,65 +415,100 @@ enum CsvState {
     CarriageReturn,
 }
 
-/// RFC 4180 over decoded text, fed one physical line at a time.
+/// The length of the body of a record that is one whole physical line without quotes and
+/// without a carriage return before its end; `None` for anything else, which goes through
+/// [`RecordParser`]. Only ASCII bytes are looked at, which UTF-8 and the decoded text never
+/// use inside a character.
+fn simple_record(line: &[u8]) -> Option<usize> {
+    let body = line.strip_suffix(b"\n")?;
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    memchr::memchr2(b'"', b'\r', body).is_none().then_some(body.len())
+}
+
+/// A simple record's fields as byte ranges, each without its leading backtick.
+fn split_simple_fields(body: &[u8], fields: &mut Vec<(usize, usize)>) {
+    let mut start = 0;
+    for end in memchr::memchr_iter(b',', body).chain(std::iter::once(body.len())) {
+        let from = if body.get(start) == Some(&b'`') { start + 1 } else { start };
+        fields.push((from, end));
+        start = end + 1;
+    }
+}
+
+/// RFC 4180 over decoded text, fed one physical line at a time. The record's unquoted text
+/// goes into one buffer, its fields are ranges of it.
 #[derive(Default)]
 struct RecordParser {
     state: CsvState,
-    fields: Vec<String>,
-    current: String,
+    /// Where the field being read starts in the text buffer.
+    field_start: usize,
 }
 
 impl RecordParser {
-    fn is_empty(&self) -> bool {
-        self.fields.is_empty() && self.current.is_empty() && self.state == CsvState::FieldStart
+    fn is_empty(&self, text: &str, fields: &[(usize, usize)]) -> bool {
+        fields.is_empty() && text.len() == self.field_start && self.state == CsvState::FieldStart
     }
 
-    /// The record's fields once a line ends outside quotes, `None` while a quoted field
-    /// continues on the next physical line.
-    fn feed(&mut self, text: &str) -> Result<Option<Vec<String>>, Reason> {
+    /// True once a line ends outside quotes (the record is complete), false while a quoted
+    /// field continues on the next physical line. Runs of ordinary characters are copied
+    /// whole; only the four that mean something (`,` `"` CR LF, all ASCII) are looked at.
+    fn feed(&mut self, line: &str, text: &mut String, fields: &mut Vec<(usize, usize)>) -> Result<bool, Reason> {
         use CsvState::*;
-        for ch in text.chars() {
+        let bytes = line.as_bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            let rest = &bytes[at..];
+            let ordinary = match self.state {
+                Quoted => memchr::memchr(b'"', rest).unwrap_or(rest.len()),
+                FieldStart | Unquoted => {
+                    rest.iter().position(|b| matches!(b, b',' | b'"' | b'\r' | b'\n')).unwrap_or(rest.len())
+                }
+                QuoteInQuoted | CarriageReturn => 0,
+            };
+            if ordinary > 0 {
+                // Inside quotes or a field: every character of the run is part of the value.
+                text.push_str(&line[at..at + ordinary]);
+                at += ordinary;
+                if self.state == FieldStart {
+                    self.state = Unquoted;
+                }
+                continue;
+            }
+            let ch = bytes[at];
+            at += 1;
             self.state = match (self.state, ch) {
-                (CarriageReturn, '\n') | (FieldStart | Unquoted | QuoteInQuoted, '\n') => {
-                    self.end_field();
+                (CarriageReturn, b'\n') | (FieldStart | Unquoted | QuoteInQuoted, b'\n') => {
+                    self.end_field(text, fields);
                     self.state = FieldStart;
-                    return Ok(Some(std::mem::take(&mut self.fields)));
+                    return Ok(true);
                 }
                 (CarriageReturn, _) => return Err(Reason::BareCarriageReturn),
-                (FieldStart | Unquoted | QuoteInQuoted, '\r') => CarriageReturn,
-                (FieldStart | Unquoted | QuoteInQuoted, ',') => {
-                    self.end_field();
+                (FieldStart | Unquoted | QuoteInQuoted, b'\r') => CarriageReturn,
+                (FieldStart | Unquoted | QuoteInQuoted, b',') => {
+                    self.end_field(text, fields);
                     FieldStart
                 }
-                (FieldStart, '"') => Quoted,
+                (FieldStart, b'"') => Quoted,
                 // A backtick written before the opening quote (`` `"a,b" ``) guards the field
                 // the same way as one inside it.
-                (Unquoted, '"') if self.current == "`" => Quoted,
-                (QuoteInQuoted, '"') => {
-                    self.current.push('"');
+                (Unquoted, b'"') if &text[self.field_start..] == "`" => Quoted,
+                (QuoteInQuoted, b'"') => {
+                    text.push('"');
                     Quoted
                 }
-                (Unquoted, '"') | (QuoteInQuoted, _) => return Err(Reason::Quoting),
-                (FieldStart | Unquoted, other) => {
-                    self.current.push(other);
-                    Unquoted
-                }
-                (Quoted, '"') => QuoteInQuoted,
-                (Quoted, other) => {
-                    self.current.push(other);
-                    Quoted
-                }
+                (Unquoted, b'"') | (QuoteInQuoted, _) => return Err(Reason::Quoting),
+                (Quoted, b'"') => QuoteInQuoted,
+                // Ordinary characters were taken as runs above.
+                (FieldStart | Unquoted | Quoted, _) => unreachable!("an ordinary character outside a run"),
             };
         }
-        Ok(None)
+        Ok(false)
     }
 
-    fn end_field(&mut self) {
-        let mut value = std::mem::take(&mut self.current);
-        if value.starts_with('`') {
-            value.remove(0);
-        }
-        self.fields.push(value);
+    fn end_field(&mut self, text: &str, fields: &mut Vec<(usize, usize)>) {
+        let start = if text[self.field_start..].starts_with('`') { self.field_start + 1 } else { self.field_start };
+        fields.push((start, text.len()));
+        self.field_start = text.len();
     }
 }
 
@@ -385,9 +525,9 @@ fn parse_header(fields: &[&str]) -> Option<StatementHeader> {
     })
 }
 
-fn parse_trailer(fields: &[String]) -> Option<StatementTotals> {
+fn parse_trailer(fields: &[&str]) -> Option<StatementTotals> {
     let [tag, count, credit, debit, fee] = fields else { return None };
-    if tag != "#TOTAL" || count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) || count.len() > 19 {
+    if *tag != "#TOTAL" || count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) || count.len() > 19 {
         return None;
     }
     let non_negative = |text: &str| parse_yuan_fen(text).filter(|fen| *fen >= 0);
@@ -417,28 +557,21 @@ fn check_trailer(stated: &StatementTotals, computed: &StatementTotals) -> Result
     Ok(())
 }
 
-fn parse_detail(fields: Vec<String>) -> Result<StatementLine, Reason> {
-    let count = fields.len();
-    let Ok([settled_at, operator_ref, out_no, kind, status, amount, fee, counterparty, memo]) =
-        <[String; DETAIL_FIELDS]>::try_from(fields)
-    else {
-        return Err(Reason::FieldCount(count));
-    };
+fn parse_detail(line_no: u64, fields: [&str; DETAIL_FIELDS]) -> Result<LineRef<'_>, Reason> {
+    let [settled_at, operator_ref, out_no, kind, status, amount, fee, counterparty, memo] = fields;
     let invalid = |field, value: &str| Reason::Field { field, value: value.chars().take(64).collect() };
-    let time_ok = settled_at.len() == 19
-        && PrimitiveDateTime::parse(&settled_at, format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
-            .is_ok();
-    if !time_ok {
-        return Err(invalid("交易时间", &settled_at));
+    if !is_settled_at(settled_at) {
+        return Err(invalid("交易时间", settled_at));
     }
     if operator_ref.is_empty() {
-        return Err(invalid("运营机构流水号", &operator_ref));
+        return Err(invalid("运营机构流水号", operator_ref));
     }
-    let kind_parsed = EntryKind::parse(&kind).ok_or_else(|| invalid("交易类型", &kind))?;
-    let status_parsed = EntryStatus::parse(&status).ok_or_else(|| invalid("交易状态", &status))?;
-    let amount_fen = parse_yuan_fen(&amount).ok_or_else(|| invalid("金额", &amount))?;
-    let fee_fen = parse_yuan_fen(&fee).filter(|fen| *fen >= 0).ok_or_else(|| invalid("手续费", &fee))?;
-    Ok(StatementLine {
+    let kind_parsed = EntryKind::parse(kind).ok_or_else(|| invalid("交易类型", kind))?;
+    let status_parsed = EntryStatus::parse(status).ok_or_else(|| invalid("交易状态", status))?;
+    let amount_fen = parse_yuan_fen(amount).ok_or_else(|| invalid("金额", amount))?;
+    let fee_fen = parse_yuan_fen(fee).filter(|fen| *fen >= 0).ok_or_else(|| invalid("手续费", fee))?;
+    Ok(LineRef {
+        line_no,
         settled_at,
         operator_ref,
         out_no,
@@ -449,6 +582,33 @@ fn parse_detail(fields: Vec<String>) -> Result<StatementLine, Reason> {
         counterparty,
         memo,
     })
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, a real date and time. The digits are read directly (a million
+/// lines a day); anything that is not plainly digits in those places is left to the `time`
+/// parser, so what is accepted is exactly what it accepts.
+fn is_settled_at(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() != 19 {
+        return false;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        bytes[range].iter().try_fold(0u32, |value, b| b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0')))
+    };
+    let layout = bytes[4] == b'-' && bytes[7] == b'-' && bytes[10] == b' ' && bytes[13] == b':' && bytes[16] == b':';
+    let parts = (digits(0..4), digits(5..7), digits(8..10), digits(11..13), digits(14..16), digits(17..19));
+    if let (true, (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second))) = (layout, parts) {
+        let date = time::Month::try_from(u8::try_from(month).unwrap_or(0))
+            .ok()
+            .and_then(|month| Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok());
+        let clock = time::Time::from_hms(
+            u8::try_from(hour).unwrap_or(u8::MAX),
+            u8::try_from(minute).unwrap_or(u8::MAX),
+            u8::try_from(second).unwrap_or(u8::MAX),
+        );
+        return date.is_some() && clock.is_ok();
+    }
+    PrimitiveDateTime::parse(text, format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")).is_ok()
 }
 
 /// `-?\d{1,15}\.\d\d` yuan as fen.

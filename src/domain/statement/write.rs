@@ -149,20 +149,32 @@ impl StatementTotals {
     /// Adds one line (`index` only names it in an error), so a streaming reader keeps the
     /// trailer arithmetic in exactly one place.
     pub fn add(&mut self, index: usize, line: &StatementLine) -> Result<(), StatementError> {
-        if line.amount_fen < 0 && line.kind != EntryKind::Adjustment {
-            return Err(StatementError::NegativeAmount { index, kind: line.kind.as_str() });
+        self.add_entry(index, line.kind, line.status, line.amount_fen, line.fee_fen)
+    }
+
+    /// [`Self::add`] from a line's numbers alone.
+    pub fn add_entry(
+        &mut self,
+        index: usize,
+        kind: EntryKind,
+        status: EntryStatus,
+        amount_fen: i64,
+        fee_fen: i64,
+    ) -> Result<(), StatementError> {
+        if amount_fen < 0 && kind != EntryKind::Adjustment {
+            return Err(StatementError::NegativeAmount { index, kind: kind.as_str() });
         }
-        if line.fee_fen < 0 {
+        if fee_fen < 0 {
             return Err(StatementError::NegativeFee { index });
         }
         self.line_count += 1;
-        if line.status == EntryStatus::Reversed {
+        if status == EntryStatus::Reversed {
             return Ok(());
         }
-        let magnitude = line.amount_fen.checked_abs().ok_or(StatementError::Overflow)?;
-        let total = if line.kind.is_credit(line.amount_fen) { &mut self.credit_fen } else { &mut self.debit_fen };
+        let magnitude = amount_fen.checked_abs().ok_or(StatementError::Overflow)?;
+        let total = if kind.is_credit(amount_fen) { &mut self.credit_fen } else { &mut self.debit_fen };
         *total = total.checked_add(magnitude).ok_or(StatementError::Overflow)?;
-        self.fee_fen = self.fee_fen.checked_add(line.fee_fen).ok_or(StatementError::Overflow)?;
+        self.fee_fen = self.fee_fen.checked_add(fee_fen).ok_or(StatementError::Overflow)?;
         Ok(())
     }
 }

@@ -235,3 +235,133 @@ fn statement_errors_stay_distinct_from_read_errors() {
     let expected = StatementError::NegativeAmount { index: 0, kind: "PAYMENT" }.to_string();
     assert_eq!(err.reason, Reason::Line(expected));
 }
+
+proptest! {
+    /// The direct reading of a settlement time accepts exactly what the `time` parser does.
+    #[test]
+    fn settlement_times_are_checked_exactly_as_the_time_parser_does(
+        text in prop_oneof![
+            "[0-9]{4}-[0-1][0-9]-[0-3][0-9] [0-2][0-9]:[0-6][0-9]:[0-6][0-9]",
+            "[0-9+ -]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}",
+            "[0-9:+ -]{17,21}",
+        ],
+    ) {
+        let by_parser = PrimitiveDateTime::parse(&text, format_description!("[year]-[month]-[day] [hour]:[minute]:[second]"))
+            .is_ok() && text.len() == 19;
+        prop_assert_eq!(is_settled_at(&text), by_parser, "{:?}", text);
+    }
+
+    /// A plain line split directly gives the fields the RFC 4180 state machine gives.
+    #[test]
+    fn plain_lines_split_as_the_state_machine_reads_them(
+        fields in prop::collection::vec("`?[a-z0-9午餐 `.-]{0,6}", 1..12),
+        crlf in any::<bool>(),
+    ) {
+        let line = format!("{}{}", fields.join(","), if crlf { "\r\n" } else { "\n" });
+        let body = &line[..simple_record(line.as_bytes()).expect("a plain line")];
+        let mut direct = Vec::new();
+        split_simple_fields(body.as_bytes(), &mut direct);
+        let direct: Vec<&str> = direct.iter().map(|&(start, end)| &body[start..end]).collect();
+        let (mut text, mut ranges) = (String::new(), Vec::new());
+        prop_assert!(RecordParser::default().feed(&line, &mut text, &mut ranges).unwrap());
+        let machine: Vec<&str> = ranges.iter().map(|&(start, end)| &text[start..end]).collect();
+        prop_assert_eq!(direct, machine);
+    }
+}
+
+#[test]
+fn quoted_and_stray_carriage_return_lines_take_the_state_machine() {
+    assert_eq!(simple_record(b"`a,`b\r\n"), Some(5));
+    assert!(simple_record(b"`a,\"`b,c\"\r\n").is_none());
+    assert!(simple_record(b"`a\r,`b\n").is_none());
+    assert!(simple_record(b"`a,`b").is_none(), "a line without its end");
+}
+
+#[test]
+fn the_corpus_seeds_of_plain_and_quoted_lines_read_as_written() {
+    let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/statement/");
+    let valid = std::fs::read(format!("{corpus}valid_plain_and_quoted_lines.csv")).unwrap();
+    let (_, lines, totals) = read_all(&valid).unwrap();
+    assert_eq!(lines[1].out_no, "P-2,a");
+    assert_eq!(lines[1].memo, "a\rb\r\nc");
+    assert_eq!(lines[2].out_no, "");
+    assert_eq!(lines[3].memo, "调整");
+    assert_eq!(totals.line_count, 4);
+    let bare = std::fs::read(format!("{corpus}invalid_bare_carriage_return.csv")).unwrap();
+    assert_eq!(read_all(&bare).unwrap_err(), ReadError { line_no: 3, reason: Reason::BareCarriageReturn });
+}
+
+/// The RFC 4180 state machine as first written, a character at a time, into owned fields:
+/// the reference the reader's run-at-a-time parser must agree with.
+fn reference_record(physical_lines: &[&str]) -> Result<Option<Vec<String>>, Reason> {
+    use CsvState::*;
+    let (mut state, mut fields, mut current) = (FieldStart, Vec::new(), String::new());
+    let end_field = |fields: &mut Vec<String>, current: &mut String| {
+        let mut value = std::mem::take(current);
+        if value.starts_with('`') {
+            value.remove(0);
+        }
+        fields.push(value);
+    };
+    for line in physical_lines {
+        for ch in line.chars() {
+            state = match (state, ch) {
+                (CarriageReturn, '\n') | (FieldStart | Unquoted | QuoteInQuoted, '\n') => {
+                    end_field(&mut fields, &mut current);
+                    return Ok(Some(fields));
+                }
+                (CarriageReturn, _) => return Err(Reason::BareCarriageReturn),
+                (FieldStart | Unquoted | QuoteInQuoted, '\r') => CarriageReturn,
+                (FieldStart | Unquoted | QuoteInQuoted, ',') => {
+                    end_field(&mut fields, &mut current);
+                    FieldStart
+                }
+                (FieldStart, '"') => Quoted,
+                (Unquoted, '"') if current == "`" => Quoted,
+                (QuoteInQuoted, '"') => {
+                    current.push('"');
+                    Quoted
+                }
+                (Unquoted, '"') | (QuoteInQuoted, _) => return Err(Reason::Quoting),
+                (FieldStart | Unquoted, other) => {
+                    current.push(other);
+                    Unquoted
+                }
+                (Quoted, '"') => QuoteInQuoted,
+                (Quoted, other) => {
+                    current.push(other);
+                    Quoted
+                }
+            };
+        }
+    }
+    Ok(None)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Over any text (quotes, commas, CR, LF, backticks, CJK), one record is read alike by the
+    /// reference machine and by the reader's parser, fed the same physical lines.
+    #[test]
+    fn the_record_parser_reads_as_the_reference_machine(text in "[a`\",\r\n午 ]{0,40}\n") {
+        let physical: Vec<&str> = text.split_inclusive('\n').collect();
+        let expected = reference_record(&physical);
+        let (mut parser, mut buffer, mut ranges) = (RecordParser::default(), String::new(), Vec::new());
+        let mut actual = Ok(None);
+        for line in &physical {
+            match parser.feed(line, &mut buffer, &mut ranges) {
+                Ok(true) => {
+                    actual = Ok(Some(ranges.iter().map(|&(start, end)| buffer[start..end].to_owned()).collect()));
+                    break;
+                }
+                Ok(false) => {}
+                Err(reason) => {
+                    actual = Err(reason);
+                    break;
+                }
+            }
+        }
+        prop_assert_eq!(actual, expected);
+    }
+}
