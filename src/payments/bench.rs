@@ -269,7 +269,8 @@ async fn drive_terminal(
 }
 
 /// pgbench's built-in TPC-B-like script on a scratch database of the same server, with the
-/// same client count and duration, at pgbench's default scale (1).
+/// same client count and duration, at scale 10: ten branch rows, so the clients are not all
+/// queued on a single row as at scale 1 (which would make the baseline slower, not fairer).
 async fn measure_pgbench(server: &str, options: &BenchOptions) -> anyhow::Result<Measured> {
     let scratch = ScratchDatabase::create(server, "carepay_pgbench").await?;
     let url = scratch.url.clone();
