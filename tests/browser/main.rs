@@ -110,10 +110,12 @@ async fn screenshot(browser: &Client, name: &str) {
     std::fs::write(screenshot_dir().join(format!("{name}.png")), png).expect("save screenshot");
 }
 
+/// Click a link or a form's button and wait until the page it loads has loaded. The page it
+/// leaves is marked first, so a page read too soon is never taken for the new one; an element
+/// that went stale before the click (the page still replacing itself) is looked up again, and a
+/// stale element is never clicked, so nothing is submitted twice.
 async fn click(browser: &Client, css: &str) {
-    // The page may still be replacing itself (a navigation, a live update): an element that
-    // went stale before the click is looked up again. A stale element is never clicked, so
-    // nothing is submitted twice.
+    browser.execute("window.carepayLeaving = true; return true;", vec![]).await.unwrap();
     let started = Instant::now();
     loop {
         let element = browser
@@ -123,12 +125,22 @@ async fn click(browser: &Client, css: &str) {
             .await
             .unwrap_or_else(|e| panic!("{css}: {e}"));
         match element.click().await {
-            Ok(_) => return,
+            Ok(_) => break,
             Err(error) if is_stale(&error) && started.elapsed() < WAIT_LIMIT => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(error) => panic!("click {css}: {error}"),
         }
+    }
+    loop {
+        let arrived = browser
+            .execute("return window.carepayLeaving !== true && document.readyState === 'complete';", vec![])
+            .await;
+        if matches!(arrived, Ok(serde_json::Value::Bool(true))) {
+            return;
+        }
+        assert!(started.elapsed() < WAIT_LIMIT, "{css}: no new page loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
