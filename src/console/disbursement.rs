@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::charts::{BudgetBar, budgets};
 use super::layout::{Area, Lang, PageError, PageResult, csrf_field, page, shanghai_time, yuan};
-use super::session::{CsrfForm, CsrfUpload, NoFields, SignedIn};
+use super::session::{CsrfForm, NoFields, SignedIn, read_text_field, signed_in_multipart, unreadable};
 use crate::directory::PageRequest;
 use crate::disbursement::{Rejection, Upload, UploadRequest};
 use crate::domain::batch::{Batch, BatchStatus, Line, LineStatus, Period, Programme, Progress, StateTally};
@@ -23,7 +23,10 @@ use crate::domain::money::Amount;
 use crate::domain::role::Action;
 use crate::error::Error;
 use crate::http::AppState;
+use crate::http::upload_stream::{self, FrameReader};
 use crate::sessions::random_token;
+use axum::extract::Request;
+use std::collections::HashMap;
 
 /// Lines read to find a batch's failed ones; past this the page says the list is cut short.
 const MAX_SCANNED_LINES: u64 = 20_000;
@@ -120,14 +123,16 @@ fn upload_form(signed_in: &SignedIn, programme: &Programme) -> Result<Markup, Pa
             enctype="multipart/form-data" {
             (csrf_field(&signed_in.csrf_token))
             input type="hidden" name="idempotency_key" value=(idempotency_key);
-            label for="batch-file" { (lang.t("批次文件（CSV，UTF-8 或 GB18030）", "Batch file (CSV, UTF-8 or GB18030)")) }
-            input #batch-file type="file" name="file" required;
             label for="period" { (lang.t("发放期间（YYYY-MM）", "Period (YYYY-MM)")) }
             input #period type="text" name="period" required pattern="[0-9]{4}-[0-9]{2}";
             label for="line-count" { (lang.t("控制笔数", "Control count of lines")) }
             input #line-count type="number" name="line_count" min="1" required;
             label for="total" { (lang.t("控制总额（元）", "Control total (yuan)")) }
             input #total type="text" name="total" required;
+            // Last: the browser sends fields in this order, and the file streams into the
+            // upload once the fields before it (the CSRF token first) have been checked.
+            label for="batch-file" { (lang.t("批次文件（CSV，UTF-8 或 GB18030）", "Batch file (CSV, UTF-8 or GB18030)")) }
+            input #batch-file type="file" name="file" required;
             button type="submit" id="upload-batch" { (lang.t("上传批次", "Upload batch")) }
         }
     })
@@ -212,29 +217,51 @@ async fn programme(State(state): State<AppState>, signed_in: SignedIn, Path(id):
     Ok(programme_page(&state, &signed_in, &programme_id(&id)?, None).await?.into_response())
 }
 
-async fn upload(State(state): State<AppState>, Path(id): Path<String>, upload: CsrfUpload) -> PageResult {
+/// A batch file from the upload form, streamed into the upload as the REST route does: the
+/// text fields come first, the CSRF token among them is checked before a byte of the file is
+/// read, and the file never sits in memory. A file sent before the token is refused.
+async fn upload(State(state): State<AppState>, Path(id): Path<String>, request: Request) -> PageResult {
     let id = programme_id(&id)?;
-    let signed_in = &upload.signed_in;
-    let amount =
-        |field: &str| Amount::parse(upload.field(field).trim()).map_err(|e| Error::invalid(field, e.code(), e));
+    let (signed_in, mut multipart) = signed_in_multipart(request, &state).await?;
+    let mut fields = HashMap::new();
+    let file = loop {
+        let Some(field) = multipart.next_field().await.map_err(unreadable)? else {
+            signed_in.check_csrf(fields.get("csrf").map(String::as_str).unwrap_or_default())?;
+            return Err(Error::invalid("file", "FILE_MISSING", "choose a batch file").into());
+        };
+        if field.name() == Some("file") {
+            break field;
+        }
+        read_text_field(field, &mut fields).await?;
+    };
+    signed_in.check_csrf(fields.get("csrf").map(String::as_str).unwrap_or_default())?;
+    let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
+    let amount = |name: &str| Amount::parse(field(name).trim()).map_err(|e| Error::invalid(name, e.code(), e));
     let request = UploadRequest {
         programme_id: id.clone(),
-        period: Period::parse(upload.field("period").trim())
-            .map_err(|e| Error::invalid("period", "INVALID_PERIOD", e))?,
-        idempotency_key: upload.field("idempotency_key").to_owned(),
+        period: Period::parse(field("period").trim()).map_err(|e| Error::invalid("period", "INVALID_PERIOD", e))?,
+        idempotency_key: field("idempotency_key").to_owned(),
         stated: ControlTotals {
-            line_count: upload
-                .field("line_count")
+            line_count: field("line_count")
                 .trim()
                 .parse()
                 .map_err(|_| Error::invalid("line_count", "INVALID_COUNT", "a whole number of lines"))?,
             total: amount("total")?,
         },
     };
-    match state.app.upload_batch(&signed_in.principal, request, std::io::Cursor::new(upload.file)).await? {
+    let limit = usize::try_from(state.app.disbursement.max_upload_bytes).unwrap_or(usize::MAX);
+    let (frames, reader) = FrameReader::new();
+    let (uploaded, too_large) = tokio::join!(
+        state.app.upload_batch(&signed_in.principal, request, reader),
+        upload_stream::pump(file, frames, limit)
+    );
+    if too_large {
+        return Err(PageError::BadRequest(format!("a batch file is at most {limit} bytes")));
+    }
+    match uploaded? {
         Upload::Accepted(batch) => Ok(Redirect::to(&batch_path(batch.id.as_str())).into_response()),
         Upload::Rejected(rejection) => {
-            let page = programme_page(&state, signed_in, &id, Some(&rejection)).await?;
+            let page = programme_page(&state, &signed_in, &id, Some(&rejection)).await?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
     }

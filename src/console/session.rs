@@ -95,7 +95,7 @@ impl SignedIn {
         Viewer { principal: &self.principal, csrf_token: &self.csrf_token, lang: self.lang }
     }
 
-    fn check_csrf(&self, presented: &str) -> Result<(), PageError> {
+    pub(crate) fn check_csrf(&self, presented: &str) -> Result<(), PageError> {
         if constant_time_eq(presented.as_bytes(), self.csrf_token.as_bytes()) {
             Ok(())
         } else {
@@ -159,27 +159,56 @@ impl CsrfUpload {
     }
 }
 
+/// A signed-in user's multipart form, after the origin check: the fields are still to be read.
+pub async fn signed_in_multipart(request: Request, state: &AppState) -> Result<(SignedIn, Multipart), PageError> {
+    let (mut parts, body) = request.into_parts();
+    check_same_origin(&parts.headers)?;
+    let signed_in = SignedIn::from_request_parts(&mut parts, state).await?;
+    let request = Request::from_parts(parts, body);
+    let multipart =
+        Multipart::from_request(request, state).await.map_err(|error| PageError::BadRequest(error.body_text()))?;
+    Ok((signed_in, multipart))
+}
+
+pub fn unreadable(error: axum::extract::multipart::MultipartError) -> PageError {
+    PageError::BadRequest(error.body_text())
+}
+
+/// One text field of a multipart form (bounded), added to `fields` (bounded in number).
+pub async fn read_text_field(
+    mut field: axum::extract::multipart::Field<'_>,
+    fields: &mut HashMap<String, String>,
+) -> Result<(), PageError> {
+    let name = field.name().unwrap_or_default().to_owned();
+    if fields.len() >= MAX_MULTIPART_TEXT_FIELDS {
+        return Err(PageError::BadRequest(String::from("too many form fields")));
+    }
+    let mut value = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
+        if value.len() + chunk.len() > MAX_MULTIPART_TEXT_BYTES {
+            return Err(PageError::BadRequest(format!("the field {name} is too long")));
+        }
+        value.extend_from_slice(&chunk);
+    }
+    let value = String::from_utf8(value).map_err(|_| PageError::BadRequest(format!("{name}: not UTF-8")))?;
+    fields.insert(name, value);
+    Ok(())
+}
+
 impl FromRequest<AppState> for CsrfUpload {
     type Rejection = PageError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (mut parts, body) = request.into_parts();
-        check_same_origin(&parts.headers)?;
-        let signed_in = SignedIn::from_request_parts(&mut parts, state).await?;
+        let (signed_in, mut multipart) = signed_in_multipart(request, state).await?;
         let max_file_bytes = state
             .app
             .reconciliation
             .max_statement_bytes
             .max(usize::try_from(state.app.disbursement.max_upload_bytes).unwrap_or(usize::MAX));
-        let request = Request::from_parts(parts, body);
-        let mut multipart =
-            Multipart::from_request(request, state).await.map_err(|error| PageError::BadRequest(error.body_text()))?;
         let mut fields = HashMap::new();
         let mut file = Vec::new();
-        let unreadable = |error: axum::extract::multipart::MultipartError| PageError::BadRequest(error.body_text());
         while let Some(mut field) = multipart.next_field().await.map_err(unreadable)? {
-            let name = field.name().unwrap_or_default().to_owned();
-            if name == "file" {
+            if field.name() == Some("file") {
                 while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
                     if file.len() + chunk.len() > max_file_bytes {
                         return Err(PageError::BadRequest(String::from("the file is larger than allowed")));
@@ -188,18 +217,7 @@ impl FromRequest<AppState> for CsrfUpload {
                 }
                 continue;
             }
-            if fields.len() >= MAX_MULTIPART_TEXT_FIELDS {
-                return Err(PageError::BadRequest(String::from("too many form fields")));
-            }
-            let mut value = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(unreadable)? {
-                if value.len() + chunk.len() > MAX_MULTIPART_TEXT_BYTES {
-                    return Err(PageError::BadRequest(format!("the field {name} is too long")));
-                }
-                value.extend_from_slice(&chunk);
-            }
-            let value = String::from_utf8(value).map_err(|_| PageError::BadRequest(format!("{name}: not UTF-8")))?;
-            fields.insert(name, value);
+            read_text_field(field, &mut fields).await?;
         }
         signed_in.check_csrf(fields.get("csrf").map(String::as_str).unwrap_or_default())?;
         Ok(CsrfUpload { signed_in, fields, file })

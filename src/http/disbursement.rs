@@ -6,7 +6,6 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -16,6 +15,7 @@ use super::AppState;
 use super::directory::id_field;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
+use super::upload_stream::{self, FrameReader};
 use crate::disbursement::{NewProgramme, Rejection, Upload, UploadRequest};
 use crate::domain::batch::{Batch, BatchStatus, BatchStep, Line, LineStatus, Period, Programme, Progress};
 use crate::domain::directory::WalletId;
@@ -320,11 +320,12 @@ async fn upload_batch(
     let limit = usize::try_from(state.app.disbursement.max_upload_bytes).unwrap_or(usize::MAX);
     // The file streams from the connection to the reading thread, a few frames at a time: a
     // million lines never sit in memory.
-    let (frames, reader) = BodyReader::new();
-    let too_large = std::sync::atomic::AtomicBool::new(false);
-    let (uploaded, ()) =
-        tokio::join!(state.app.upload_batch(&caller, request, reader), pump(body, frames, limit, &too_large));
-    if too_large.load(std::sync::atomic::Ordering::SeqCst) {
+    let (frames, reader) = FrameReader::new();
+    let (uploaded, too_large) = tokio::join!(
+        state.app.upload_batch(&caller, request, reader),
+        upload_stream::pump(body.into_data_stream(), frames, limit)
+    );
+    if too_large {
         // Whatever the cut-off file looked like, the answer is that it was too large.
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -335,72 +336,6 @@ async fn upload_batch(
     match uploaded? {
         Upload::Accepted(batch) => Ok((StatusCode::CREATED, Json(batch_view(batch, None))).into_response()),
         Upload::Rejected(rejection) => Ok(rejected_response(rejection)),
-    }
-}
-
-/// Frames of an upload in flight between the connection and the thread reading it.
-const UPLOAD_FRAMES_IN_FLIGHT: usize = 16;
-
-/// The request body as a blocking reader for the upload's reading thread. A frame that cannot
-/// be read (the connection broke, the file is too large) is a read error, which refuses the
-/// file.
-struct BodyReader {
-    frames: tokio::sync::mpsc::Receiver<std::io::Result<axum::body::Bytes>>,
-    current: axum::body::Bytes,
-}
-
-impl BodyReader {
-    fn new() -> (tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>, BodyReader) {
-        let (sender, frames) = tokio::sync::mpsc::channel(UPLOAD_FRAMES_IN_FLIGHT);
-        (sender, BodyReader { frames, current: axum::body::Bytes::new() })
-    }
-}
-
-impl std::io::Read for BodyReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.frames.blocking_recv() {
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(error)) => return Err(error),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-/// Feeds the body to the reader until it ends, the reader stops (it has refused the file or
-/// read enough), or more than `limit` bytes came.
-async fn pump(
-    mut body: Body,
-    frames: tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>,
-    limit: usize,
-    too_large: &std::sync::atomic::AtomicBool,
-) {
-    let mut seen = 0usize;
-    while let Some(frame) = body.frame().await {
-        let data = match frame {
-            Ok(frame) => match frame.into_data() {
-                Ok(data) => data,
-                // Trailers carry no file bytes.
-                Err(_) => continue,
-            },
-            Err(error) => {
-                let _ = frames.send(Err(std::io::Error::other(error))).await;
-                return;
-            }
-        };
-        seen = seen.saturating_add(data.len());
-        if seen > limit {
-            too_large.store(true, std::sync::atomic::Ordering::SeqCst);
-            let _ = frames.send(Err(std::io::Error::other("the file is larger than the upload limit"))).await;
-            return;
-        }
-        if frames.send(Ok(data)).await.is_err() {
-            return;
-        }
     }
 }
 
@@ -652,35 +587,4 @@ async fn batch_result(
     let mut response = (StatusCode::OK, out).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Read as _;
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use super::{Body, BodyReader, pump};
-
-    /// Reads the reader to its end on a blocking thread, as the upload's reading thread does.
-    async fn read_through(body: Body, limit: usize) -> (std::io::Result<Vec<u8>>, bool) {
-        let (frames, mut reader) = BodyReader::new();
-        let too_large = AtomicBool::new(false);
-        let reading = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            reader.read_to_end(&mut out).map(|_| out)
-        });
-        pump(body, frames, limit, &too_large).await;
-        (reading.await.unwrap(), too_large.load(Ordering::SeqCst))
-    }
-
-    #[tokio::test]
-    async fn an_upload_streams_to_the_reader_and_one_over_the_limit_is_cut_off() {
-        let file = "name,citizen_id\n".repeat(1_000).into_bytes();
-        let (read, too_large) = read_through(Body::from(file.clone()), file.len()).await;
-        assert_eq!(read.unwrap(), file);
-        assert!(!too_large);
-        let (read, too_large) = read_through(Body::from(file.clone()), file.len() - 1).await;
-        assert!(read.is_err());
-        assert!(too_large);
-    }
 }

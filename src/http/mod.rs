@@ -13,6 +13,7 @@ pub mod ops;
 pub mod reconciliation;
 pub mod terminals;
 pub mod tokens;
+pub mod upload_stream;
 pub mod views;
 
 use std::sync::Arc;

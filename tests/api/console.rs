@@ -452,6 +452,45 @@ async fn pages_show_personal_data_only_masked(app: TestApp) {
     assert!(page.text.contains("CITIZEN_ID_CHECK_DIGIT"), "{}", page.text);
     assert!(page.text.matches(r#"<tr class="file-error">"#).count() >= 3, "{}", page.text);
     assert!(!page.text.contains(&bad_id), "the refused ID number is echoed: {}", page.text);
+
+    // The file streams into the upload only after the token: a file sent before it is refused
+    // as a forgery, and a good file sent after it is a batch.
+    let good = format!("姓名,身份证号,钱包编号,金额,备注\r\n张三,{},0021000000000101,300.00,\r\n", world.ids[1]);
+    let post = |form: reqwest::multipart::Form| {
+        clerk
+            .client
+            .post(format!("{}/console/subsidies/programmes/{}/batches", app.address, world.programme))
+            .header("cookie", format!("carepay_console_session={}", clerk.session_cookie))
+            .multipart(form)
+            .send()
+    };
+    let file_first = reqwest::multipart::Form::new()
+        .part("file", reqwest::multipart::Part::bytes(good.clone().into_bytes()).file_name("batch.csv"))
+        .text("csrf", csrf_of(&programme_page.text))
+        .text("idempotency_key", "file-first")
+        .text("period", "2026-12")
+        .text("line_count", "1")
+        .text("total", "300.00");
+    let refused = read(post(file_first).await.unwrap()).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    let in_order = reqwest::multipart::Form::new()
+        .text("csrf", csrf_of(&programme_page.text))
+        .text("idempotency_key", "in-order")
+        .text("period", "2026-12")
+        .text("line_count", "1")
+        .text("total", "300.00")
+        .part("file", reqwest::multipart::Part::bytes(good.into_bytes()).file_name("batch.csv"));
+    let reply = post(in_order).await.unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER, "an accepted file goes to its batch");
+    let location = reply.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/console/subsidies/batches/bat_"), "{location}");
+    let pool = app.db.raw_pool().await;
+    let batches: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM subsidy_batches WHERE idempotency_key IN ('file-first', 'in-order')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(batches, 1, "only the file sent after the token made a batch");
 }
 
 async fn forms_act_only_for_roles_and_scopes_the_api_allows(app: TestApp) {
