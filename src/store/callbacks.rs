@@ -174,54 +174,8 @@ fn attempt_from_row(row: &AnyRow) -> Result<Attempt, sqlx::Error> {
 /// delivery due now; disabled ones a failed one, so "replay failed events since" recovers
 /// what they missed once re-enabled. Rolled back with the caller, it never existed.
 pub async fn enqueue_in(conn: &mut AnyConnection, event: &NewEvent, now: UnixMs) -> Result<EventId, StoreError> {
-    let body = event_body(event.event_type, now, &event.object_id, event.object_version, &event.data)
-        .map_err(|error| StoreError::Database(sqlx::Error::Encode(Box::new(error))))?;
-    let id = EventId::generate();
-    sqlx::query(
-        "INSERT INTO callback_events (id, owner_kind, owner_id, event_type, object_id, object_version, body, \
-         created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(id.as_str())
-    .bind(event.owner.kind().as_str())
-    .bind(event.owner.id())
-    .bind(event.event_type.as_str())
-    .bind(event.object_id.as_str())
-    .bind(event.object_version)
-    .bind(body)
-    .bind(now.0)
-    .execute(&mut *conn)
-    .await?;
-    let endpoints =
-        sqlx::query("SELECT id, event_types, status FROM callback_endpoints WHERE owner_kind = $1 AND owner_id = $2")
-            .bind(event.owner.kind().as_str())
-            .bind(event.owner.id())
-            .fetch_all(&mut *conn)
-            .await?;
-    for row in &endpoints {
-        let types: String = row.try_get("event_types")?;
-        if !EventTypes::from_stored(&types).contains(event.event_type) {
-            continue;
-        }
-        let enabled = row.try_get::<String, _>("status")? == EndpointStatus::Enabled.as_str();
-        let (status, next_attempt_at, last_error) = if enabled {
-            (DeliveryStatus::Pending, Some(now.0), None)
-        } else {
-            (DeliveryStatus::Failed, None, Some("endpoint disabled"))
-        };
-        sqlx::query(
-            "INSERT INTO callback_deliveries (event_id, endpoint_id, status, attempts, next_attempt_at_ms, last_error, \
-             created_at_ms, updated_at_ms) VALUES ($1, $2, $3, 0, $4, $5, $6, $6)",
-        )
-        .bind(id.as_str())
-        .bind(row.try_get::<String, _>("id")?)
-        .bind(status.as_str())
-        .bind(next_attempt_at)
-        .bind(last_error)
-        .bind(now.0)
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(id)
+    let mut ids = enqueue_many_in(conn, &[event], now).await?;
+    Ok(ids.pop().expect("one id per event"))
 }
 
 /// [`enqueue_in`] for many events with a fixed number of statements however many there
@@ -347,9 +301,7 @@ impl Store {
     /// Publish many events in one transaction (bulk loads, the benchmark).
     pub async fn enqueue_many(&self, events: &[NewEvent], now: UnixMs) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
-        for event in events {
-            enqueue_in(&mut tx, event, now).await?;
-        }
+        enqueue_many_in(&mut tx, &events.iter().collect::<Vec<_>>(), now).await?;
         tx.commit().await?;
         Ok(())
     }
