@@ -23,7 +23,7 @@ use crate::domain::money::Amount;
 use crate::domain::role::Action;
 use crate::error::Error;
 use crate::http::AppState;
-use crate::http::upload_stream::{self, FrameReader};
+use crate::http::upload_stream::{self, SpoolError};
 use crate::sessions::random_token;
 use axum::extract::Request;
 use std::collections::HashMap;
@@ -250,15 +250,15 @@ async fn upload(State(state): State<AppState>, Path(id): Path<String>, request: 
         },
     };
     let limit = usize::try_from(state.app.disbursement.max_upload_bytes).unwrap_or(usize::MAX);
-    let (frames, reader) = FrameReader::new();
-    let (uploaded, too_large) = tokio::join!(
-        state.app.upload_batch(&signed_in.principal, request, reader),
-        upload_stream::pump(file, frames, limit)
-    );
-    if too_large {
-        return Err(PageError::BadRequest(format!("a batch file is at most {limit} bytes")));
-    }
-    match uploaded? {
+    // On disk whole before the upload's transaction begins (see `upload_stream`).
+    let file = match upload_stream::spool(file, limit).await {
+        Ok(file) => file,
+        Err(error @ (SpoolError::TooLarge { .. } | SpoolError::Body(_))) => {
+            return Err(PageError::BadRequest(error.to_string()));
+        }
+        Err(SpoolError::Disk(error)) => return Err(Error::Internal(error.into()).into()),
+    };
+    match state.app.upload_batch(&signed_in.principal, request, file).await? {
         Upload::Accepted(batch) => Ok(Redirect::to(&batch_path(batch.id.as_str())).into_response()),
         Upload::Rejected(rejection) => {
             let page = programme_page(&state, &signed_in, &id, Some(&rejection)).await?;

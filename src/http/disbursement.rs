@@ -15,7 +15,7 @@ use super::AppState;
 use super::directory::id_field;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
-use super::upload_stream::{self, FrameReader};
+use super::upload_stream::{self, SpoolError};
 use crate::disbursement::{NewProgramme, Rejection, Upload, UploadRequest};
 use crate::domain::batch::{Batch, BatchStatus, BatchStep, Line, LineStatus, Period, Programme, Progress};
 use crate::domain::directory::WalletId;
@@ -318,24 +318,29 @@ async fn upload_batch(
         stated: ControlTotals { line_count: params.line_count, total: amount_field("total", &params.total)? },
     };
     let limit = usize::try_from(state.app.disbursement.max_upload_bytes).unwrap_or(usize::MAX);
-    // The file streams from the connection to the reading thread, a few frames at a time: a
-    // million lines never sit in memory.
-    let (frames, reader) = FrameReader::new();
-    let (uploaded, too_large) = tokio::join!(
-        state.app.upload_batch(&caller, request, reader),
-        upload_stream::pump(body.into_data_stream(), frames, limit)
-    );
-    if too_large {
-        // Whatever the cut-off file looked like, the answer is that it was too large.
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "FILE_TOO_LARGE",
-            format!("a batch file is at most {limit} bytes"),
-        ));
-    }
+    // The whole file is on disk before the upload's transaction begins: however slowly the
+    // client sends it, the database is written for as long as the parse takes.
+    let file = upload_stream::spool(body.into_data_stream(), limit).await.map_err(spool_refusal)?;
+    let uploaded = state.app.upload_batch(&caller, request, file).await;
     match uploaded? {
         Upload::Accepted(batch) => Ok((StatusCode::CREATED, Json(batch_view(batch, None))).into_response()),
         Upload::Rejected(rejection) => Ok(rejected_response(rejection)),
+    }
+}
+
+/// A file that could not be spooled, as the client is told.
+fn spool_refusal(error: SpoolError) -> ApiError {
+    match error {
+        // Whatever the cut-off file looked like, the answer is that it was too large.
+        SpoolError::TooLarge { limit_bytes } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "FILE_TOO_LARGE",
+            format!("a batch file is at most {limit_bytes} bytes"),
+        ),
+        SpoolError::Body(_) => {
+            ApiError::new(StatusCode::BAD_REQUEST, "FILE_INCOMPLETE", "the file did not arrive whole; send it again")
+        }
+        SpoolError::Disk(error) => Error::Internal(error.into()).into(),
     }
 }
 

@@ -1,74 +1,67 @@
-//! An uploaded file handed to a blocking reader a few frames at a time, so a large file never
-//! sits in memory: the batch upload's reading thread takes it this way from a REST body and
-//! from a console form's file field alike.
+//! An uploaded file spooled to an unlinked temporary file before anything reads it: the batch
+//! upload is one write transaction, and on SQLite (a single writer) a client sending its body
+//! slowly would otherwise hold the database's write lock for as long as it takes. Spooled, the
+//! transaction lasts as long as the parse, whatever the connection. The REST batch upload and
+//! the console's batch upload form both come through here; the file never sits in memory
+//! (one write buffer), and is gone with the reader (or a crash).
 
-use std::io::{self, Read};
+use std::io::{self, Seek as _};
 
 use axum::body::Bytes;
 use futures_util::{Stream, StreamExt as _};
-use tokio::sync::mpsc;
+use tokio::io::AsyncWriteExt as _;
 
-/// Frames of an upload in flight between the connection and the thread reading it.
-pub const FRAMES_IN_FLIGHT: usize = 16;
+/// Bytes gathered before each write to the spool file.
+const SPOOL_BUFFER_BYTES: usize = 1 << 20;
+/// Bytes the spooled file is read with.
+const READ_BUFFER_BYTES: usize = 256 << 10;
 
-/// The file as a blocking reader. A frame that could not be read (the connection broke, the
-/// file is too large) is a read error, which refuses the file.
-pub struct FrameReader {
-    frames: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
+/// Why a file could not be spooled.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the file is larger than {limit_bytes} bytes")]
+    TooLarge { limit_bytes: usize },
+    /// The body did not arrive whole (the connection broke or was cut off).
+    #[error("the file could not be read to its end: {0}")]
+    Body(io::Error),
+    /// The temporary file could not be written (disk full, no temporary directory).
+    #[error("cannot spool the file: {0}")]
+    Disk(io::Error),
 }
 
-/// Where [`pump`] puts the frames a [`FrameReader`] reads.
-pub type FrameSender = mpsc::Sender<io::Result<Bytes>>;
+/// The spooled file, read from its start.
+pub type Spooled = io::BufReader<std::fs::File>;
 
-impl FrameReader {
-    pub fn new() -> (FrameSender, FrameReader) {
-        let (sender, frames) = mpsc::channel(FRAMES_IN_FLIGHT);
-        (sender, FrameReader { frames, current: Bytes::new() })
-    }
-}
-
-impl Read for FrameReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.frames.blocking_recv() {
-                Some(Ok(bytes)) => self.current = bytes,
-                Some(Err(error)) => return Err(error),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
-    }
-}
-
-/// Feeds `file` to the reader until it ends, the reader stops (it has refused the file or
-/// read enough), or more than `limit_bytes` came; `true` in the last case.
-pub async fn pump<S, E>(mut file: S, frames: FrameSender, limit_bytes: usize) -> bool
+/// Read `file` to its end into an unlinked temporary file (in `TMPDIR`), refusing it as soon as
+/// more than `limit_bytes` came.
+pub async fn spool<S, E>(mut file: S, limit_bytes: usize) -> Result<Spooled, SpoolError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let created = tokio::task::spawn_blocking(tempfile::tempfile).await.map_err(|e| SpoolError::Disk(e.into()))?;
+    let mut out = tokio::io::BufWriter::with_capacity(
+        SPOOL_BUFFER_BYTES,
+        tokio::fs::File::from_std(created.map_err(SpoolError::Disk)?),
+    );
     let mut seen = 0usize;
     while let Some(frame) = file.next().await {
-        let data = match frame {
-            Ok(data) => data,
-            Err(error) => {
-                let _ = frames.send(Err(io::Error::other(error))).await;
-                return false;
-            }
-        };
+        let data = frame.map_err(|error| SpoolError::Body(io::Error::other(error)))?;
         seen = seen.saturating_add(data.len());
         if seen > limit_bytes {
-            let _ = frames.send(Err(io::Error::other("the file is larger than the upload limit"))).await;
-            return true;
+            return Err(SpoolError::TooLarge { limit_bytes });
         }
-        if frames.send(Ok(data)).await.is_err() {
-            return false;
-        }
+        out.write_all(&data).await.map_err(SpoolError::Disk)?;
     }
-    false
+    out.flush().await.map_err(SpoolError::Disk)?;
+    let mut spooled = out.into_inner().into_std().await;
+    tokio::task::spawn_blocking(move || {
+        spooled.rewind()?;
+        Ok(io::BufReader::with_capacity(READ_BUFFER_BYTES, spooled))
+    })
+    .await
+    .map_err(|e| SpoolError::Disk(e.into()))?
+    .map_err(SpoolError::Disk)
 }
 
 #[cfg(test)]
@@ -77,27 +70,21 @@ mod tests {
 
     use axum::body::Body;
 
-    use super::{FrameReader, pump};
-
-    /// Reads the reader to its end on a blocking thread, as the upload's reading thread does.
-    async fn read_through(body: Body, limit: usize) -> (std::io::Result<Vec<u8>>, bool) {
-        let (frames, mut reader) = FrameReader::new();
-        let reading = tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
-            reader.read_to_end(&mut out).map(|_| out)
-        });
-        let too_large = pump(body.into_data_stream(), frames, limit).await;
-        (reading.await.unwrap(), too_large)
-    }
+    use super::{SpoolError, spool};
 
     #[tokio::test]
-    async fn an_upload_streams_to_the_reader_and_one_over_the_limit_is_cut_off() {
-        let file = "name,citizen_id\n".repeat(1_000).into_bytes();
-        let (read, too_large) = read_through(Body::from(file.clone()), file.len()).await;
-        assert_eq!(read.unwrap(), file);
-        assert!(!too_large);
-        let (read, too_large) = read_through(Body::from(file.clone()), file.len() - 1).await;
-        assert!(read.is_err());
-        assert!(too_large);
+    async fn an_upload_is_spooled_whole_and_one_over_the_limit_is_refused() {
+        let file = "name,citizen_id\n".repeat(100_000).into_bytes();
+        let mut spooled = spool(Body::from(file.clone()).into_data_stream(), file.len()).await.unwrap();
+        let mut read = Vec::new();
+        spooled.read_to_end(&mut read).unwrap();
+        assert_eq!(read, file);
+        let refused = spool(Body::from(file.clone()).into_data_stream(), file.len() - 1).await;
+        assert!(matches!(refused, Err(SpoolError::TooLarge { limit_bytes }) if limit_bytes == file.len() - 1));
+        let broken = futures_util::stream::iter([
+            Ok(axum::body::Bytes::from_static(b"name\n")),
+            Err(std::io::Error::other("reset")),
+        ]);
+        assert!(matches!(spool(broken, 1_000).await, Err(SpoolError::Body(_))));
     }
 }

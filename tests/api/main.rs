@@ -26,3 +26,4 @@ mod scope;
 mod terminal_auth;
 mod terminal_signing;
 mod tokens;
+mod upload_spool;
