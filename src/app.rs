@@ -120,7 +120,9 @@ impl App {
         self
     }
 
+    /// The configured keys; the store's audit chain is keyed by them from now on.
     pub fn with_secrets(self, secrets: SecretBox) -> App {
+        self.store.set_audit_keys(crate::audit::audit_keys(&secrets));
         App { secrets, ..self }
     }
 }

@@ -101,6 +101,8 @@ pub enum ReconcileCommand {
         database: DatabaseConfig,
         #[command(flatten)]
         reconciliation: ReconciliationConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
         /// The statement file.
         file: std::path::PathBuf,
         /// Who imports it, for the record.
@@ -181,10 +183,36 @@ pub enum BenchCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
-    /// Recompute the hash chain and name the first broken record (exit status 1 if any).
+    /// Recompute the keyed hash chain and name the first broken record (exit status 1 if
+    /// any); with checkpoints kept from earlier, also find records removed since.
     Verify {
         #[command(flatten)]
         database: DatabaseConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
+        /// A head published earlier (`SEQ:HASH` or `SEQ:HASH:SIGNATURE`, from the log's
+        /// "audit checkpoint" lines or an export's Audit-Checkpoint header); repeatable.
+        #[arg(long)]
+        checkpoint: Vec<String>,
+    },
+    /// Print the chain's head now, signed (`SEQ:HASH:SIGNATURE`), and the key that checks it.
+    Checkpoint {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
+    },
+    /// Once, after upgrading from a release whose chain was not keyed: check the records
+    /// written before (by their public recipe, and against checkpoints kept from then) and
+    /// append a keyed record vouching for them.
+    SealLegacy {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
+        /// A head kept from before the upgrade (`SEQ:HASH`); repeatable.
+        #[arg(long)]
+        checkpoint: Vec<String>,
     },
 }
 
@@ -215,11 +243,13 @@ pub enum KeysCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
-    /// Issue a token and print it once. Needs only database access, so it creates the
-    /// first admin credential.
+    /// Issue a token and print it once. Needs only database access (and the key file the
+    /// audit trail is keyed with), so it creates the first admin credential.
     Create {
         #[command(flatten)]
         database: DatabaseConfig,
+        #[command(flatten)]
+        keys: SecretKeyConfig,
         /// admin, facility_manager, subsidy_clerk, subsidy_approver, accountant or auditor.
         #[arg(long, value_parser = parse_role)]
         role: Role,
@@ -267,6 +297,66 @@ async fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
         .context("cannot open the database (check --database-url / DATABASE_URL or --sqlite-path)")?;
     store.migrate().await.context("cannot apply database migrations")?;
     Ok(store)
+}
+
+/// The store, with its audit chain keyed by the configured keys.
+async fn open_keyed_store(database: &DatabaseConfig, keys: &SecretKeyConfig) -> anyhow::Result<Store> {
+    let secrets = keys.secret_box(database)?;
+    let store = open_store(database).await?;
+    store.set_audit_keys(crate::audit::audit_keys(&secrets));
+    Ok(store)
+}
+
+fn parse_checkpoints(given: &[String]) -> anyhow::Result<Vec<crate::domain::audit::GivenCheckpoint>> {
+    given
+        .iter()
+        .map(|text| {
+            crate::domain::audit::GivenCheckpoint::parse(text)
+                .map_err(|error| anyhow::anyhow!("--checkpoint {text}: {error}"))
+        })
+        .collect()
+}
+
+async fn audit_command(command: AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Verify { database, keys, checkpoint } => {
+            let given = parse_checkpoints(&checkpoint)?;
+            let store = open_keyed_store(&database, &keys).await?;
+            let checkpoints =
+                crate::audit::checkpoints_to_check(&store, &given).map_err(|error| anyhow::anyhow!("{error}"))?;
+            let verdict = store.verify_audit_chain(&checkpoints).await?;
+            store.close().await;
+            match verdict.broken {
+                None => {
+                    println!("audit trail intact up to record {}", verdict.head.seq);
+                    println!("checkpoint: {}", store.audit_keys().sign(verdict.head));
+                    Ok(())
+                }
+                Some(link) => anyhow::bail!("audit trail broken at record {}: {}", link.seq, link.reason),
+            }
+        }
+        AuditCommand::Checkpoint { database, keys } => {
+            let store = open_keyed_store(&database, &keys).await?;
+            let signed = crate::audit::publish_checkpoint(&store, "command line").await?;
+            store.close().await;
+            println!("checkpoint: {signed}");
+            println!("checkpoint key (ed25519, base64url): {}", store.audit_keys().public_key());
+            Ok(())
+        }
+        AuditCommand::SealLegacy { database, keys, checkpoint } => {
+            let given = parse_checkpoints(&checkpoint)?;
+            let store = open_keyed_store(&database, &keys).await?;
+            let sealed = crate::audit::seal_legacy(&store, &given).await;
+            store.close().await;
+            match sealed? {
+                crate::audit::Sealed::Now { legacy_last_seq, seq } => {
+                    println!("records 1 to {legacy_last_seq} sealed by record {seq}");
+                }
+                crate::audit::Sealed::NothingToSeal => println!("no unkeyed records to seal"),
+            }
+            Ok(())
+        }
+    }
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -324,6 +414,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let fetch_worker =
                 tokio::spawn(crate::reconciliation::fetch::run_worker(app.clone(), reconciliation.fetch_settings()));
             let callbacks_worker = crate::callbacks::worker::spawn(app.clone(), worker_settings)?;
+            let checkpoints = tokio::spawn(crate::audit::publish_checkpoints(
+                app.store.clone(),
+                Duration::from_secs(serve.audit_checkpoint_interval_s),
+            ));
             let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
             let payments_worker =
                 tokio::spawn(crate::payments::worker::run(app.clone(), operator.worker_settings(), {
@@ -350,6 +444,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = payments_worker.await;
             // A fetch cut short holds only its lease, which runs out; every write is one transaction.
             fetch_worker.abort();
+            checkpoints.abort();
             let _ = disbursement_worker.await;
             callbacks_worker.stop().await;
             store.close().await;
@@ -361,9 +456,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied ({})", store.backend().as_str());
             Ok(())
         }
-        Command::Token { command: TokenCommand::Create { database, role, region, label, lifetime_days } } => {
+        Command::Token { command: TokenCommand::Create { database, keys, role, region, label, lifetime_days } } => {
+            let secrets = keys.secret_box(&database)?;
             let store = open_store(&database).await?;
-            let app = App::new(store, Limits::default());
+            let app = App::new(store, Limits::default()).with_secrets(secrets);
             let scope_region_id = region
                 .as_deref()
                 .map(RegionId::parse)
@@ -398,16 +494,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::callbacks::bench::run(options).await?);
             Ok(())
         }
-        Command::Audit { command: AuditCommand::Verify { database } } => {
-            let store = open_store(&database).await?;
-            match store.verify_audit_chain().await? {
-                None => {
-                    println!("audit trail intact");
-                    Ok(())
-                }
-                Some(link) => anyhow::bail!("audit trail broken at record {}: {}", link.seq, link.reason),
-            }
-        }
+        Command::Audit { command } => audit_command(command).await,
         Command::Bench { command: BenchCommand::Reconcile { lines, postgres_url, python } } => {
             let options = crate::reconciliation::bench::BenchOptions { lines, postgres_url, python };
             println!("{}", crate::reconciliation::bench::run(options).await?);
@@ -461,6 +548,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys { command: KeysCommand::Reseal { database, keys, batch_size, max_batches } } => {
             let secrets = keys.secret_box(&database)?;
             let store = open_store(&database).await?;
+            store.set_audit_keys(crate::audit::audit_keys(&secrets));
             let report = crate::keys::reseal_all(&store, &secrets, batch_size, max_batches).await?;
             store.close().await;
             if report.unopenable_total > 0 {
@@ -473,9 +561,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::http::openapi().to_pretty_json()?);
             Ok(())
         }
-        Command::Reconcile { command: ReconcileCommand::Import { database, reconciliation, file, actor } } => {
+        Command::Reconcile { command: ReconcileCommand::Import { database, reconciliation, keys, file, actor } } => {
+            let secrets = keys.secret_box(&database)?;
             let store = open_store(&database).await?;
-            let mut app = App::new(store, Limits::default());
+            let mut app = App::new(store, Limits::default()).with_secrets(secrets);
             app.reconciliation = reconciliation.settings();
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let report = crate::reconciliation::import_file(&app, bytes.into(), &actor)

@@ -138,6 +138,12 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub shutdown_grace_ms: u64,
 
+    /// How often the audit chain's head is published as a signed checkpoint in the log (only
+    /// when it moved), to keep outside the database; also published with every export.
+    #[arg(long, env = "CAREPAY_AUDIT_CHECKPOINT_INTERVAL_S", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub audit_checkpoint_interval_s: u64,
+
     /// Mark the web console's cookies `Secure`: set this when /console is reached over https
     /// (directly or behind a TLS-terminating proxy).
     #[arg(long, env = "CAREPAY_CONSOLE_SECURE_COOKIE")]

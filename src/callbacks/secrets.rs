@@ -18,6 +18,9 @@ const SEALED_PREFIX: &str = "gcm1:";
 const KEY_BYTES: usize = 32;
 /// HKDF salt of the digest key; changing it changes every stored digest.
 const DIGEST_KEY_SALT: &[u8] = b"carepay digest key v1";
+/// HKDF salt of the keys derived for other purposes (the audit chain's MAC key and its
+/// checkpoint signing key); changing it changes every key derived from it.
+const DERIVED_KEY_SALT: &[u8] = b"carepay derived keys v1";
 /// The id of a key given without one (a key file or `CAREPAY_SECRET_KEY` from before keys had ids).
 pub const UNNAMED_KEY_ID: &str = "k0";
 /// Longest key id; ids are letters, digits, `-` and `_`.
@@ -57,6 +60,9 @@ pub struct SecretBox {
     /// HMAC-SHA256 key derived from the oldest key (HKDF), for keyed digests of personal data
     /// that must be compared without being kept in clear (citizen ID numbers).
     digest_key: Arc<ring::hmac::Key>,
+    /// HKDF pseudo-random key from the oldest key, expanded per purpose by
+    /// [`SecretBox::derived_key`] (like the digest key, it must not change with rotation).
+    derived: Arc<ring::hkdf::Prk>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -98,7 +104,8 @@ impl SecretBox {
             .expand(&[b"keyed digest"], ring::hmac::HMAC_SHA256)
             .map_err(|_| SecretError::BadKey)?
             .into();
-        Ok(SecretBox { keys: Arc::new(sealing), digest_key: Arc::new(digest_key) })
+        let derived = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, DERIVED_KEY_SALT).extract(oldest);
+        Ok(SecretBox { keys: Arc::new(sealing), digest_key: Arc::new(digest_key), derived: Arc::new(derived) })
     }
 
     /// Keys as configured: `[id:]BASE64` entries separated by commas or lines, the current
@@ -189,6 +196,24 @@ impl SecretBox {
         context.update(b"\0");
         context.update(data);
         context.sign().as_ref().try_into().expect("HMAC-SHA256 is 32 bytes")
+    }
+
+    /// 32 bytes of key material for `purpose` (HKDF-SHA256 from the oldest key): distinct
+    /// purposes get unrelated keys, and none of them is a sealing key.
+    pub fn derived_key(&self, purpose: &str) -> [u8; KEY_BYTES] {
+        struct Len;
+        impl ring::hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                KEY_BYTES
+            }
+        }
+        let mut out = [0u8; KEY_BYTES];
+        let info = [purpose.as_bytes()];
+        self.derived
+            .expand(&info, Len)
+            .and_then(|okm| okm.fill(&mut out))
+            .expect("32 bytes are within HKDF-SHA256's output limit");
+        out
     }
 
     pub fn open(&self, sealed: &str, context: &str) -> Result<Vec<u8>, SecretError> {
@@ -307,6 +332,9 @@ mod tests {
         assert!(sealed_after.starts_with(&after.current_prefix()));
         assert!(before.open(&sealed_after, "c").is_err(), "the old configuration lacks the new key");
         assert_eq!(before.keyed_digest("p", b"z"), after.keyed_digest("p", b"z"));
+        assert_eq!(before.derived_key("audit"), after.derived_key("audit"), "derived keys stay with the oldest key");
+        assert_ne!(before.derived_key("audit"), before.derived_key("other"));
+        assert_ne!(before.derived_key("audit"), SecretBox::ephemeral().derived_key("audit"));
 
         // A value sealed before keys had ids opens with whichever key sealed it.
         let legacy = format!("gcm1:{}", sealed_before.strip_prefix("gcm1:k0:").unwrap());

@@ -3,6 +3,7 @@
 //! at the edge so the core never re-validates.
 
 pub mod access;
+pub mod audit;
 pub mod batch;
 pub mod callbacks;
 pub mod citizen_id;

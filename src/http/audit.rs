@@ -11,6 +11,8 @@ use super::AppState;
 use super::directory::MAX_PAGE_SIZE;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Caller, StrictQuery};
+use crate::domain::audit::GivenCheckpoint;
+use crate::error::Error;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_audit)).routes(routes!(export_audit)).routes(routes!(verify_audit))
@@ -43,8 +45,13 @@ pub struct AuditRecordView {
     /// What changed (JSON), with personal data masked.
     pub summary: serde_json::Value,
     pub request_id: Option<String>,
+    /// The region path of the object: which auditors' scope the record lies in.
+    pub region_path: Option<String>,
     pub prev_hash: String,
     pub hash: String,
+    /// How `hash` is computed: 1 unkeyed SHA-256 (records from before the chain was keyed),
+    /// 2 HMAC-SHA256 under the service's audit key over every field.
+    pub recipe: i64,
 }
 
 impl From<crate::store::audit::AuditRecord> for AuditRecordView {
@@ -60,8 +67,10 @@ impl From<crate::store::audit::AuditRecord> for AuditRecordView {
             object_id: record.object_id,
             summary: serde_json::from_str(&record.summary).unwrap_or(serde_json::Value::Null),
             request_id: record.request_id,
+            region_path: record.region_path,
             prev_hash: record.prev_hash,
             hash: record.hash,
+            recipe: record.recipe,
         }
     }
 }
@@ -107,7 +116,7 @@ pub struct AuditExportParams {
     pub after_seq: Option<i64>,
 }
 
-const EXPORT_CSV_HEADER: [&str; 12] = [
+const EXPORT_CSV_HEADER: [&str; 14] = [
     "seq",
     "at",
     "actor",
@@ -120,14 +129,23 @@ const EXPORT_CSV_HEADER: [&str; 12] = [
     "request_id",
     "prev_hash",
     "hash",
+    "region_path",
+    "recipe",
 ];
 
+/// The response header carrying the signed head at the moment an export began.
+pub const CHECKPOINT_HEADER: &str = "audit-checkpoint";
+
 /// Every record within the caller's scope, in sequence order, streamed a page at a time (the
-/// service holds one page, whatever the trail's length). With the hashes, so the chain can
-/// be checked again from the export alone.
+/// service holds one page, whatever the trail's length). With the hashes, so the chain's
+/// links can be checked again from the export, and with the chain's head when the export
+/// began, signed (`Audit-Checkpoint: SEQ:HASH:SIGNATURE`), to keep and hand to
+/// `GET /v1/audit/verify?checkpoint=` or `carepay audit verify --checkpoint` later.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(AuditExportParams),
-    responses((status = 200, description = "CSV (header row first)", content_type = "text/csv"),
-        (status = 200, description = "One JSON record a line", content_type = "application/x-ndjson"),
+    responses((status = 200, description = "CSV (header row first)", content_type = "text/csv",
+            headers(("Audit-Checkpoint" = String, description = "the signed head when the export began"))),
+        (status = 200, description = "One JSON record a line", content_type = "application/x-ndjson",
+            headers(("Audit-Checkpoint" = String, description = "the signed head when the export began"))),
         (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn export_audit(
@@ -140,6 +158,8 @@ async fn export_audit(
     let format = params.format.unwrap_or_default();
     let page_size = state.app.limits.max_page_size;
     let after_seq = params.after_seq.unwrap_or(0).max(0);
+    // The head first: every record the export holds is at or before it.
+    let checkpoint = state.app.audit_checkpoint(&caller, "export").await?;
     // The first page is read before answering, so a refusal is a problem, not a cut stream.
     let first = state.app.audit_records(&caller, after_seq, page_size).await?;
     let header = match format {
@@ -175,6 +195,7 @@ async fn export_audit(
         [
             (axum::http::header::CONTENT_TYPE, content_type.to_owned()),
             (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{file}\"")),
+            (axum::http::HeaderName::from_static(CHECKPOINT_HEADER), checkpoint.to_string()),
         ],
         axum::body::Body::from_stream(body),
     )
@@ -183,7 +204,7 @@ async fn export_audit(
 
 fn export_chunk(
     format: ExportFormat,
-    header: Option<[&str; 12]>,
+    header: Option<[&str; 14]>,
     records: &[crate::store::audit::AuditRecord],
 ) -> axum::body::Bytes {
     let mut out = Vec::new();
@@ -208,6 +229,8 @@ fn export_chunk(
                     record.request_id.as_deref().unwrap_or(""),
                     &record.prev_hash,
                     &record.hash,
+                    record.region_path.as_deref().unwrap_or(""),
+                    &record.recipe.to_string(),
                 ]);
             }
             let _ = writer.flush();
@@ -224,25 +247,47 @@ fn export_chunk(
     axum::body::Bytes::from(out)
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditVerifyParams {
+    /// A head kept from earlier (an export's `Audit-Checkpoint`, or a log line's): `SEQ:HASH`
+    /// or `SEQ:HASH:SIGNATURE`. The record it names must still be there with that hash.
+    pub checkpoint: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct AuditVerdict {
-    /// True when every record follows from its content and its predecessor.
+    /// True when every record follows from its content and its predecessor, the head names
+    /// the newest record, and the checkpoint (if given) still holds.
     pub intact: bool,
     /// The first broken record, when not intact.
     pub broken_at_seq: Option<i64>,
     pub reason: Option<String>,
+    /// The head now, signed (`SEQ:HASH:SIGNATURE`), when intact: keep it to check against later.
+    pub checkpoint: Option<String>,
 }
 
-/// Recompute the whole hash chain.
-#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+/// Recompute the whole hash chain, against a checkpoint kept from earlier if one is given.
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit", params(AuditVerifyParams),
     responses((status = 200, body = AuditVerdict), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
-async fn verify_audit(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<AuditVerdict>, ApiError> {
-    let verdict = match state.app.verify_audit(&caller).await? {
-        None => AuditVerdict { intact: true, broken_at_seq: None, reason: None },
-        Some(link) => {
-            AuditVerdict { intact: false, broken_at_seq: Some(link.seq), reason: Some(link.reason.to_owned()) }
-        }
-    };
-    Ok(Json(verdict))
+async fn verify_audit(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    StrictQuery(params): StrictQuery<AuditVerifyParams>,
+) -> Result<Json<AuditVerdict>, ApiError> {
+    let checkpoint = params
+        .checkpoint
+        .as_deref()
+        .map(GivenCheckpoint::parse)
+        .transpose()
+        .map_err(|detail| Error::invalid("checkpoint", "INVALID_CHECKPOINT", detail))?;
+    let (verdict, signed) = state.app.verify_audit(&caller, checkpoint.as_ref()).await?;
+    Ok(Json(AuditVerdict {
+        intact: verdict.broken.is_none(),
+        broken_at_seq: verdict.broken.as_ref().map(|link| link.seq),
+        reason: verdict.broken.map(|link| link.reason.to_owned()),
+        checkpoint: signed.map(|signed| signed.to_string()),
+    }))
 }

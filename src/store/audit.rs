@@ -1,11 +1,15 @@
 //! The audit trail: append inside the transaction of the change it records, list within a
-//! scope, and verify the hash chain.
+//! scope, and verify the keyed hash chain against its head and published checkpoints.
 
-use sqlx::{AnyConnection, Row as _};
+use std::sync::{Arc, RwLock};
+
+use sqlx::Row as _;
 
 use super::directory::ScopeFilter;
-use super::{Store, StoreError};
+use super::{Store, StoreError, WriteTx};
 use crate::domain::access::Principal;
+pub use crate::domain::audit::AuditRecord;
+use crate::domain::audit::{AuditKeys, Checkpoint, GENESIS_HASH, LEGACY_SEALED_ACTION, Recipe};
 use crate::domain::directory::{RegionPath, Scope};
 use crate::domain::time::UnixMs;
 
@@ -34,62 +38,63 @@ pub enum Actor<'a> {
     CommandLine,
 }
 
-/// A stored audit record.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct AuditRecord {
-    pub seq: i64,
-    pub at_ms: i64,
-    pub actor: String,
-    pub actor_role: String,
-    pub actor_region_id: Option<String>,
-    pub action: String,
-    pub object_kind: String,
-    pub object_id: String,
-    pub summary: String,
-    pub request_id: Option<String>,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-/// The first record whose hash does not follow from its content and its predecessor.
+/// The first record whose hash does not follow from its content and its predecessor, or
+/// where the chain disagrees with its head or with a checkpoint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BrokenLink {
     pub seq: i64,
     pub reason: &'static str,
 }
 
+/// What verifying the chain found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainVerdict {
+    /// `None` when every link, the head and every checkpoint hold.
+    pub broken: Option<BrokenLink>,
+    /// The newest record verified (all of them when intact).
+    pub head: Checkpoint,
+    /// The newest record hashed by the unkeyed recipe 1, if any (written before the upgrade).
+    pub legacy_last_seq: Option<i64>,
+}
+
 /// Records verified per query, so verification runs in bounded memory.
 const VERIFY_PAGE: i64 = 1_000;
 
-fn record_hash(record: &AuditRecord) -> String {
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-    let fields = [
-        record.prev_hash.as_str(),
-        &record.seq.to_string(),
-        &record.at_ms.to_string(),
-        &record.actor,
-        &record.actor_role,
-        record.actor_region_id.as_deref().unwrap_or(""),
-        &record.action,
-        &record.object_kind,
-        &record.object_id,
-        &record.summary,
-        record.request_id.as_deref().unwrap_or(""),
-    ];
-    for field in fields {
-        // Length-prefixed, so no two different records hash the same bytes.
-        hasher.update(&(field.len() as u64).to_be_bytes());
-        hasher.update(field.as_bytes());
+/// The audit keys of a store and all its clones: installed once the configured key file is
+/// read ([`Store::set_audit_keys`]); until then keys that live as long as the process, as
+/// with [`crate::callbacks::secrets::SecretBox::ephemeral`].
+#[derive(Clone)]
+pub(crate) struct AuditKeyCell(Arc<RwLock<Arc<AuditKeys>>>);
+
+impl Default for AuditKeyCell {
+    fn default() -> Self {
+        let mut seed = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+            .expect("the system random generator works");
+        let keys = AuditKeys::derive(|purpose| {
+            let digest = ring::digest::digest(&ring::digest::SHA256, &[&seed[..], purpose.as_bytes()].concat());
+            digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+        });
+        AuditKeyCell(Arc::new(RwLock::new(Arc::new(keys))))
     }
-    hex::encode(hasher.finish())
 }
 
-/// Append `entry` inside the caller's transaction.
-pub(crate) async fn append_in(
-    conn: &mut AnyConnection,
-    entry: &AuditEntry<'_>,
-    now: UnixMs,
-) -> Result<i64, StoreError> {
+impl std::fmt::Debug for AuditKeyCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl AuditKeyCell {
+    pub(crate) fn get(&self) -> Arc<AuditKeys> {
+        Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+/// Append `entry` inside the caller's transaction, hashed with the transaction's audit keys.
+pub(crate) async fn append_in(tx: &mut WriteTx, entry: &AuditEntry<'_>, now: UnixMs) -> Result<i64, StoreError> {
+    let keys = Arc::clone(&tx.audit_keys);
+    let conn = &mut **tx;
     let head = sqlx::query("UPDATE audit_head SET last_seq = last_seq + 1 WHERE id = 1 RETURNING last_seq, last_hash")
         .fetch_one(&mut *conn)
         .await?;
@@ -114,15 +119,18 @@ pub(crate) async fn append_in(
         action: entry.action.to_owned(),
         object_kind: entry.object_kind.to_owned(),
         object_id: entry.object_id.to_owned(),
+        region_path: entry.region_path.map(|path| path.as_str().to_owned()),
         summary: entry.summary.to_string(),
         request_id,
         prev_hash: head.try_get(1)?,
         hash: String::new(),
+        recipe: Recipe::Keyed.number(),
     };
-    record.hash = record_hash(&record);
+    record.hash = keys.record_hash(&record, Recipe::Keyed);
     sqlx::query(
         "INSERT INTO audit_log (seq, at_ms, actor, actor_role, actor_region_id, action, object_kind, object_id, \
-         region_path, summary, request_id, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         region_path, summary, request_id, prev_hash, hash, recipe) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(record.seq)
     .bind(record.at_ms)
@@ -132,11 +140,12 @@ pub(crate) async fn append_in(
     .bind(record.action.as_str())
     .bind(record.object_kind.as_str())
     .bind(record.object_id.as_str())
-    .bind(entry.region_path.map(RegionPath::as_str))
+    .bind(record.region_path.as_deref())
     .bind(record.summary.as_str())
     .bind(record.request_id.as_deref())
     .bind(record.prev_hash.as_str())
     .bind(record.hash.as_str())
+    .bind(record.recipe)
     .execute(&mut *conn)
     .await?;
     sqlx::query("UPDATE audit_head SET last_hash = $1 WHERE id = 1")
@@ -150,7 +159,7 @@ pub(crate) async fn append_in(
 /// run's id) with `extra` fields merged into its summary. `None` records nothing: the change
 /// was made by carepay itself (a scheduled fetch), not by a person.
 pub(crate) async fn append_about_in(
-    conn: &mut AnyConnection,
+    tx: &mut WriteTx,
     entry: Option<&AuditEntry<'_>>,
     object_id: &str,
     extra: serde_json::Value,
@@ -162,7 +171,7 @@ pub(crate) async fn append_about_in(
         summary.extend(extra);
     }
     let entry = AuditEntry { object_id, summary, ..entry.clone() };
-    append_in(conn, &entry, now).await?;
+    append_in(tx, &entry, now).await?;
     Ok(())
 }
 
@@ -176,15 +185,90 @@ fn record_from_row(row: &sqlx::any::AnyRow) -> Result<AuditRecord, sqlx::Error> 
         action: row.try_get("action")?,
         object_kind: row.try_get("object_kind")?,
         object_id: row.try_get("object_id")?,
+        region_path: row.try_get("region_path")?,
         summary: row.try_get("summary")?,
         request_id: row.try_get("request_id")?,
         prev_hash: row.try_get("prev_hash")?,
         hash: row.try_get("hash")?,
+        recipe: row.try_get("recipe")?,
     })
 }
 
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, actor_role, actor_region_id, action, object_kind, object_id, \
-     summary, request_id, prev_hash, hash";
+     region_path, summary, request_id, prev_hash, hash, recipe";
+
+/// Whether `record` is the keyed record vouching for the unkeyed ones up to `legacy_last_seq`.
+fn seals_legacy(record: &AuditRecord, legacy_last_seq: i64) -> bool {
+    record.recipe == Recipe::Keyed.number()
+        && record.action == LEGACY_SEALED_ACTION
+        && serde_json::from_str::<serde_json::Value>(&record.summary)
+            .is_ok_and(|summary| summary["legacy_last_seq"].as_i64() == Some(legacy_last_seq))
+}
+
+/// The verification's walk along the chain, one record at a time.
+struct Walk<'a> {
+    keys: &'a AuditKeys,
+    /// Checkpoints not yet reached, in sequence order.
+    checkpoints: std::iter::Peekable<std::vec::IntoIter<&'a Checkpoint>>,
+    head: Checkpoint,
+    legacy_last_seq: Option<i64>,
+    keyed_seen: bool,
+    legacy_sealed: bool,
+}
+
+impl Walk<'_> {
+    fn step(&mut self, record: AuditRecord) -> Result<(), BrokenLink> {
+        let broken = |seq, reason| Err(BrokenLink { seq, reason });
+        let expected_seq = self.head.seq + 1;
+        if record.seq != expected_seq {
+            return broken(expected_seq, "record missing");
+        }
+        if record.prev_hash != self.head.hash {
+            return broken(record.seq, "does not follow the previous record");
+        }
+        match Recipe::from_number(record.recipe) {
+            None => return broken(record.seq, "hashed by an unknown recipe"),
+            Some(Recipe::Unkeyed) if self.keyed_seen => {
+                return broken(record.seq, "an unkeyed record after keyed ones");
+            }
+            Some(Recipe::Unkeyed) => self.legacy_last_seq = Some(record.seq),
+            Some(Recipe::Keyed) => self.keyed_seen = true,
+        }
+        if !self.keys.hash_holds(&record) {
+            return broken(record.seq, "content does not match its hash");
+        }
+        if self.legacy_last_seq.is_some_and(|last| seals_legacy(&record, last)) {
+            self.legacy_sealed = true;
+        }
+        while let Some(checkpoint) = self.checkpoints.next_if(|checkpoint| checkpoint.seq == record.seq) {
+            if checkpoint.hash != record.hash {
+                return broken(record.seq, "differs from a checkpoint");
+            }
+        }
+        self.head = Checkpoint { seq: record.seq, hash: record.hash };
+        Ok(())
+    }
+
+    /// After the last record: every checkpoint reached, the head naming the last record, and
+    /// unkeyed records sealed.
+    fn finish(&mut self, head: &Checkpoint) -> Result<(), BrokenLink> {
+        if let Some(checkpoint) = self.checkpoints.next() {
+            return Err(BrokenLink { seq: checkpoint.seq, reason: "records up to a checkpoint were removed" });
+        }
+        if head.seq > self.head.seq {
+            return Err(BrokenLink { seq: head.seq, reason: "the newest records were removed" });
+        }
+        if *head != self.head {
+            return Err(BrokenLink { seq: head.seq, reason: "the head does not name the newest record" });
+        }
+        match self.legacy_last_seq {
+            Some(last) if !self.legacy_sealed => {
+                Err(BrokenLink { seq: last, reason: "records written before the chain was keyed are not sealed" })
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 impl Store {
     /// Append a record of an action that changes nothing else (revealing a personal
@@ -194,6 +278,22 @@ impl Store {
         let seq = append_in(&mut tx, entry, now).await?;
         tx.commit().await?;
         Ok(seq)
+    }
+
+    /// Install the keys appends and verification use, for this store and all its clones.
+    pub fn set_audit_keys(&self, keys: AuditKeys) {
+        *self.audit_keys.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+    }
+
+    pub fn audit_keys(&self) -> Arc<AuditKeys> {
+        self.audit_keys.get()
+    }
+
+    /// The chain's head as `audit_head` names it now.
+    pub async fn audit_head(&self) -> Result<Checkpoint, StoreError> {
+        let head =
+            sqlx::query("SELECT last_seq, last_hash FROM audit_head WHERE id = 1").fetch_one(self.pool()).await?;
+        Ok(Checkpoint { seq: head.try_get(0)?, hash: head.try_get(1)? })
     }
 
     /// Records after `after_seq` whose object lies within `scope` (records about no region
@@ -218,14 +318,39 @@ impl Store {
         Ok(rows.iter().map(record_from_row).collect::<Result<_, _>>()?)
     }
 
-    /// Recompute the whole chain, page by page; `None` when every link holds.
-    pub async fn verify_audit_chain(&self) -> Result<Option<BrokenLink>, StoreError> {
-        let mut expected_prev = String::from("0000000000000000000000000000000000000000000000000000000000000000");
-        let mut expected_seq = 1;
+    /// Recompute the whole chain, page by page, against its head and `checkpoints` (heads
+    /// published earlier: the record each names must still be there with that hash).
+    ///
+    /// Unkeyed (recipe 1) records may only come first, before any keyed one, and count only
+    /// once a keyed [`LEGACY_SEALED_ACTION`] record names the last of them: otherwise anyone
+    /// with the database could rewrite the whole chain by the public recipe.
+    pub async fn verify_audit_chain(&self, checkpoints: &[Checkpoint]) -> Result<ChainVerdict, StoreError> {
+        let keys = self.audit_keys();
+        let genesis = Checkpoint { seq: 0, hash: GENESIS_HASH.to_owned() };
+        let mut sorted: Vec<&Checkpoint> = checkpoints.iter().collect();
+        sorted.sort_by_key(|checkpoint| checkpoint.seq);
+        let mut walk = Walk {
+            keys: &keys,
+            checkpoints: sorted.into_iter().peekable(),
+            head: genesis.clone(),
+            legacy_last_seq: None,
+            keyed_seen: false,
+            legacy_sealed: false,
+        };
+        let verdict = |walk: &Walk, broken| ChainVerdict {
+            broken,
+            head: walk.head.clone(),
+            legacy_last_seq: walk.legacy_last_seq,
+        };
+        while let Some(checkpoint) = walk.checkpoints.next_if(|checkpoint| checkpoint.seq == 0) {
+            if *checkpoint != genesis {
+                return Ok(verdict(&walk, Some(BrokenLink { seq: 0, reason: "differs from a checkpoint" })));
+            }
+        }
         loop {
-            let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq >= $1 ORDER BY seq LIMIT $2");
+            let sql = format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2");
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(expected_seq)
+                .bind(walk.head.seq)
                 .bind(VERIFY_PAGE)
                 .fetch_all(self.pool())
                 .await?;
@@ -233,26 +358,19 @@ impl Store {
                 break;
             }
             for row in &rows {
-                let record = record_from_row(row)?;
-                if record.seq != expected_seq {
-                    return Ok(Some(BrokenLink { seq: expected_seq, reason: "record missing" }));
+                if let Err(link) = walk.step(record_from_row(row)?) {
+                    return Ok(verdict(&walk, Some(link)));
                 }
-                if record.prev_hash != expected_prev {
-                    return Ok(Some(BrokenLink { seq: record.seq, reason: "does not follow the previous record" }));
-                }
-                if record_hash(&record) != record.hash {
-                    return Ok(Some(BrokenLink { seq: record.seq, reason: "content does not match its hash" }));
-                }
-                expected_prev = record.hash;
-                expected_seq += 1;
             }
         }
-        let head =
-            sqlx::query("SELECT last_seq, last_hash FROM audit_head WHERE id = 1").fetch_one(self.pool()).await?;
-        let (last_seq, last_hash): (i64, String) = (head.try_get(0)?, head.try_get(1)?);
-        if last_seq != expected_seq - 1 || last_hash != expected_prev {
-            return Ok(Some(BrokenLink { seq: last_seq, reason: "the newest records were removed" }));
+        // Rows numbered below the first record are outside the walk: none may exist.
+        let outside: i64 =
+            sqlx::query("SELECT COUNT(*) FROM audit_log WHERE seq <= 0").fetch_one(self.pool()).await?.try_get(0)?;
+        if outside > 0 {
+            return Ok(verdict(&walk, Some(BrokenLink { seq: 0, reason: "records numbered before the first one" })));
         }
-        Ok(None)
+        let head = self.audit_head().await?;
+        let broken = walk.finish(&head).err();
+        Ok(verdict(&walk, broken))
     }
 }

@@ -161,12 +161,17 @@ pub struct Store {
     /// The writers that let concurrent payment writes share a transaction; `None` on the
     /// writers' own store.
     group: Option<group_commit::GroupCommit>,
+    /// The keys audit records are appended with, shared by every clone (see
+    /// [`Store::set_audit_keys`]).
+    audit_keys: audit::AuditKeyCell,
 }
 
 /// A write transaction, holding the SQLite write gate while it lives.
 pub struct WriteTx {
     tx: Transaction<'static, Any>,
     _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// What an audit record appended in this transaction is hashed with.
+    pub(crate) audit_keys: Arc<crate::domain::audit::AuditKeys>,
 }
 
 impl WriteTx {
@@ -233,6 +238,7 @@ impl Store {
             known_accounts: ledger::KnownAccounts::default(),
             bulk,
             group: None,
+            audit_keys: audit::AuditKeyCell::default(),
         }
         .with_group_commit(settings.group_commit))
     }
@@ -306,7 +312,7 @@ impl Store {
             }
             Backend::Postgres => (None, self.pool.begin().await?),
         };
-        Ok(WriteTx { tx, _gate: gate })
+        Ok(WriteTx { tx, _gate: gate, audit_keys: self.audit_keys.get() })
     }
 
     /// Run one statement built at run time (administrative use: creating test databases).

@@ -8,11 +8,12 @@ use std::time::Duration;
 use carepay::store::Backend;
 use reqwest::StatusCode;
 
-use crate::helpers::{TestDatabase, spawn_app_with};
+use crate::helpers::{TEST_SECRET_KEYS, TestDatabase, spawn_app_with};
 
 fn carepay() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_carepay"));
-    command.env_remove("DATABASE_URL").env_remove("CAREPAY_LISTEN");
+    // The test servers' keys: what the command line writes into the audit trail is keyed alike.
+    command.env_remove("DATABASE_URL").env_remove("CAREPAY_LISTEN").env("CAREPAY_SECRET_KEY", TEST_SECRET_KEYS);
     command
 }
 

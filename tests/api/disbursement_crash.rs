@@ -123,6 +123,7 @@ async fn a_batch_survives_kill_9_at_random_points_and_pays_everyone_once(backend
 
     let output = Command::new(env!("CARGO_BIN_EXE_carepay"))
         .args(["token", "create", "--role", "admin", "--database-url", &db.url])
+        .env("CAREPAY_SECRET_KEY", &secret_key)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

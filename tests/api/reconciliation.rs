@@ -251,6 +251,7 @@ async fn the_command_line_imports_and_runs_a_file(app: TestApp) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_carepay"))
         .env_remove("DATABASE_URL")
         .args(["reconcile", "import", "--database-url", &app.db.url])
+        .env("CAREPAY_SECRET_KEY", crate::helpers::TEST_SECRET_KEYS)
         .arg(&path)
         .output()
         .unwrap();

@@ -48,6 +48,7 @@ async fn undelivered_callbacks_are_all_delivered_after_a_kill_9_and_restart(back
     let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
     let output = Command::new(env!("CARGO_BIN_EXE_carepay"))
         .args(["token", "create", "--role", "admin", "--database-url", &db.url])
+        .env("CAREPAY_SECRET_KEY", &key)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
