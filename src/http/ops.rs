@@ -31,6 +31,7 @@ async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError>
     }
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::telemetry::sample(&state.app.store).await;
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::metrics().render())
 }

@@ -195,8 +195,13 @@ impl OperatorClient {
     /// against the signed `Operator-Content-SHA256` header. A mismatch is `Unknown`: the file
     /// cannot be trusted, and fetching again may give the right one.
     pub async fn statement(&self, date: &str, wallet_id: &str) -> Result<Vec<u8>, OperatorError> {
+        let started = std::time::Instant::now();
         let path = format!("/v1/statements/{}?wallet_id={}", encode_component(date), encode_component(wallet_id));
-        let answer = self.call("GET", &path, Vec::new(), self.settings.max_statement_bytes).await?;
+        observed("statement", started, self.statement_at(&path).await)
+    }
+
+    async fn statement_at(&self, path: &str) -> Result<Vec<u8>, OperatorError> {
+        let answer = self.call("GET", path, Vec::new(), self.settings.max_statement_bytes).await?;
         if !(200..300).contains(&answer.status) {
             return Err(refusal_or_unknown(&answer));
         }
@@ -213,15 +218,17 @@ impl OperatorClient {
     }
 
     async fn post_json<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, OperatorError> {
+        let started = std::time::Instant::now();
         // Serialising our own wire types cannot fail; if it ever did, nothing was sent.
         let bytes = serde_json::to_vec(body).map_err(|e| OperatorError::unknown(format!("cannot encode: {e}")))?;
-        let answer = self.call("POST", path, bytes, self.settings.max_response_bytes).await?;
-        parse_answer(&answer)
+        let answer = self.call("POST", path, bytes, self.settings.max_response_bytes).await;
+        observed(operation("POST", path), started, answer.and_then(|answer| parse_answer(&answer)))
     }
 
     async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, OperatorError> {
-        let answer = self.call("GET", path, Vec::new(), self.settings.max_response_bytes).await?;
-        parse_answer(&answer)
+        let started = std::time::Instant::now();
+        let answer = self.call("GET", path, Vec::new(), self.settings.max_response_bytes).await;
+        observed(operation("GET", path), started, answer.and_then(|answer| parse_answer(&answer)))
     }
 
     /// One signed round trip, within `timeout_ms` all told (waiting for a slot included).
@@ -277,6 +284,38 @@ impl OperatorClient {
             .map_err(|e| OperatorError::unknown(format!("HTTP {status} answer not verifiable: {e}")))?;
         Ok(Verified { status, headers, body: received })
     }
+}
+
+/// The operation a request path names, as the metrics label it (ids in the path left out).
+fn operation(method: &str, path: &str) -> &'static str {
+    let path = path.split('?').next().unwrap_or(path);
+    match (method, path) {
+        ("POST", "/v1/payments/code") => "pay_by_code",
+        ("POST", "/v1/orders") => "create_order",
+        ("POST", path) if path.starts_with("/v1/trades/") => "reverse",
+        ("GET", path) if path.starts_with("/v1/trades/") => "query_trade",
+        ("POST", "/v1/refunds") => "refund",
+        ("GET", path) if path.starts_with("/v1/refunds/") => "query_refund",
+        ("POST", "/v1/transfers") => "transfer",
+        ("GET", path) if path.starts_with("/v1/transfers/") => "query_transfer",
+        ("GET", path) if path.starts_with("/v1/statements/") => "statement",
+        _ => "other",
+    }
+}
+
+/// `result`, after recording how long the call took and how it ended.
+fn observed<T>(
+    operation: &'static str,
+    started: std::time::Instant,
+    result: Result<T, OperatorError>,
+) -> Result<T, OperatorError> {
+    let outcome = match &result {
+        Ok(_) => "success",
+        Err(OperatorError::Rejected { .. }) => "rejected",
+        Err(OperatorError::Unknown { .. }) => "unknown",
+    };
+    crate::telemetry::operator_call(operation, outcome, started.elapsed());
+    result
 }
 
 fn parse_answer<T: DeserializeOwned>(answer: &Verified) -> Result<T, OperatorError> {

@@ -460,6 +460,7 @@ impl App {
         if !moved {
             return self.store.payment(&current.id).await?.ok_or(Error::NotFound { what: "payment" });
         }
+        crate::telemetry::payment_moved(to.as_str());
         Ok(Payment {
             status: to,
             trade_no: facts.trade_no.or(current.trade_no.clone()),
@@ -665,12 +666,16 @@ impl App {
                     refund_entry("refund", refund.id.as_str(), &payment.merchant_wallet_id, refund.amount);
                 let facts = RefundFacts { refund_no, fail_code: None, succeeded_at: Some(succeeded_at.unwrap_or(now)) };
                 effects.events.extend(refund_event(payment, refund, status, &facts));
-                self.store.finish_refund(refund, status, &facts, effects, now).await?;
+                if self.store.finish_refund(refund, status, &facts, effects, now).await? {
+                    crate::telemetry::refund_finished(status.as_str());
+                }
             }
             RefundStatus::Failed => {
                 let facts = RefundFacts { refund_no, fail_code, succeeded_at: None };
                 let events = refund_event(payment, refund, status, &facts).into_iter().collect();
-                self.store.finish_refund(refund, status, &facts, Effects { booking: None, events }, now).await?;
+                if self.store.finish_refund(refund, status, &facts, Effects { booking: None, events }, now).await? {
+                    crate::telemetry::refund_finished(status.as_str());
+                }
             }
         }
         Ok(())

@@ -1293,6 +1293,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
+        crate::telemetry::transfers_finished(succeeded.len(), moved_rows.len() - succeeded.len());
         Ok(moved_rows.len())
     }
 

@@ -16,6 +16,7 @@ pub mod disbursement;
 pub mod group_commit;
 pub mod keys;
 pub mod ledger;
+pub mod metrics;
 pub mod payments;
 pub mod reconciliation;
 pub mod tokens;
