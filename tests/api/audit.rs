@@ -17,6 +17,7 @@ backend_tests!(
     every_kind_of_tampering_is_detected,
     checkpoints_are_signed_and_a_forged_or_malformed_one_is_refused,
     records_written_before_the_chain_was_keyed_count_once_sealed,
+    the_service_logs_signed_checkpoints_that_find_a_cut_tail,
 );
 
 /// `carepay audit ...` against the test's database, with the test server's keys.
@@ -635,4 +636,49 @@ async fn records_written_before_the_chain_was_keyed_count_once_sealed(app: TestA
     assert_eq!(verdict["reason"], "does not follow the previous record");
     write_stored(&pool, &before).await;
     assert_eq!(app.get("/v1/audit/verify", root).await.expect(StatusCode::OK).body["intact"], true);
+}
+
+/// `carepay serve` logs the head, signed, when it starts (and then periodically): a checkpoint
+/// kept from the log finds records cut off later, which the trail alone no longer shows.
+async fn the_service_logs_signed_checkpoints_that_find_a_cut_tail(app: TestApp) {
+    use std::io::BufRead as _;
+    let root = &app.root_token;
+    let district = app.create_region(root, None, "district", "吴江区").await;
+    app.create_region(root, Some(&district), "town", "松陵街道").await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_carepay"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &app.db.url])
+        .env_remove("DATABASE_URL")
+        .env("CAREPAY_SECRET_KEY", TEST_SECRET_KEYS)
+        .env("CAREPAY_LOG_FORMAT", "json")
+        .env("CAREPAY_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let logged = loop {
+        let line = lines.next().expect("serve exited before logging a checkpoint").unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "audit checkpoint" {
+            assert_eq!(event["level"], "INFO", "{event}");
+            break event["checkpoint"].as_str().unwrap().to_owned();
+        }
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(logged.starts_with("3:") && logged.split(':').count() == 3, "{logged}");
+
+    let pool = app.db.raw_pool().await;
+    sqlx::query("DELETE FROM audit_log WHERE seq = 3").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE audit_head SET last_seq = 2, last_hash = (SELECT hash FROM audit_log WHERE seq = 2)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    assert_eq!(app.get("/v1/audit/verify", root).await.expect(StatusCode::OK).body["intact"], true);
+    let output = carepay_audit(&app, &["verify", "--checkpoint", &logged]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("broken at record 3: records up to a checkpoint were removed"),
+        "{output:?}"
+    );
 }
