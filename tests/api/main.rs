@@ -19,6 +19,7 @@ mod ledger;
 mod log_hygiene;
 mod ops;
 mod payments;
+mod qr_orders;
 mod reconciliation;
 mod restart;
 mod route_table;
