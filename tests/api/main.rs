@@ -25,5 +25,6 @@ mod restart;
 mod route_table;
 mod scope;
 mod terminal_auth;
+mod terminal_protoc;
 mod terminal_signing;
 mod tokens;
