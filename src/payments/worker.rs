@@ -69,7 +69,9 @@ pub async fn round(app: &App, settings: &WorkerSettings, owner: &str) -> Result<
         }
     }
     let keys_before = UnixMs(now.0 - app.payments.idempotency_retention_ms);
-    app.store.purge_terminal_housekeeping(now, keys_before, settings.housekeeping_batch).await?;
+    // Nonces expire by the wall clock, which the signature check reads (terminals sign with
+    // theirs); the app clock may be moved (the demo, tests).
+    app.store.purge_terminal_housekeeping(UnixMs::now(), keys_before, settings.housekeeping_batch).await?;
     Ok(full)
 }
 

@@ -25,6 +25,7 @@ mod restart;
 mod route_table;
 mod scope;
 mod terminal_auth;
+mod terminal_nonces;
 mod terminal_protoc;
 mod terminal_signing;
 mod tokens;
