@@ -537,6 +537,14 @@ impl App {
             NewPayment { request_id: &command.request_id, method: PaymentMethod::DynamicQr, amount, description };
         let payment = match self.begin_payment(terminal, spec, &command.request_sha256).await? {
             Started::New(payment) => payment,
+            // The operator's answer to the first call was lost, so there is no code to show.
+            // The same out_trade_no and body again get the order the operator made (or make
+            // it now); the operator answers it with its code and expiry.
+            Started::Replayed(payment)
+                if payment.status == PaymentStatus::AwaitingScan && payment.qr_payload.is_none() =>
+            {
+                payment
+            }
             Started::Replayed(payment) => return Ok(payment),
         };
         let answer = self

@@ -112,6 +112,10 @@ impl App {
                 self.apply_trade_status(payment, status, facts).await
             }
             Err(error) if error.is_not_found() && payment.status == PaymentStatus::AwaitingScan => {
+                if now.0 - payment.created_at.0 < self.payments.not_found_grace_ms {
+                    // The create call may still be on its way to the operator.
+                    return self.reschedule(payment, now).await;
+                }
                 // The order was never created (the create call's outcome was unknown): close ours.
                 self.apply_trade_status(
                     payment,

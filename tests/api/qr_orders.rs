@@ -16,6 +16,7 @@ use crate::terminal_client::terminal;
 backend_tests!(
     a_five_minute_qr_is_still_payable_after_half_a_minute_while_a_payer_code_is_reversed,
     a_qr_left_unpaid_ends_closed_at_its_expiry_and_the_operator_closed_it,
+    a_qr_order_whose_answer_was_lost_gets_its_code_when_the_terminal_repeats_the_call,
 );
 
 const WALLET: &str = "0021000000000003";
@@ -99,4 +100,29 @@ async fn a_qr_left_unpaid_ends_closed_at_its_expiry_and_the_operator_closed_it(a
     assert_eq!(reverse.code(), tonic::Code::FailedPrecondition, "{reverse:?}");
     assert!(reverse.message().starts_with("PAYMENT_NOT_REVERSIBLE"), "{reverse:?}");
     assert_eq!(till.get_payment(&order.payment_id).await.unwrap().status, PaymentStatus::Closed as i32);
+}
+
+async fn a_qr_order_whose_answer_was_lost_gets_its_code_when_the_terminal_repeats_the_call(app: TestApp) {
+    use carepay::operator::sandbox::faults::RequestFaultKind;
+    let till = terminal(&app, WALLET).await;
+    // The operator makes the order, then answers 500: carepay has no QR to show yet.
+    app.sandbox.faults().fail_requests(RequestFaultKind::ErrorAfterApply, Some("/v1/orders"), 1).unwrap();
+    let first = till.create_qr("qr-lost", "20.00", 300).await.unwrap();
+    assert_eq!(first.status, PaymentStatus::AwaitingScan as i32, "unknown is not failed");
+    assert_eq!(first.qr_payload, "", "{first:?}");
+    assert_eq!(operator_status(&app, &first.out_trade_no).await, TradeStatus::Userpaying, "made there");
+
+    // The terminal repeats the call with the same request_id: the same order, now with its code.
+    let again = till.create_qr("qr-lost", "20.00", 300).await.unwrap();
+    assert_eq!(again.payment_id, first.payment_id);
+    assert_eq!(again.status, PaymentStatus::AwaitingScan as i32);
+    assert!(again.qr_payload.contains(&again.trade_no) && !again.trade_no.is_empty(), "{again:?}");
+    assert!(again.expires_at.ends_with("+08:00"), "{again:?}");
+    let other = till.create_qr("qr-lost", "21.00", 300).await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::AlreadyExists, "{other:?}");
+
+    app.sandbox.pay_order(WALLET, &again.out_trade_no, SCAN_SUCCEEDS).expect("the code shown is payable");
+    till.wait_for_status(&again.payment_id, PaymentStatus::Succeeded).await;
+    assert_eq!(wallet_balance_fen(&app).await, 2_000);
+    assert_eq!(app.app.store.verify_ledger().await.unwrap(), vec![]);
 }
