@@ -94,7 +94,7 @@ impl App {
             limits,
             operator: None,
             payments: PaymentSettings::default(),
-            nonces: Arc::new(NonceCache::new(DEFAULT_NONCE_CAPACITY, UnixMs::now().0 / 1_000)),
+            nonces: Arc::new(NonceCache::new(DEFAULT_NONCE_CAPACITY)),
             terminals: Arc::new(TerminalCache::new(DEFAULT_TERMINAL_CACHE_CAPACITY)),
             token_rate: Arc::new(RateLimiter::new(token_rate)),
             terminal_rate: Arc::new(RateLimiter::new(terminal_rate)),

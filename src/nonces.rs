@@ -1,8 +1,7 @@
 //! The in-memory half of terminal replay protection: nonces this instance has accepted,
-//! kept until their signature window closes. PostgreSQL deployments also record each nonce
-//! in the shared database so a replay to another instance is caught; an embedded SQLite
-//! deployment is one instance, and after a restart it accepts no request signed before it
-//! started, so the nonces it forgot cannot be replayed either.
+//! kept until their signature window closes, so a replay to the same instance is refused
+//! without a write. Every accepted nonce is also recorded in the database
+//! (`terminal_nonces`), which is what other instances and a restarted process go by.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,8 +16,6 @@ pub const DEFAULT_NONCE_CAPACITY: usize = 1_000_000;
 #[derive(Debug)]
 pub struct NonceCache {
     capacity: usize,
-    /// Requests signed before this second are refused (see module docs).
-    pub not_before_s: i64,
     seen: Mutex<HashMap<(TerminalId, String), UnixMs>>,
 }
 
@@ -32,8 +29,8 @@ pub enum NonceVerdict {
 }
 
 impl NonceCache {
-    pub fn new(capacity: usize, not_before_s: i64) -> NonceCache {
-        NonceCache { capacity, not_before_s, seen: Mutex::new(HashMap::new()) }
+    pub fn new(capacity: usize) -> NonceCache {
+        NonceCache { capacity, seen: Mutex::new(HashMap::new()) }
     }
 
     /// Remember `nonce` until `expires_at`, unless it is already remembered.
@@ -60,7 +57,7 @@ mod tests {
 
     #[test]
     fn a_nonce_is_fresh_once_within_its_window_and_the_cache_stays_bounded() {
-        let cache = NonceCache::new(2, 0);
+        let cache = NonceCache::new(2);
         let terminal = TerminalId::generate();
         let now = UnixMs(1_000);
         assert_eq!(cache.insert(&terminal, "a", UnixMs(5_000), now), NonceVerdict::Fresh);

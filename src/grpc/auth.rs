@@ -81,7 +81,7 @@ impl App {
         now: UnixMs,
     ) -> Result<Terminal, Result<EnvelopeRefusal, crate::error::Error>> {
         let window_s = self.payments.signature_window_s;
-        if (envelope.timestamp_s - now.0 / 1_000).abs() > window_s || envelope.timestamp_s < self.nonces.not_before_s {
+        if (envelope.timestamp_s - now.0 / 1_000).abs() > window_s {
             return Err(Ok(EnvelopeRefusal::StaleTimestamp));
         }
         let refused = |reason| Err(Ok(EnvelopeRefusal::Terminal(reason)));
@@ -113,12 +113,11 @@ impl App {
             NonceVerdict::Replayed => return Err(Ok(EnvelopeRefusal::ReplayedNonce)),
             NonceVerdict::Full => return Err(Ok(EnvelopeRefusal::Busy)),
         }
-        if !postgres {
-            return Ok(terminal);
-        }
-        // Instances sharing a PostgreSQL database also share what they have seen. The nonce
-        // is recorded only while the terminal is as checked; if it is not recorded, the
-        // nonce was used, or the terminal changed since it was read.
+        // The database remembers every accepted nonce until its window closes, so a replay
+        // is refused by any instance and after a restart, and a request signed before this
+        // process started is as good as any other. The nonce is recorded only while the
+        // terminal is as checked; if it is not recorded, the nonce was used, or the
+        // terminal changed since it was read.
         let record = |terminal: &Terminal| {
             let store = self.store.clone();
             let (terminal, nonce) = (terminal.clone(), envelope.nonce.clone());

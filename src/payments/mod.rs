@@ -238,8 +238,13 @@ fn business_day(at: UnixMs) -> time::Date {
     OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH).to_offset(SHANGHAI).date()
 }
 
-fn map_trade_status(status: TradeStatus) -> PaymentStatus {
+/// What the operator's status of a trade means for a payment made by `method`. The operator
+/// reports an open dynamic QR order as USERPAYING until it is paid or, at its own expiry,
+/// closed; for carepay it is still awaiting its scan, and the 30 s confirmation deadline of
+/// a payer code (a USERPAYING payment) does not apply to it.
+fn map_trade_status(status: TradeStatus, method: PaymentMethod) -> PaymentStatus {
     match status {
+        TradeStatus::Userpaying if method == PaymentMethod::DynamicQr => PaymentStatus::AwaitingScan,
         TradeStatus::Userpaying => PaymentStatus::Userpaying,
         TradeStatus::Success => PaymentStatus::Succeeded,
         TradeStatus::Failed => PaymentStatus::Failed,
@@ -383,7 +388,7 @@ impl App {
                     next_check_at: None,
                 };
                 // A notification may have moved it while we waited; then this re-reads.
-                self.move_payment(payment, map_trade_status(answer.status), facts).await
+                self.move_payment(payment, map_trade_status(answer.status, command.method), facts).await
             }
             Err(error) => {
                 self.after_operator_error(&payment, error).await?;
@@ -533,6 +538,14 @@ impl App {
             NewPayment { request_id: &command.request_id, method: PaymentMethod::DynamicQr, amount, description };
         let payment = match self.begin_payment(terminal, spec, &command.request_sha256).await? {
             Started::New(payment) => payment,
+            // The operator's answer to the first call was lost, so there is no code to show.
+            // The same out_trade_no and body again get the order the operator made (or make
+            // it now); the operator answers it with its code and expiry.
+            Started::Replayed(payment)
+                if payment.status == PaymentStatus::AwaitingScan && payment.qr_payload.is_none() =>
+            {
+                payment
+            }
             Started::Replayed(payment) => return Ok(payment),
         };
         let answer = self
@@ -748,7 +761,8 @@ impl App {
     pub(crate) async fn reverse_with_operator(&self, payment: &Payment) -> Result<()> {
         match self.operator()?.reverse(payment.merchant_wallet_id.as_str(), &payment.out_trade_no).await {
             Ok(answer) => {
-                self.apply_trade_status(payment, map_trade_status(answer.status), TradeFacts::default()).await
+                self.apply_trade_status(payment, map_trade_status(answer.status, payment.method), TradeFacts::default())
+                    .await
             }
             Err(OperatorError::Rejected { code, message, .. }) => {
                 // The operator knows better: learn the trade's real state.
@@ -761,7 +775,7 @@ impl App {
                         paid_at: parse_operator_time(trade.paid_at.as_deref()),
                         ..TradeFacts::default()
                     };
-                    self.apply_trade_status(payment, map_trade_status(trade.status), facts).await?;
+                    self.apply_trade_status(payment, map_trade_status(trade.status, payment.method), facts).await?;
                 }
                 Err(Error::conflict("REVERSAL_REFUSED", format!("the operator refused the reversal ({code})")))
             }

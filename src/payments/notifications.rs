@@ -28,7 +28,8 @@ impl App {
                         paid_at: parse_operator_time(trade.paid_at.as_deref()),
                         ..TradeFacts::default()
                     };
-                    self.apply_trade_status(&payment, map_trade_status(trade.status), facts).await?;
+                    let status = map_trade_status(trade.status, payment.method);
+                    self.apply_trade_status(&payment, status, facts).await?;
                 }
             }
             NotificationType::RefundSuccess | NotificationType::RefundFailed => {

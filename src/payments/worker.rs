@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{map_trade_status, parse_operator_time};
 use crate::app::App;
-use crate::domain::payment::{Payment, PaymentStatus, Refund, RefundStatus};
+use crate::domain::payment::{Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus};
 use crate::domain::time::UnixMs;
 use crate::error::Result;
 use crate::operator::types::RefundStatus as OperatorRefundStatus;
@@ -69,7 +69,9 @@ pub async fn round(app: &App, settings: &WorkerSettings, owner: &str) -> Result<
         }
     }
     let keys_before = UnixMs(now.0 - app.payments.idempotency_retention_ms);
-    app.store.purge_terminal_housekeeping(now, keys_before, settings.housekeeping_batch).await?;
+    // Nonces expire by the wall clock, which the signature check reads (terminals sign with
+    // theirs); the app clock may be moved (the demo, tests).
+    app.store.purge_terminal_housekeeping(UnixMs::now(), keys_before, settings.housekeeping_batch).await?;
     Ok(full)
 }
 
@@ -87,48 +89,33 @@ impl App {
         let query = self.operator()?.query_trade(payment.merchant_wallet_id.as_str(), &payment.out_trade_no).await;
         match query {
             Ok(trade) => {
-                let status = map_trade_status(trade.status);
+                let status = map_trade_status(trade.status, payment.method);
                 let facts = TradeFacts {
                     trade_no: Some(trade.trade_no),
                     paid_at: parse_operator_time(trade.paid_at.as_deref()),
                     ..TradeFacts::default()
                 };
                 let waited_ms = now.0 - payment.created_at.0;
-                let overdue = match status {
-                    PaymentStatus::Userpaying => waited_ms > self.payments.userpaying_timeout_ms,
-                    PaymentStatus::AwaitingScan | PaymentStatus::Processing => {
-                        payment.expires_at.is_some_and(|expires| now.0 > expires.0 + self.payments.check_interval_ms)
-                    }
-                    _ => false,
-                };
-                if overdue {
-                    // Not confirmed in time (or a QR past its expiry): undo it so it can
-                    // never complete later.
+                if status == PaymentStatus::Userpaying && waited_ms > self.payments.userpaying_timeout_ms {
+                    // Not confirmed in time: undo it so it can never complete later. A QR order
+                    // is never USERPAYING here: it stays open until the operator closes it.
                     return match self.reverse_with_operator(payment).await {
                         Ok(()) => Ok(()),
                         Err(_) => self.reschedule(payment, now).await,
                     };
                 }
-                if status.is_pending() && status == payment.status {
-                    let next = match payment.expires_at {
-                        Some(expires) if status == PaymentStatus::AwaitingScan => UnixMs(
-                            self.next_check(payment.check_attempts, now).0.min(expires.0 + 1_000).max(now.0 + 500),
-                        ),
-                        _ => UnixMs(now.0 + self.payments.check_interval_ms),
-                    };
-                    self.store
-                        .reschedule_payment(
-                            &payment.id,
-                            status,
-                            &TradeFacts { next_check_at: Some(next), ..facts },
-                            now,
-                        )
-                        .await?;
+                if status.is_pending() && !payment.status.may_become(status) {
+                    let facts = TradeFacts { next_check_at: Some(self.next_pending_check(payment, now)), ..facts };
+                    self.store.reschedule_payment(&payment.id, payment.status, &facts, now).await?;
                     return Ok(());
                 }
                 self.apply_trade_status(payment, status, facts).await
             }
             Err(error) if error.is_not_found() && payment.status == PaymentStatus::AwaitingScan => {
+                if now.0 - payment.created_at.0 < self.payments.not_found_grace_ms {
+                    // The create call may still be on its way to the operator.
+                    return self.reschedule(payment, now).await;
+                }
                 // The order was never created (the create call's outcome was unknown): close ours.
                 self.apply_trade_status(
                     payment,
@@ -156,6 +143,24 @@ impl App {
                 tracing::warn!(payment = %payment.id, %error, "query failed; will retry");
                 self.reschedule(payment, now).await
             }
+        }
+    }
+
+    /// When to ask again about a payment the operator has not decided yet. A payer code is
+    /// asked at the first interval until its confirmation deadline. A QR order is asked with
+    /// backoff while it is open, once just after its expiry, and from then on at intervals
+    /// that grow with the time past it, until the operator reports it closed (or paid).
+    fn next_pending_check(&self, payment: &Payment, now: UnixMs) -> UnixMs {
+        let settings = &self.payments;
+        match (payment.method, payment.expires_at) {
+            (PaymentMethod::DynamicQr, Some(expires)) if now.0 <= expires.0 => {
+                UnixMs(self.next_check(payment.check_attempts, now).0.min(expires.0 + 1_000).max(now.0 + 500))
+            }
+            (PaymentMethod::DynamicQr, Some(expires)) => {
+                UnixMs(now.0 + (now.0 - expires.0).clamp(settings.check_interval_ms, settings.max_check_interval_ms))
+            }
+            (PaymentMethod::DynamicQr, None) => self.next_check(payment.check_attempts, now),
+            (PaymentMethod::PayerCode | PaymentMethod::Card, _) => UnixMs(now.0 + settings.check_interval_ms),
         }
     }
 

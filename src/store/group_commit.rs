@@ -1,7 +1,7 @@
 //! Group commit for the terminal payment path.
 //!
-//! Every terminal payment writes twice (its start, then its outcome), and on PostgreSQL also
-//! records the request's nonce. Written one by one, each is a transaction of its own: a
+//! Every terminal payment writes twice (its start, then its outcome), and every terminal
+//! request first records its nonce. Written one by one, each is a transaction of its own: a
 //! commit (a WAL flush) and a round trip per statement, and every outcome of one facility
 //! queues on that facility's ledger-account row until the previous one commits. Here the
 //! writes that arrive while a transaction is being written wait for the next one and then
@@ -45,8 +45,8 @@ impl Default for GroupCommitSettings {
 
 /// Which queue a write waits in. SQLite has one writer, so it has one lane: anything else
 /// would only cut its batches into more commits. PostgreSQL takes concurrent transactions,
-/// and the lanes keep them from waiting on each other: nonces commit without a WAL flush,
-/// starts touch only new rows, and every outcome goes through one writer, because outcomes
+/// and the lanes keep them from waiting on each other: nonces (every request's first write)
+/// never queue behind payment writes, starts touch only new rows, and every outcome goes through one writer, because outcomes
 /// of one facility update its ledger account row, which a second writer would wait on
 /// until the first committed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,12 +211,9 @@ async fn write_transaction(store: &Store, jobs: Vec<Job>) -> Result<(), (Vec<Job
     }
     let started = std::time::Instant::now();
     let written = async {
+        // Committed durably, nonces too: the terminal contract promises a replay is refused
+        // until its window closes, after a crash of carepay or of the database as well.
         let mut tx = store.begin_write().await?;
-        if begins.is_empty() && moves.is_empty() && store.backend() == Backend::Postgres {
-            // Nonces alone need no WAL flush: a nonce forgotten in a crash still meets the
-            // request's idempotency key, so it moves no money twice.
-            sqlx::query("SET LOCAL synchronous_commit TO OFF").execute(&mut *tx).await?;
-        }
         let fresh = super::payments::record_nonces_in(&mut tx, &nonces).await?;
         let begun = super::payments::begin_payments_in(&mut tx, &begins).await?;
         let (moved, opened) = super::payments::move_payments_in(&mut tx, &moves, &store.known_accounts).await?;

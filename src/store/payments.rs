@@ -524,9 +524,8 @@ pub(super) async fn move_payments_in(
 }
 
 impl Store {
-    /// Record a nonce from a terminal; `false` if it was already used (a replay). Nonces
-    /// arriving together share a transaction (see `group_commit`); one recorded with no
-    /// payment write beside it does not wait for the WAL flush on PostgreSQL.
+    /// Record a nonce from a terminal, durably; `false` if it was already used (a replay).
+    /// Nonces arriving together share a transaction (see `group_commit`).
     ///
     /// It is recorded only while `terminal` is active at the version it was read at, so a
     /// request checked against a terminal that has since been suspended or given a new key
