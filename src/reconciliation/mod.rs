@@ -469,11 +469,13 @@ impl App {
         if note.trim().is_empty() || note.chars().count() > 500 {
             return Err(Error::invalid("note", "INVALID_NOTE", "a note of 1 to 500 characters is required"));
         }
-        if adjustment_fen.is_some() != (resolution == "adjusted") || adjustment_fen == Some(0) {
+        let beyond_any_amount =
+            adjustment_fen.is_some_and(|fen| fen.unsigned_abs() > crate::domain::money::Amount::MAX_FEN.unsigned_abs());
+        if adjustment_fen.is_some() != (resolution == "adjusted") || adjustment_fen == Some(0) || beyond_any_amount {
             return Err(Error::invalid(
                 "adjustment",
                 "INVALID_ADJUSTMENT",
-                "an adjusted resolution needs a non-zero adjustment",
+                "an adjusted resolution needs a non-zero adjustment, within what one amount may be",
             ));
         }
         let Some(discrepancy) = self.store.discrepancy(id).await? else {

@@ -15,8 +15,9 @@ use super::directory::corrupt;
 use super::ledger::{EntryRef, KnownAccounts, post_in};
 use super::{Store, StoreError};
 use crate::callbacks::NewEvent;
+use crate::domain::directory::WalletId;
 use crate::domain::ids::{DiscrepancyId, FacilityId, ReconciliationActionId, RunId, StatementFileId};
-use crate::domain::ledger::{AccountCode, JournalEntry, OverdraftPolicy};
+use crate::domain::ledger::{Account, AccountCode, JournalEntry, LedgerError, OverdraftPolicy};
 use crate::domain::reconciliation::{
     CarepaySide, Category, Fields, Outcome, SideError, StatementSide, expected_fee_fen,
 };
@@ -174,7 +175,7 @@ impl RaisedDiscrepancy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OperatorBooking {
     kind: &'static str,
-    counter: &'static str,
+    counter: Account<'static>,
     /// Into the wallet when positive.
     signed_fen: i64,
     operator_ref: String,
@@ -189,8 +190,8 @@ impl OperatorBooking {
             return None;
         }
         let (kind, counter, signed_fen) = match item.kind {
-            EntryKind::Fee => ("operator_fee", "operator:fees", -item.amount_fen),
-            _ => ("operator_adjustment", "operator:adjustments", item.amount_fen),
+            EntryKind::Fee => ("operator_fee", Account::OperatorFees, -item.amount_fen),
+            _ => ("operator_adjustment", Account::OperatorAdjustments, item.amount_fen),
         };
         Some(OperatorBooking {
             kind,
@@ -402,12 +403,10 @@ fn amount_of(sides: RunSides<'_>, outcome: &Outcome) -> i64 {
         .unwrap_or(0)
 }
 
-fn wallet_account(wallet_id: &str) -> Result<AccountCode, StoreError> {
-    AccountCode::parse(&format!("wallet:{wallet_id}")).map_err(StoreError::Ledger)
-}
-
-fn account(code: &str) -> AccountCode {
-    AccountCode::parse(code).expect("constant account code")
+/// A balanced entry on the operator's side of a wallet, with the accounts it needs open.
+struct OperatorSideEntry {
+    entry: JournalEntry,
+    accounts: [(AccountCode, OverdraftPolicy); 2],
 }
 
 /// Books `entry` unless an entry with the same kind and reference exists: re-runs and new
@@ -415,7 +414,7 @@ fn account(code: &str) -> AccountCode {
 async fn book_once(
     conn: &mut AnyConnection,
     what: EntryRef<'_>,
-    entry: &JournalEntry,
+    entry: &OperatorSideEntry,
     now: UnixMs,
 ) -> Result<bool, StoreError> {
     let exists = sqlx::query("SELECT 1 FROM journal_entries WHERE kind = $1 AND reference = $2")
@@ -427,35 +426,35 @@ async fn book_once(
     if exists {
         return Ok(false);
     }
-    for posting in entry.postings() {
-        let policy = if posting.account.as_str().starts_with("wallet:") {
-            OverdraftPolicy::Forbidden
-        } else {
-            OverdraftPolicy::Allowed
-        };
-        super::ledger::open_account_in(conn, &posting.account, policy, now).await?;
-    }
+    super::ledger::open_accounts_in(conn, &entry.accounts, now).await?;
     // No shared cache here: the accounts were just opened in this transaction, so their
     // policies are read from the table.
-    post_in(conn, what, entry, now, &KnownAccounts::default()).await?;
+    post_in(conn, what, &entry.entry, now, &KnownAccounts::default()).await?;
     Ok(true)
 }
 
-/// The ledger entry for money moving into (`signed_fen > 0`) or out of the wallet against
-/// `counter`, or `None` for zero.
-fn wallet_entry(wallet_id: &str, counter: &str, signed_fen: i64) -> Result<Option<JournalEntry>, StoreError> {
+/// The ledger entry for money the operator moved into (`signed_fen > 0`) or out of the
+/// wallet against `counter`, or `None` for zero. It books to the wallet's operator side,
+/// which never refuses it (see [`Account`]).
+fn wallet_entry(
+    wallet_id: &str,
+    counter: Account<'static>,
+    signed_fen: i64,
+) -> Result<Option<OperatorSideEntry>, StoreError> {
     if signed_fen == 0 {
         return Ok(None);
     }
     let amount = crate::domain::money::Amount::from_fen(i64::try_from(signed_fen.unsigned_abs()).unwrap_or(i64::MAX))
-        .map_err(|_| StoreError::Ledger(crate::domain::ledger::LedgerError::Overflow))?;
-    let (wallet, counter) = (wallet_account(wallet_id)?, account(counter));
+        .map_err(|_| StoreError::Ledger(LedgerError::Overflow))?;
+    let wallet = WalletId::parse(wallet_id).map_err(|_| StoreError::Ledger(LedgerError::InvalidAccountCode))?;
+    let side = Account::WalletOperatorSide(&wallet);
     let entry = if signed_fen > 0 {
-        JournalEntry::transfer(counter, wallet, amount)
+        JournalEntry::transfer(counter.code(), side.code(), amount)
     } else {
-        JournalEntry::transfer(wallet, counter, amount)
+        JournalEntry::transfer(side.code(), counter.code(), amount)
     };
-    entry.map(Some).map_err(StoreError::Ledger)
+    let entry = entry.map_err(StoreError::Ledger)?;
+    Ok(Some(OperatorSideEntry { entry, accounts: [side.opening(), counter.opening()] }))
 }
 
 #[expect(clippy::too_many_arguments, reason = "one argument per column of the audit row")]
@@ -901,7 +900,8 @@ impl Store {
             return Err(RunStoreError::Store(StoreError::GuardFailed));
         }
         if let Some(adjustment_fen) = resolution.adjustment_fen
-            && let Some(entry) = wallet_entry(&discrepancy.wallet_id, "reconciliation:adjustments", adjustment_fen)?
+            && let Some(entry) =
+                wallet_entry(&discrepancy.wallet_id, Account::ReconciliationAdjustments, adjustment_fen)?
         {
             let what = EntryRef {
                 kind: "reconciliation_adjustment",
@@ -1060,7 +1060,7 @@ impl RunWriter<'_> {
             .execute(&mut **tx)
             .await?;
         }
-        if let Some(entry) = wallet_entry(run.wallet_id, "operator:fees", -end.withheld_fee_fen)? {
+        if let Some(entry) = wallet_entry(run.wallet_id, Account::OperatorFees, -end.withheld_fee_fen)? {
             let reference = format!("{}:{}", run.wallet_id, run.business_day);
             let what = EntryRef {
                 kind: "operator_withheld_fees",

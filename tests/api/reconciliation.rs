@@ -24,6 +24,8 @@ backend_tests!(
     files_and_results_kept_before_migration_0009_still_read_the_same,
     carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves,
     a_payment_expected_today_that_appears_on_tomorrows_statement_resolves_as_timing,
+    operator_entries_book_on_a_wallet_without_payments_and_ledger_balances_stay_exact,
+    a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances,
 );
 
 pub(crate) const WALLET: &str = "0021000000000001";
@@ -271,14 +273,125 @@ async fn the_command_line_imports_and_runs_a_file(app: TestApp) {
     assert_eq!(items.last().unwrap()["object_id"], run.id.as_str());
 }
 
-async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {
-    use carepay::domain::ledger::AccountCode;
+/// An account's balance in fen; 0 for an account never opened.
+pub(crate) async fn balance_fen(app: &TestApp, code: &str) -> i64 {
+    let code = carepay::domain::ledger::AccountCode::parse(code).unwrap();
+    app.app.store.account_totals(&code).await.unwrap().map(|totals| totals.balance_fen()).unwrap_or(0)
+}
+
+/// The facility wallet as carepay mirrors it: what carepay moved plus what the operator moved.
+pub(crate) async fn wallet_total_fen(app: &TestApp, wallet: &str) -> i64 {
+    balance_fen(app, &format!("wallet:{wallet}")).await + balance_fen(app, &format!("wallet:{wallet}:operator")).await
+}
+
+/// A statement of `date` for `wallet` with these lines, trailer worked out.
+pub(crate) fn statement_of(wallet: &str, date: &str, lines: &[carepay::domain::statement::StatementLine]) -> Vec<u8> {
+    let header = carepay::domain::statement::StatementHeader {
+        wallet_id: wallet.to_owned(),
+        date: date.to_owned(),
+        generated_at: format!("{date}T23:59:59+08:00"),
+    };
+    carepay::domain::statement::write_statement(&header, lines).unwrap()
+}
+
+/// A line the operator booked itself (no merchant number): a FEE or a signed ADJUSTMENT.
+pub(crate) fn operator_line(
+    settled_at: &str,
+    operator_ref: &str,
+    kind: carepay::domain::statement::EntryKind,
+    amount_fen: i64,
+) -> carepay::domain::statement::StatementLine {
+    carepay::domain::statement::StatementLine {
+        settled_at: settled_at.to_owned(),
+        operator_ref: operator_ref.to_owned(),
+        out_no: String::new(),
+        kind,
+        status: carepay::domain::statement::EntryStatus::Success,
+        amount_fen,
+        fee_fen: 0,
+        counterparty: String::new(),
+        memo: String::from("运营机构"),
+    }
+}
+
+async fn operator_entries_book_on_a_wallet_without_payments_and_ledger_balances_stay_exact(app: TestApp) {
+    use carepay::domain::statement::EntryKind;
+    let region = app.create_region(&app.root_token, None, "district", "吴江区").await;
+    app.create_facility(&app.root_token, &region, "无收款助餐点", WALLET).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let day = today();
+    // No payment at all that day: a monthly fee and a large negative adjustment.
+    let statement = statement_of(
+        WALLET,
+        &day,
+        &[
+            operator_line(&format!("{day} 00:10:00"), "OPFEE0000000001", EntryKind::Fee, 61),
+            operator_line(&format!("{day} 09:00:00"), "OPADJ0000000001", EntryKind::Adjustment, -500_000),
+        ],
+    );
+    upload(&app, &accountant, statement).await.expect(StatusCode::CREATED);
+    let day_path = format!("/v1/reconciliation/days/{WALLET}/{day}");
+    let run = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    assert_eq!(run.body["categories"], json!([{"category": "operator_entry", "count": 2, "amount": "-4999.39"}]));
+    assert_eq!(run.body["statement_net"], "-5000.61");
+    assert_eq!(run.body["discrepancies_found"], 0);
+
+    // Every fen accounted for: the wallet's operator side owes what the operator took.
+    assert_eq!(balance_fen(&app, &format!("wallet:{WALLET}:operator")).await, -500_061);
+    assert_eq!(balance_fen(&app, &format!("wallet:{WALLET}")).await, 0);
+    assert_eq!(balance_fen(&app, "operator:fees").await, 61);
+    assert_eq!(balance_fen(&app, "operator:adjustments").await, 500_000);
+    assert_eq!(app.app.store.verify_ledger().await.unwrap(), vec![]);
+
+    // Run again: the same run, nothing booked twice; and the day closes.
+    let again = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    assert_eq!(again.body["run_id"], run.body["run_id"]);
+    assert_eq!(wallet_total_fen(&app, WALLET).await, -500_061);
+    app.post(&format!("{day_path}/close"), &accountant, json!({})).await.expect(StatusCode::NO_CONTENT);
+}
+
+async fn a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances(app: TestApp) {
     pay_three(&app).await;
     let region = district(&app).await;
     let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
     let day_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
-    let wallet = AccountCode::parse(&format!("wallet:{WALLET}")).unwrap();
-    let before = app.app.store.account_totals(&wallet).await.unwrap().unwrap().balance_fen();
+    assert_eq!(wallet_total_fen(&app, WALLET).await, 5_050);
+
+    app.sandbox.faults().tamper_statements(StatementTamper::ChangeAmount, 1).unwrap();
+    upload(&app, &accountant, sandbox_statement(&app)).await.expect(StatusCode::CREATED);
+    app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    let open = app.get(&format!("{day_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
+    let id = open.body[0]["id"].as_str().unwrap().to_owned();
+    // Beyond what any amount may be: refused, not a failure.
+    app.post(
+        &format!("/v1/reconciliation/discrepancies/{id}/resolve"),
+        &accountant,
+        json!({"resolution": "adjusted", "note": "typo", "adjustment": "-999999999999999.99"}),
+    )
+    .await
+    .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_ADJUSTMENT");
+    // Far more than the wallet ever received through carepay.
+    let resolved = app
+        .post(
+            &format!("/v1/reconciliation/discrepancies/{id}/resolve"),
+            &accountant,
+            json!({"resolution": "adjusted", "note": "operator clawed back a prior month", "adjustment": "-9999.99"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(resolved.body["adjustment"], "-9999.99");
+    assert_eq!(wallet_total_fen(&app, WALLET).await, 5_050 - 999_999);
+    assert_eq!(balance_fen(&app, &format!("wallet:{WALLET}")).await, 5_050, "carepay's own side is untouched");
+    assert_eq!(balance_fen(&app, "reconciliation:adjustments").await, 999_999);
+    assert_eq!(app.app.store.verify_ledger().await.unwrap(), vec![]);
+}
+
+async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let day_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
+    let before = wallet_total_fen(&app, WALLET).await;
 
     app.sandbox.faults().tamper_statements(StatementTamper::ChangeAmount, 1).unwrap();
     upload(&app, &accountant, sandbox_statement(&app)).await.expect(StatusCode::CREATED);
@@ -302,8 +415,8 @@ async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(resolved.body["adjustment"], "0.01");
-    let after = app.app.store.account_totals(&wallet).await.unwrap().unwrap().balance_fen();
-    assert_eq!(after - before, 1, "the wallet's ledger account follows the operator");
+    let after = wallet_total_fen(&app, WALLET).await;
+    assert_eq!(after - before, 1, "the wallet's ledger accounts follow the operator");
     assert_eq!(app.app.store.verify_ledger().await.unwrap(), vec![]);
     let actions = app.app.store.reconciliation_actions(WALLET, &today()).await.unwrap();
     let kinds: Vec<&str> = actions.iter().map(|action| action.0.as_str()).collect();
