@@ -35,7 +35,8 @@ use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
 use crate::store::reconciliation::{
     CHUNKS_PER_INSERT, Discrepancy, NewFile, NewRun, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder,
-    ResultLine, RunEnd, RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingResolution,
+    ResultLine, RunEnd, RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingReport,
+    TimingResolution,
 };
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -376,7 +377,8 @@ impl App {
         // The matcher runs on a blocking thread and hands over the result piece by piece
         // while this task writes them: the database works while the rest is matched.
         let (pieces, mut received) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
-        let settings = MatchSettings { date: business_day.to_owned(), past_grace };
+        let settings =
+            MatchSettings { date: business_day.to_owned(), past_grace, listed_elsewhere: writer.listed_elsewhere() };
         let matcher = tokio::task::spawn_blocking(move || match_day(&settings, &statement, &carepay, &pieces));
         while let Some(piece) = received.recv().await {
             writer.write(piece).await?;
@@ -592,6 +594,12 @@ fn match_day(
             Category::OperatorEntry => {
                 if let Some(booking) = OperatorBooking::of(sides, &outcome) {
                     send(RunPiece::OperatorEntry(booking));
+                }
+            }
+            _ if outcome.is_timing() => {
+                // Reported on the record's own day; the statement's day raises nothing.
+                if let Some(report) = TimingReport::of(sides, &outcome) {
+                    send(RunPiece::TimingReport(report));
                 }
             }
             _ => {

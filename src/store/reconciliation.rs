@@ -203,8 +203,9 @@ impl OperatorBooking {
     }
 }
 
-/// A record carepay expected on another day that this statement lists (wrong day, by the
-/// cut-off): that day's "expected"/"missing" discrepancy settles as timing.
+/// A record of another day that this statement lists (wrong day, by the cut-off): that
+/// day's "expected"/"missing" discrepancy settles as timing, and the record's own day is told
+/// for its later runs (`reconciliation_timing`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimingResolution {
     business_day: String,
@@ -224,6 +225,26 @@ impl TimingResolution {
     }
 }
 
+/// A record of this day that a neighbouring day's statement lists: reported once on this day,
+/// as a discrepancy already resolved as timing, unless the day already has one for it (an
+/// "expected" the other day's run resolved).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimingReport {
+    identity: String,
+    out_no: String,
+    amount_fen: i64,
+}
+
+impl TimingReport {
+    pub fn of(sides: RunSides<'_>, outcome: &Outcome) -> Option<Self> {
+        (outcome.is_timing() && outcome.line.is_none() && outcome.entry.is_some()).then(|| TimingReport {
+            identity: identity_of(sides, outcome),
+            out_no: out_no_of(sides, outcome),
+            amount_fen: amount_of(sides, outcome),
+        })
+    }
+}
+
 /// One piece of a run's result, written while the rest is still being matched.
 pub enum RunPiece {
     /// Consecutive chunks of the line-level result.
@@ -231,6 +252,7 @@ pub enum RunPiece {
     Discrepancies(Vec<RaisedDiscrepancy>),
     OperatorEntry(OperatorBooking),
     Timing(TimingResolution),
+    TimingReport(TimingReport),
 }
 
 /// A run begun: either the run this file already has, or the open transaction to write it.
@@ -246,6 +268,8 @@ pub struct RunWriter<'a> {
     run: &'a NewRun<'a>,
     id: RunId,
     new_discrepancies: u64,
+    /// This day's records that a neighbouring day's statement lists, with that day.
+    listed_elsewhere: std::collections::HashMap<String, String>,
 }
 
 /// What a run found, for the callbacks the use case publishes.
@@ -485,6 +509,21 @@ async fn record_action(
     Ok(())
 }
 
+/// Takes the wallet's `reconciliation_wallets` row until the transaction ends (an upsert: a
+/// second transaction doing the same waits for the first), so runs, imports and closings of a
+/// wallet's days follow one another.
+async fn lock_wallet(conn: &mut AnyConnection, wallet_id: &str, now: UnixMs) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO reconciliation_wallets (wallet_id, touched_at_ms) VALUES ($1, $2) \
+         ON CONFLICT (wallet_id) DO UPDATE SET touched_at_ms = excluded.touched_at_ms",
+    )
+    .bind(wallet_id)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn day_is_closed(conn: &mut AnyConnection, wallet_id: &str, business_day: &str) -> Result<bool, StoreError> {
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM reconciliation_days WHERE wallet_id = $1 AND business_day = $2")
@@ -514,6 +553,7 @@ impl Store {
             totals = Some(read);
         }
         let mut tx = self.begin_write().await?;
+        lock_wallet(&mut tx, file.wallet_id, file.now).await?;
         let select = format!(
             "SELECT {FILE_COLUMNS} FROM statement_files WHERE wallet_id = $1 AND business_day = $2 AND sha256 = $3"
         );
@@ -769,6 +809,7 @@ impl Store {
     /// transaction, to which the result is written piece by piece.
     pub async fn begin_run<'a>(&self, run: &'a NewRun<'a>) -> Result<RunStart<'a>, RunStoreError> {
         let mut tx = self.begin_write().await?;
+        lock_wallet(&mut tx, run.wallet_id, run.now).await?;
         if day_is_closed(&mut tx, run.wallet_id, run.business_day).await? {
             return Err(RunStoreError::DayClosed);
         }
@@ -805,7 +846,24 @@ impl Store {
         .bind(run.now.0)
         .execute(&mut *tx)
         .await?;
-        Ok(RunStart::New(RunWriter { tx, run, id, new_discrepancies: 0 }))
+        // What this day's statement lists of other days is written again by this run.
+        sqlx::query("DELETE FROM reconciliation_timing WHERE wallet_id = $1 AND statement_day = $2")
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .execute(&mut *tx)
+            .await?;
+        let listed = sqlx::query(
+            "SELECT out_no, statement_day FROM reconciliation_timing WHERE wallet_id = $1 AND record_day = $2",
+        )
+        .bind(run.wallet_id)
+        .bind(run.business_day)
+        .fetch_all(&mut *tx)
+        .await?;
+        let listed_elsewhere = listed
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(RunStart::New(RunWriter { tx, run, id, new_discrepancies: 0, listed_elsewhere }))
     }
 
     /// Up to `limit` result lines of a run after `after_seq`, in order: decoded from the
@@ -958,6 +1016,7 @@ impl Store {
         audit: Option<&AuditEntry<'_>>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        lock_wallet(&mut tx, wallet_id, now).await?;
         let updated = sqlx::query(
             "UPDATE reconciliation_days SET status = 'closed', closed_by = $1, closed_at_ms = $2, version = version + 1 \
              WHERE wallet_id = $3 AND business_day = $4 AND status = 'open' AND NOT EXISTS \
@@ -1026,9 +1085,18 @@ impl RunWriter<'_> {
                 }
             }
             RunPiece::OperatorEntry(booking) => book_operator_entry(&mut self.tx, self.run, &booking).await?,
-            RunPiece::Timing(timing) => resolve_timing(&mut self.tx, self.run, &timing).await?,
+            RunPiece::Timing(timing) => resolve_timing(&mut self.tx, self.run, &self.id, &timing).await?,
+            RunPiece::TimingReport(report) => {
+                let statement_day = self.listed_elsewhere.get(&report.out_no).map_or("", String::as_str);
+                report_timing(&mut self.tx, self.run, &self.id, &report, statement_day).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Merchant numbers of this day's records that a neighbouring day's statement lists.
+    pub fn listed_elsewhere(&self) -> std::collections::HashSet<String> {
+        self.listed_elsewhere.keys().cloned().collect()
     }
 
     /// Completes the run: its summary, the grace period's consequences, the day's withheld
@@ -1433,11 +1501,25 @@ async fn book_operator_entry(
 async fn resolve_timing(
     conn: &mut AnyConnection,
     run: &NewRun<'_>,
+    run_id: &RunId,
     timing: &TimingResolution,
 ) -> Result<(), StoreError> {
     if timing.business_day == run.business_day {
         return Ok(());
     }
+    // The first statement to list it is the one its day is told of.
+    sqlx::query(
+        "INSERT INTO reconciliation_timing (wallet_id, record_day, out_no, statement_day, run_id, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (wallet_id, record_day, out_no) DO NOTHING",
+    )
+    .bind(run.wallet_id)
+    .bind(&timing.business_day)
+    .bind(&timing.out_no)
+    .bind(run.business_day)
+    .bind(run_id.as_str())
+    .bind(run.now.0)
+    .execute(&mut *conn)
+    .await?;
     let note = format!("appeared on the statement of {}", run.business_day);
     sqlx::query(
         "UPDATE discrepancies SET status = 'resolved', resolution = 'timing', note = $1, resolved_by = 'system', \
@@ -1452,6 +1534,41 @@ async fn resolve_timing(
     .bind(&timing.business_day)
     .bind(format!("carepay:{}", timing.out_no))
     .bind(&timing.out_no)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Reports a record of this day that a neighbouring day's statement lists as one timing
+/// difference, resolved: unless the day already has a discrepancy for it, open or not (an
+/// "expected" that day's run settled, which is the same report).
+async fn report_timing(
+    conn: &mut AnyConnection,
+    run: &NewRun<'_>,
+    run_id: &RunId,
+    report: &TimingReport,
+    statement_day: &str,
+) -> Result<(), StoreError> {
+    let note = format!("appeared on the statement of {statement_day}");
+    sqlx::query(
+        "INSERT INTO discrepancies (id, wallet_id, business_day, run_id, category, identity, out_no, fields, \
+         amount_fen, status, resolution, note, resolved_by, resolved_at_ms, version, created_at_ms) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'resolved', 'timing', $10, 'system', $11, 1, $11 \
+         WHERE NOT EXISTS (SELECT 1 FROM discrepancies d WHERE d.wallet_id = $2 AND d.business_day = $3 \
+         AND d.identity = $6 AND d.out_no = $7) \
+         ON CONFLICT (wallet_id, business_day, category, identity) DO NOTHING",
+    )
+    .bind(DiscrepancyId::generate().as_str())
+    .bind(run.wallet_id)
+    .bind(run.business_day)
+    .bind(run_id.as_str())
+    .bind(Category::WrongDay.as_str())
+    .bind(&report.identity)
+    .bind(&report.out_no)
+    .bind(Fields::BUSINESS_DAY.joined())
+    .bind(report.amount_fen)
+    .bind(note)
+    .bind(run.now.0)
     .execute(&mut *conn)
     .await?;
     Ok(())

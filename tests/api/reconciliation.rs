@@ -23,9 +23,10 @@ backend_tests!(
     a_large_statement_is_kept_in_parts_and_its_result_pages_across_chunks,
     files_and_results_kept_before_migration_0009_still_read_the_same,
     carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves,
-    a_payment_expected_today_that_appears_on_tomorrows_statement_resolves_as_timing,
     operator_entries_book_on_a_wallet_without_payments_and_ledger_balances_stay_exact,
     a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances,
+    a_late_payment_is_one_timing_difference_when_today_runs_first,
+    a_late_payment_is_one_timing_difference_when_tomorrow_runs_first,
 );
 
 pub(crate) const WALLET: &str = "0021000000000001";
@@ -601,37 +602,134 @@ async fn carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves(app
     }
 }
 
-async fn a_payment_expected_today_that_appears_on_tomorrows_statement_resolves_as_timing(app: TestApp) {
-    use carepay::domain::statement::{StatementLine, open_statement, write_statement};
-    pay_three(&app).await;
+fn tomorrow() -> String {
+    business_day(UnixMs(UnixMs::now().0 + MS_PER_DAY))
+}
+
+/// Today's three payments, the first settling across midnight: today's statement lacks it and
+/// tomorrow's lists it, dated after midnight. Returns (today's file, tomorrow's file).
+async fn late_payment_statements(app: &TestApp) -> (Vec<u8>, Vec<u8>, String) {
+    use carepay::domain::statement::{StatementLine, open_statement};
+    pay_three(app).await;
+    let statement = sandbox_statement(app);
+    let mut lines: Vec<StatementLine> =
+        open_statement(statement.as_slice()).unwrap().collect::<Result<_, _>>().unwrap();
+    let mut late = lines.remove(0);
+    late.settled_at = format!("{} 00:00:01", tomorrow());
+    let out_no = late.out_no.clone();
+    (statement_of(WALLET, &today(), &lines), statement_of(WALLET, &tomorrow(), &[late]), out_no)
+}
+
+async fn discrepancies_of(app: &TestApp, token: &str, date: &str, status: &str) -> Vec<serde_json::Value> {
+    let path = format!("/v1/reconciliation/days/{WALLET}/{date}/discrepancies?status={status}");
+    app.get(&path, token).await.expect(StatusCode::OK).body.as_array().unwrap().clone()
+}
+
+async fn run_of(app: &TestApp, token: &str, date: &str) -> serde_json::Value {
+    let path = format!("/v1/reconciliation/days/{WALLET}/{date}/run");
+    app.post(&path, token, json!({})).await.expect(StatusCode::OK).body
+}
+
+/// Once both days are in: nothing open on either, the late payment reported once, on its own
+/// day, as timing; tomorrow shows it as a wrong-day line that is no discrepancy.
+async fn assert_one_timing_difference(app: &TestApp, token: &str, out_no: &str) {
+    assert_eq!(discrepancies_of(app, token, &today(), "open").await, Vec::<serde_json::Value>::new());
+    assert_eq!(discrepancies_of(app, token, &tomorrow(), "open").await, Vec::<serde_json::Value>::new());
+    let reported = discrepancies_of(app, token, &today(), "all").await;
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0]["out_no"], out_no);
+    assert_eq!(reported[0]["status"], "resolved");
+    assert_eq!(reported[0]["resolution"], "timing");
+    assert_eq!(reported[0]["amount"], "12.50");
+    assert_eq!(discrepancies_of(app, token, &tomorrow(), "all").await, Vec::<serde_json::Value>::new());
+    let lines =
+        app.get(&format!("/v1/reconciliation/days/{WALLET}/{}/lines", tomorrow()), token).await.expect(StatusCode::OK);
+    assert_eq!(lines.body["items"][0]["category"], "wrong_day", "{}", lines.text);
+    assert_eq!(lines.body["items"][0]["fields"], json!(["business_day"]));
+    assert_eq!(lines.body["items"][0]["carepay_business_day"], today().as_str());
+}
+
+/// Runs a day as the scheduler would once the grace period is over.
+async fn run_past_grace(app: &TestApp, date: &str) {
+    use carepay::reconciliation::Initiator;
+    let (facility, _) = app.app.store.facility_by_wallet(WALLET).await.unwrap().unwrap();
+    let later = UnixMs(UnixMs::now().0 + 5 * MS_PER_DAY);
+    let run = app.app.run_day(&facility, WALLET, date, Initiator::Carepay("scheduler"), later, None).await.unwrap();
+    assert!(run.past_grace);
+}
+
+/// `bytes` as another version: the same lines with another generation time.
+fn regenerated(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    text.replacen("T23:59:59+08:00", "T23:59:58+08:00", 1).into_bytes()
+}
+
+async fn a_late_payment_is_one_timing_difference_when_today_runs_first(app: TestApp) {
+    let (today_file, tomorrow_file, out_no) = late_payment_statements(&app).await;
     let region = district(&app).await;
     let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
-    let statement = sandbox_statement(&app);
-    let mut reader = open_statement(statement.as_slice()).unwrap();
-    let mut lines: Vec<StatementLine> = reader.by_ref().collect::<Result<_, _>>().unwrap();
-    let mut header = reader.header().clone();
-    let late = lines.remove(0);
 
-    // Today's statement lacks one payment: carepay expects it.
-    upload(&app, &accountant, write_statement(&header, &lines).unwrap()).await.expect(StatusCode::CREATED);
-    let today_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
-    app.post(&format!("{today_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
-    let open = app.get(&format!("{today_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
-    assert_eq!(open.body.as_array().unwrap().len(), 1, "{}", open.text);
-    assert_eq!(open.body[0]["category"], "expected");
-    assert_eq!(open.body[0]["out_no"], late.out_no.as_str());
+    // Today alone: the late payment is expected.
+    upload(&app, &accountant, today_file.clone()).await.expect(StatusCode::CREATED);
+    let run = run_of(&app, &accountant, &today()).await;
+    assert_eq!(run["discrepancies_found"], 1);
+    let open = discrepancies_of(&app, &accountant, &today(), "open").await;
+    assert_eq!((open.len(), open[0]["category"].as_str()), (1, Some("expected")), "{open:?}");
 
-    // Tomorrow's statement lists it (settled after midnight): a wrong-day line there, and
-    // today's expectation is settled as timing.
-    let tomorrow = business_day(UnixMs(UnixMs::now().0 + MS_PER_DAY));
-    header.date = tomorrow.clone();
-    upload(&app, &accountant, write_statement(&header, &[late]).unwrap()).await.expect(StatusCode::CREATED);
-    let tomorrow_path = format!("/v1/reconciliation/days/{WALLET}/{tomorrow}");
-    let run = app.post(&format!("{tomorrow_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
-    assert_eq!(run.body["categories"][0]["category"], "wrong_day", "{}", run.text);
-    let all = app.get(&format!("{today_path}/discrepancies?status=all"), &accountant).await.expect(StatusCode::OK);
-    assert_eq!(all.body[0]["status"], "resolved", "{}", all.text);
-    assert_eq!(all.body[0]["resolution"], "timing");
-    let still_open = app.get(&format!("{today_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
-    assert!(still_open.body.as_array().unwrap().is_empty());
+    // Tomorrow lists it: settled as timing today, nothing raised tomorrow.
+    upload(&app, &accountant, tomorrow_file.clone()).await.expect(StatusCode::CREATED);
+    let run = run_of(&app, &accountant, &tomorrow()).await;
+    assert_eq!(run["categories"], json!([{"category": "wrong_day", "count": 1, "amount": "12.50"}]));
+    assert_eq!(run["discrepancies_found"], 0);
+    assert_one_timing_difference(&app, &accountant, &out_no).await;
+
+    // Either day run again after the other arrived, a new version or past the grace period:
+    // still one timing difference and nothing open.
+    upload(&app, &accountant, regenerated(&today_file)).await.expect(StatusCode::CREATED);
+    let rerun = run_of(&app, &accountant, &today()).await;
+    assert_eq!(rerun["discrepancies_found"], 0, "{rerun}");
+    run_past_grace(&app, &today()).await;
+    upload(&app, &accountant, regenerated(&tomorrow_file)).await.expect(StatusCode::CREATED);
+    run_of(&app, &accountant, &tomorrow()).await;
+    run_past_grace(&app, &tomorrow()).await;
+    assert_one_timing_difference(&app, &accountant, &out_no).await;
+    for date in [today(), tomorrow()] {
+        let close = format!("/v1/reconciliation/days/{WALLET}/{date}/close");
+        app.post(&close, &accountant, json!({})).await.expect(StatusCode::NO_CONTENT);
+    }
+}
+
+async fn a_late_payment_is_one_timing_difference_when_tomorrow_runs_first(app: TestApp) {
+    let (today_file, tomorrow_file, out_no) = late_payment_statements(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+
+    // Tomorrow first: a wrong-day line that is no discrepancy there.
+    upload(&app, &accountant, tomorrow_file.clone()).await.expect(StatusCode::CREATED);
+    let run = run_of(&app, &accountant, &tomorrow()).await;
+    assert_eq!(run["categories"], json!([{"category": "wrong_day", "count": 1, "amount": "12.50"}]));
+    assert_eq!(run["discrepancies_found"], 0);
+    assert_eq!(discrepancies_of(&app, &accountant, &tomorrow(), "all").await, Vec::<serde_json::Value>::new());
+
+    // Then today: the payment is not expected, it is on tomorrow's statement.
+    upload(&app, &accountant, today_file.clone()).await.expect(StatusCode::CREATED);
+    let run = run_of(&app, &accountant, &today()).await;
+    assert_eq!(run["discrepancies_found"], 0, "{run}");
+    let count = |name: &str| {
+        run["categories"].as_array().unwrap().iter().find(|c| c["category"] == name).map(|c| c["count"].clone())
+    };
+    assert_eq!((count("matched"), count("wrong_day"), count("expected")), (Some(json!(2)), Some(json!(1)), None));
+    assert_one_timing_difference(&app, &accountant, &out_no).await;
+
+    // Run again after the other arrived: still one, nothing open.
+    upload(&app, &accountant, regenerated(&tomorrow_file)).await.expect(StatusCode::CREATED);
+    run_of(&app, &accountant, &tomorrow()).await;
+    run_past_grace(&app, &today()).await;
+    upload(&app, &accountant, regenerated(&today_file)).await.expect(StatusCode::CREATED);
+    run_of(&app, &accountant, &today()).await;
+    assert_one_timing_difference(&app, &accountant, &out_no).await;
+    for date in [today(), tomorrow()] {
+        let close = format!("/v1/reconciliation/days/{WALLET}/{date}/close");
+        app.post(&close, &accountant, json!({})).await.expect(StatusCode::NO_CONTENT);
+    }
 }
