@@ -25,6 +25,8 @@ backend_tests!(
     carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves,
     operator_entries_book_on_a_wallet_without_payments_and_ledger_balances_stay_exact,
     a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances,
+    a_gb18030_statement_with_a_byte_order_mark_is_refused_by_name,
+    a_statement_whose_lines_are_of_another_day_than_its_header_is_refused_at_the_first,
     a_late_payment_is_one_timing_difference_when_today_runs_first,
     a_late_payment_is_one_timing_difference_when_tomorrow_runs_first,
 );
@@ -602,8 +604,87 @@ async fn carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves(app
     }
 }
 
+async fn a_gb18030_statement_with_a_byte_order_mark_is_refused_by_name(app: TestApp) {
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let text = String::from_utf8(sandbox_statement(&app)).unwrap();
+    let gb18030 = encoding_rs::GB18030.encode(&text).0.into_owned();
+    // Without the mark the same file is taken (GB18030 is sniffed from the column line).
+    let mut with_bom = vec![0x84, 0x31, 0x95, 0x33];
+    with_bom.extend_from_slice(&gb18030);
+    let refused = upload(&app, &accountant, with_bom).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert_eq!(refused.code(), "STATEMENT_CORRUPT");
+    assert_eq!(refused.body["field"], "statement");
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(detail.starts_with("statement: line 1: the file starts with a GB18030 byte order mark"), "{detail}");
+    assert!(!detail.contains("the header must be"), "{detail}");
+    assert_eq!(count_rows(&app, "statement_files").await, 0);
+    upload(&app, &accountant, gb18030).await.expect(StatusCode::CREATED);
+}
+
+/// `bytes` with its header's business day replaced by `date`, trailer and lines as they were.
+fn with_header_day(bytes: &[u8], date: &str) -> Vec<u8> {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let (header, rest) = text.split_once("\r\n").unwrap();
+    let mut fields: Vec<&str> = header.split(',').collect();
+    fields[3] = date;
+    format!("{}\r\n{rest}", fields.join(",")).into_bytes()
+}
+
 fn tomorrow() -> String {
     business_day(UnixMs(UnixMs::now().0 + MS_PER_DAY))
+}
+
+async fn a_statement_whose_lines_are_of_another_day_than_its_header_is_refused_at_the_first(app: TestApp) {
+    use carepay::domain::statement::{StatementLine, open_statement};
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    // Today's lines at fixed times, so no line falls near midnight however late this runs.
+    let mut lines: Vec<StatementLine> =
+        open_statement(sandbox_statement(&app).as_slice()).unwrap().collect::<Result<_, _>>().unwrap();
+    for (n, line) in lines.iter_mut().enumerate() {
+        line.settled_at = format!("{} 12:00:0{n}", today());
+    }
+    let statement = statement_of(WALLET, &today(), &lines);
+
+    // Today's file under tomorrow's header: every line is of the day before it.
+    let refused = upload(&app, &accountant, with_header_day(&statement, &tomorrow())).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert_eq!(refused.code(), "STATEMENT_CORRUPT");
+    let expected = format!(
+        "statement: line 3: 交易时间 {} is not of the header's business day {}",
+        lines[0].settled_at,
+        tomorrow()
+    );
+    assert!(refused.body["detail"].as_str().unwrap().starts_with(&expected), "{}", refused.text);
+    // And yesterday's header under today's lines: lines after the day.
+    let yesterday = business_day(UnixMs(UnixMs::now().0 - MS_PER_DAY));
+    let refused = upload(&app, &accountant, with_header_day(&statement, &yesterday)).await;
+    assert_eq!(refused.code(), "STATEMENT_CORRUPT", "{}", refused.text);
+    assert!(refused.text.contains("line 3: "), "{}", refused.text);
+    assert_eq!(count_rows(&app, "statement_files").await, 0, "nothing of a refused file is kept");
+    let run = app.post(&format!("/v1/reconciliation/days/{WALLET}/{}/run", tomorrow()), &accountant, json!({})).await;
+    assert_eq!(run.status, StatusCode::NOT_FOUND, "{}", run.text);
+
+    // A line of the day before, in the last half hour (an entry that settled across
+    // midnight, dated when it began), belongs to tomorrow's file.
+    let mut late = lines[0].clone();
+    late.settled_at = format!("{} 23:45:00", today());
+    let mut on_time = lines[1].clone();
+    on_time.settled_at = format!("{} 00:00:01", tomorrow());
+    let accepted = upload(&app, &accountant, statement_of(WALLET, &tomorrow(), &[late.clone(), on_time])).await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{}", accepted.text);
+    // From earlier in the day before, it is refused, naming that line.
+    let mut early = late;
+    early.settled_at = format!("{} 23:29:59", today());
+    let mut good = lines[2].clone();
+    good.settled_at = format!("{} 08:00:00", tomorrow());
+    let refused = upload(&app, &accountant, statement_of(WALLET, &tomorrow(), &[good, early])).await;
+    assert_eq!(refused.code(), "STATEMENT_CORRUPT", "{}", refused.text);
+    assert!(refused.text.contains("line 4: "), "the first offending line: {}", refused.text);
 }
 
 /// Today's three payments, the first settling across midnight: today's statement lacks it and
