@@ -195,6 +195,13 @@ fn day_closed() -> Error {
     Error::Conflict { code: "DAY_CLOSED", detail: String::from("the business day is closed; adjust on an open day") }
 }
 
+fn statement_of_closed_day() -> Error {
+    Error::Conflict {
+        code: "DAY_CLOSED",
+        detail: String::from("the business day is closed: its statement is final and no new version of it is kept"),
+    }
+}
+
 fn run_store_error(error: RunStoreError) -> Error {
     match error {
         RunStoreError::DayClosed => day_closed(),
@@ -293,7 +300,11 @@ impl App {
                 read = Some(result);
                 totals
             })
-            .await?;
+            .await
+            .map_err(|error| match error {
+                RunStoreError::DayClosed => statement_of_closed_day(),
+                RunStoreError::Store(error) => error.into(),
+            })?;
         let ((header, lines, totals), parsed_ms) =
             read.ok_or_else(|| Error::Internal(anyhow::anyhow!("the file was kept unread")))??;
         let (stored, created) = kept.ok_or_else(|| Error::Internal(anyhow::anyhow!("a parsed file was not kept")))?;

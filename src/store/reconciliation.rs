@@ -541,11 +541,13 @@ impl Store {
     /// corrupt file) leaves nothing. On PostgreSQL the bytes travel and are stored while
     /// the file is still being read, in a transaction that commits only after it; SQLite
     /// waits for the trailer first, as its writer lock is the whole database's.
+    /// A closed day keeps its statement: other bytes for it are refused (`DayClosed`) and
+    /// nothing is stored.
     pub async fn keep_statement_file(
         &self,
         file: &NewFile<'_>,
         read_through: impl Future<Output = Option<StatementTotals>>,
-    ) -> Result<Option<(StoredFile, bool)>, StoreError> {
+    ) -> Result<Option<(StoredFile, bool)>, RunStoreError> {
         let mut read_through = std::pin::pin!(read_through);
         let mut totals = None;
         if self.backend() == super::Backend::Sqlite {
@@ -570,6 +572,9 @@ impl Store {
                 return Ok(None);
             }
             return Ok(Some((stored, false)));
+        }
+        if day_is_closed(&mut tx, file.wallet_id, file.business_day).await? {
+            return Err(RunStoreError::DayClosed);
         }
         let version: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(MAX(version), 0) + 1 AS BIGINT) FROM statement_files WHERE wallet_id = $1 AND business_day = $2",

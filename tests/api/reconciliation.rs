@@ -140,15 +140,20 @@ async fn a_tampered_statement_is_reported_resolved_and_the_day_closed(app: TestA
     let day = app.get(&day_path, &accountant).await.expect(StatusCode::OK);
     assert_eq!(day.body["day_status"], "closed");
 
-    // The same file again is the same version; a corrected file is version 2, kept but a
-    // closed day cannot be run again.
+    // The same file again is the same version; a closed day never changes again: a
+    // corrected file is refused and nothing of it is kept, and the day cannot be run again.
     let same = upload(&app, &accountant, tampered).await.expect(StatusCode::CREATED);
     assert_eq!(same.body["id"], file.body["id"]);
-    let corrected = upload(&app, &accountant, sandbox_statement(&app)).await.expect(StatusCode::CREATED);
-    assert_eq!(corrected.body["version"], 2);
-    app.post(&format!("{day_path}/run"), &accountant, json!({}))
-        .await
-        .expect_problem(StatusCode::CONFLICT, "DAY_CLOSED");
+    let corrected = upload(&app, &accountant, sandbox_statement(&app)).await;
+    corrected.expect_problem(StatusCode::CONFLICT, "DAY_CLOSED");
+    assert_eq!(count_rows(&app, "statement_files").await, 1);
+    assert_eq!(count_rows(&app, "statement_file_parts").await, 1);
+    let actions = app.app.store.reconciliation_actions(WALLET, &today()).await.unwrap();
+    assert_eq!(actions.iter().filter(|action| action.0 == "import").count(), 1);
+    // Running it again is the run it was closed with.
+    let again = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    assert_eq!((&again.body["run_id"], &again.body["file_id"]), (&run.body["run_id"], &file.body["id"]));
+    assert_eq!(again.body["day_status"], "closed");
 }
 
 async fn corrupt_and_foreign_statements_are_refused_whole(app: TestApp) {
