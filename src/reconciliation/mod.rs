@@ -230,15 +230,64 @@ impl App {
     }
 
     /// An accountant's upload (API or console): check the wallet is theirs, parse, keep.
-    pub async fn import_statement(&self, principal: &Principal, bytes: Bytes, source: Source) -> Result<StoredFile> {
+    /// `meant_for` is the wallet the upload names, if it names one: the file must be that
+    /// wallet's.
+    pub async fn import_statement(
+        &self,
+        principal: &Principal,
+        bytes: Bytes,
+        source: Source,
+        meant_for: Option<&str>,
+    ) -> Result<StoredFile> {
         require(principal, Action::Reconcile)?;
+        if let Some(wallet_id) = meant_for {
+            // The wallet named: like any object a request names, missing and out of scope alike.
+            self.wallet_facility(principal, wallet_id).await?;
+        }
         if bytes.len() > self.reconciliation.max_statement_bytes {
             return Err(Error::invalid("statement", "STATEMENT_TOO_LARGE", "the file is larger than allowed"));
         }
         let header = statement_header(&bytes)?;
-        self.wallet_facility(principal, &header.wallet_id).await?;
+        match meant_for {
+            // Compared as given, before anything is looked up: says nothing about the file's
+            // wallet but what the caller sent.
+            Some(wallet_id) if header.wallet_id != wallet_id => {
+                return Err(Error::invalid(
+                    "statement",
+                    "STATEMENT_WRONG_WALLET",
+                    format!(
+                        "line 1: the header names wallet {}, and this upload is for wallet {wallet_id}",
+                        header.wallet_id
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => self.statement_wallet_facility(principal, &header.wallet_id).await.map(drop)?,
+        }
         let (file, _, _) = self.keep_statement(bytes, &header, source, Initiator::Person(principal)).await?;
         Ok(file)
+    }
+
+    /// The facility owning the wallet a statement's header names, when the principal may see
+    /// it. Otherwise the refusal says it is the file's wallet, and the same whether that wallet
+    /// is another region's or nobody's, so it tells a scoped caller nothing they could not see.
+    async fn statement_wallet_facility(&self, principal: &Principal, wallet_id: &str) -> Result<FacilityId> {
+        match self.wallet_facility(principal, wallet_id).await {
+            Err(Error::OutOfScope) => Err(Error::OutOfScopeIn {
+                field: String::from("statement"),
+                code: "STATEMENT_WALLET_OUT_OF_SCOPE",
+                detail: String::from(
+                    "line 1: the header names a wallet that is not the wallet of a facility you can reach; \
+                     upload it with ?wallet_id= naming the wallet it is meant for to check it against that one",
+                ),
+            }),
+            Err(Error::NotFound { .. }) => Err(Error::invalid(
+                "statement",
+                "STATEMENT_WALLET_UNKNOWN",
+                format!("line 1: the header names wallet {wallet_id}, which is no facility's merchant wallet"),
+            )),
+            other => other,
+        }
     }
 
     /// Keeps a file whose header has been read: the same bytes are the same version, others

@@ -27,6 +27,7 @@ backend_tests!(
     a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances,
     a_gb18030_statement_with_a_byte_order_mark_is_refused_by_name,
     a_statement_whose_lines_are_of_another_day_than_its_header_is_refused_at_the_first,
+    a_statement_of_another_facilitys_wallet_is_refused_with_its_reason,
     a_late_payment_is_one_timing_difference_when_today_runs_first,
     a_late_payment_is_one_timing_difference_when_tomorrow_runs_first,
 );
@@ -146,6 +147,10 @@ async fn a_tampered_statement_is_reported_resolved_and_the_day_closed(app: TestA
     assert_eq!(same.body["id"], file.body["id"]);
     let corrected = upload(&app, &accountant, sandbox_statement(&app)).await;
     corrected.expect_problem(StatusCode::CONFLICT, "DAY_CLOSED");
+    let named = format!("/v1/reconciliation/statements?wallet_id={WALLET}");
+    app.raw(Method::POST, &named, Some(&accountant), Some(("text/csv", sandbox_statement(&app))))
+        .await
+        .expect_problem(StatusCode::CONFLICT, "DAY_CLOSED");
     assert_eq!(count_rows(&app, "statement_files").await, 1);
     assert_eq!(count_rows(&app, "statement_file_parts").await, 1);
     let actions = app.app.store.reconciliation_actions(WALLET, &today()).await.unwrap();
@@ -207,10 +212,13 @@ async fn auditors_read_and_other_regions_see_nothing(app: TestApp) {
 
     let statement = sandbox_statement(&app);
     upload(&app, &auditor, statement.clone()).await.expect_problem(StatusCode::FORBIDDEN, "ROLE_NOT_ALLOWED");
+    // A file of a wallet out of scope is answered as one of a wallet that does not exist.
     let foreign = upload(&app, &stranger, statement.clone()).await;
+    let text = String::from_utf8(statement.clone()).unwrap();
+    let nobodys = upload(&app, &stranger, text.replacen(WALLET, "0021999999999999", 1).into_bytes()).await;
+    assert_eq!((foreign.status, foreign.text.as_str()), (nobodys.status, nobodys.text.as_str()));
+    assert_eq!(foreign.code(), "STATEMENT_WALLET_OUT_OF_SCOPE");
     let missing = app.get(&format!("/v1/reconciliation/days/0021999999999999/{}", today()), &stranger).await;
-    assert_eq!(foreign.status, missing.status, "out of scope answers like missing");
-    assert_eq!(foreign.code(), missing.code());
 
     upload(&app, &accountant, statement).await.expect(StatusCode::CREATED);
     let run = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
@@ -690,6 +698,77 @@ async fn a_statement_whose_lines_are_of_another_day_than_its_header_is_refused_a
     let refused = upload(&app, &accountant, statement_of(WALLET, &tomorrow(), &[good, early])).await;
     assert_eq!(refused.code(), "STATEMENT_CORRUPT", "{}", refused.text);
     assert!(refused.text.contains("line 4: "), "the first offending line: {}", refused.text);
+}
+
+async fn a_statement_of_another_facilitys_wallet_is_refused_with_its_reason(app: TestApp) {
+    use carepay::domain::statement::EntryKind;
+    const OTHER_WALLET: &str = "0021000000000002";
+    const NO_WALLET: &str = "0021999999999999";
+    let root = &app.root_token;
+    let district = app.create_region(root, None, "district", "吴江区").await;
+    let town_a = app.create_region(root, Some(&district), "town", "松陵街道").await;
+    let town_b = app.create_region(root, Some(&district), "town", "平望镇").await;
+    app.create_facility(root, &town_a, "甲助餐点", WALLET).await;
+    app.create_facility(root, &town_b, "乙助餐点", OTHER_WALLET).await;
+    let accountant_a = app.issue_token(root, "accountant", Some(&town_a)).await;
+    let accountant_all = app.issue_token(root, "accountant", Some(&district)).await;
+    let day = today();
+    let fee = [operator_line(&format!("{day} 08:00:00"), "OPFEE1", EntryKind::Fee, 50)];
+    let of = |wallet: &str| statement_of(wallet, &day, &fee);
+    let named = |wallet: &str| format!("/v1/reconciliation/statements?wallet_id={wallet}");
+    let client = &app;
+    let send = |token: &str, path: String, bytes: Vec<u8>| {
+        let token = token.to_owned();
+        async move { client.raw(Method::POST, &path, Some(&token), Some(("text/csv", bytes))).await }
+    };
+
+    // Out of the caller's scope, and nobody's: one answer that says it is the file's wallet.
+    let foreign = upload(&app, &accountant_a, of(OTHER_WALLET)).await;
+    let nobodys = upload(&app, &accountant_a, of(NO_WALLET)).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN, "{}", foreign.text);
+    assert_eq!(foreign.code(), "STATEMENT_WALLET_OUT_OF_SCOPE");
+    assert_eq!(foreign.body["field"], "statement");
+    assert!(foreign.body["detail"].as_str().unwrap().starts_with("statement: line 1: "), "{}", foreign.text);
+    assert_eq!((nobodys.status, nobodys.text.as_str()), (foreign.status, foreign.text.as_str()));
+
+    // An upload naming the wallet it is for: another facility's file is refused by name,
+    // whether that facility is in the caller's scope or not.
+    for (token, header_wallet) in
+        [(&accountant_a, OTHER_WALLET), (&accountant_all, OTHER_WALLET), (&accountant_a, NO_WALLET)]
+    {
+        let refused = send(token, named(WALLET), of(header_wallet)).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+        assert_eq!(refused.code(), "STATEMENT_WRONG_WALLET");
+        assert_eq!(
+            refused.body["detail"],
+            format!(
+                "statement: line 1: the header names wallet {header_wallet}, and this upload is for wallet {WALLET}"
+            )
+        );
+    }
+    // Naming a wallet out of scope is answered as naming one that does not exist.
+    let out = send(&accountant_a, named(OTHER_WALLET), of(OTHER_WALLET)).await;
+    let missing = send(&accountant_a, named(NO_WALLET), of(NO_WALLET)).await;
+    assert_eq!(out.code(), "OUT_OF_SCOPE", "{}", out.text);
+    assert_eq!((missing.status, missing.text.as_str()), (out.status, out.text.as_str()));
+    // A caller who sees everything is told the wallet is nobody's.
+    let unknown = upload(&app, root, of(NO_WALLET)).await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unknown.text);
+    assert_eq!(unknown.code(), "STATEMENT_WALLET_UNKNOWN");
+    assert!(unknown.text.contains(NO_WALLET), "{}", unknown.text);
+    assert_eq!(count_rows(&app, "statement_files").await, 0, "nothing refused was kept");
+
+    // The right wallet, named or not.
+    send(&accountant_a, named(WALLET), of(WALLET)).await.expect(StatusCode::CREATED);
+    send(&accountant_all, named(OTHER_WALLET), of(OTHER_WALLET)).await.expect(StatusCode::CREATED);
+    assert_eq!(count_rows(&app, "statement_files").await, 2);
+
+    // The parameter is in the OpenAPI document.
+    let document = serde_json::to_value(carepay::http::openapi()).unwrap();
+    let parameters = &document["paths"]["/v1/reconciliation/statements"]["post"]["parameters"];
+    let wallet_id = parameters.as_array().unwrap().iter().find(|p| p["name"] == "wallet_id").expect("documented");
+    assert_eq!(wallet_id["in"], "query");
+    assert_eq!(wallet_id["required"], false);
 }
 
 /// Today's three payments, the first settling across midnight: today's statement lacks it and
