@@ -542,7 +542,7 @@ async fn reconcile(
                 }
                 let (statement, _) =
                     sandbox.statement_file_as_of(&day, wallet, published_ms).map_err(|r| anyhow::anyhow!("{r:?}"))?;
-                app.import_statement(accountant, statement.into(), Source::Upload).await.map_err(demo_error)?;
+                app.import_statement(accountant, statement.into(), Source::Upload, None).await.map_err(demo_error)?;
                 app.run_reconciliation(accountant, wallet, &day).await.map_err(demo_error)?;
             }
             reconciled += 1;

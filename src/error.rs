@@ -17,6 +17,10 @@ pub enum Error {
     /// deliberately indistinguishable to a scoped caller.
     #[error("no such object within your scope")]
     OutOfScope,
+    /// [`Error::OutOfScope`] for an object that the request's content names (a file's
+    /// header), saying which part named it; still the same for a missing object.
+    #[error("{field}: {detail}")]
+    OutOfScopeIn { field: String, code: &'static str, detail: String },
     /// The object does not exist (only said to callers whose scope is everything).
     #[error("no such {what}")]
     NotFound { what: &'static str },

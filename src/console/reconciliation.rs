@@ -161,11 +161,18 @@ async fn wallets(State(state): State<AppState>, signed_in: SignedIn) -> PageResu
     .into_response())
 }
 
-fn upload_form(signed_in: &SignedIn) -> Markup {
+/// The upload form of a wallet's pages: the file must be that wallet's statement.
+fn upload_form(signed_in: &SignedIn, wallet: &str) -> Markup {
     let lang = signed_in.lang;
+    // A wallet id that is not plain digits and letters is not put in the address.
+    let action = if wallet.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        format!("/console/reconciliation/statements?wallet_id={wallet}")
+    } else {
+        String::from("/console/reconciliation/statements")
+    };
     html! {
         @if signed_in.principal.may(Action::Reconcile) {
-            form.card method="post" action="/console/reconciliation/statements" enctype="multipart/form-data" {
+            form.card method="post" action=(action) enctype="multipart/form-data" {
                 (csrf_field(&signed_in.csrf_token))
                 label for="statement-file" { (lang.t("上传对账单文件（CSV 或 gzip）", "Upload a statement file (CSV or gzip)")) }
                 input #statement-file type="file" name="file" required;
@@ -181,7 +188,7 @@ async fn wallet_days(State(state): State<AppState>, signed_in: SignedIn, Path(wa
     let days = recent_days(&state, &signed_in, &wallet, &today).await?;
     let body = html! {
         (chart(&days, lang)?)
-        (upload_form(&signed_in))
+        (upload_form(&signed_in, &wallet))
         table.calendar {
             thead { tr { th { (lang.t("营业日", "Business day")) } th { (lang.t("状态", "Status")) } } }
             tbody {
@@ -312,7 +319,7 @@ async fn day(
                     }
                 }
             }
-            (upload_form(&signed_in))
+            (upload_form(&signed_in, &wallet))
         }
         h2 { (lang.t("差错", "Discrepancies")) }
         form.filters method="get" action=(base) {
@@ -403,12 +410,18 @@ async fn lines_json(
     Ok(download("application/json", format!("reconciliation-{wallet}-{date}.json"), json))
 }
 
-async fn upload(State(state): State<AppState>, upload: CsrfUpload) -> PageResult {
+#[derive(Deserialize)]
+struct UploadQuery {
+    wallet_id: Option<String>,
+}
+
+async fn upload(State(state): State<AppState>, Query(query): Query<UploadQuery>, upload: CsrfUpload) -> PageResult {
     let principal = &upload.signed_in.principal;
     if upload.file.is_empty() {
         return Err(PageError::BadRequest(String::from("choose a statement file")));
     }
-    let file = state.app.import_statement(principal, upload.file.into(), Source::Upload).await?;
+    let meant_for = query.wallet_id.as_deref();
+    let file = state.app.import_statement(principal, upload.file.into(), Source::Upload, meant_for).await?;
     state.app.run_reconciliation(principal, &file.wallet_id, &file.business_day).await?;
     Ok(Redirect::to(&day_path(&file.wallet_id, &file.business_day)).into_response())
 }

@@ -11,6 +11,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::directory::WalletId;
 use crate::domain::money::Amount;
 
 /// Upper bound on postings in one entry: a disbursement that needs more is split into several
@@ -119,6 +120,68 @@ impl OverdraftPolicy {
             "forbidden" => Ok(OverdraftPolicy::Forbidden),
             _ => Err(LedgerError::InvalidOverdraftPolicy),
         }
+    }
+}
+
+/// The chart of accounts for a facility's money: every such account carepay books to, with its
+/// code and its overdraft policy, so the policy of an account is decided here and nowhere
+/// else.
+///
+/// A facility's merchant wallet lives at the operator; carepay mirrors it as two accounts
+/// whose sum is the wallet:
+/// - [`Account::Wallet`], what carepay itself moved (payments in, refunds and reversals out).
+///   It never goes negative, since no refund exceeds the payment it returns; the guard holds
+///   that invariant.
+/// - [`Account::WalletOperatorSide`], what the operator moved on its own, as its statements
+///   say (fees it charges or withholds, its adjustments, and the corrections an accountant
+///   books to follow it). The statement is the operator's truth and must always book, whatever
+///   carepay has seen arrive: a fee on a day without payments, a large negative adjustment. So
+///   this side may go negative, meaning the operator took more from the wallet than the
+///   statements gave it, out of money carepay never saw (an opening balance, a top-up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Account<'a> {
+    /// Money of e-CNY payers outside carepay: payments come from it, refunds go back to it.
+    Payers,
+    /// A facility's merchant wallet as carepay's own payments and refunds move it.
+    Wallet(&'a WalletId),
+    /// The same wallet as the operator moves it itself (statement-driven).
+    WalletOperatorSide(&'a WalletId),
+    /// Fees the operator charged or withheld.
+    OperatorFees,
+    /// Adjustments the operator booked itself.
+    OperatorAdjustments,
+    /// Corrections an accountant booked to resolve a discrepancy.
+    ReconciliationAdjustments,
+}
+
+impl Account<'_> {
+    pub fn code(&self) -> AccountCode {
+        let code = match self {
+            Account::Payers => String::from("ecny:payers"),
+            Account::Wallet(wallet) => format!("wallet:{}", wallet.as_str()),
+            Account::WalletOperatorSide(wallet) => format!("wallet:{}:operator", wallet.as_str()),
+            Account::OperatorFees => String::from("operator:fees"),
+            Account::OperatorAdjustments => String::from("operator:adjustments"),
+            Account::ReconciliationAdjustments => String::from("reconciliation:adjustments"),
+        };
+        // Wallet ids are 16 digits, so every code here is in the alphabet.
+        AccountCode(code)
+    }
+
+    pub fn policy(&self) -> OverdraftPolicy {
+        match self {
+            Account::Wallet(_) => OverdraftPolicy::Forbidden,
+            Account::Payers
+            | Account::WalletOperatorSide(_)
+            | Account::OperatorFees
+            | Account::OperatorAdjustments
+            | Account::ReconciliationAdjustments => OverdraftPolicy::Allowed,
+        }
+    }
+
+    /// The account's code with its policy, as an account is opened.
+    pub fn opening(&self) -> (AccountCode, OverdraftPolicy) {
+        (self.code(), self.policy())
     }
 }
 
@@ -543,6 +606,55 @@ mod tests {
         assert!(!would_overdraw(Forbidden, 100, 50, 10, 60));
         assert!(would_overdraw(Forbidden, 100, 50, 10, 61));
         assert!(!would_overdraw(Forbidden, i64::MAX, 0, i64::MAX, i64::MAX));
+    }
+
+    #[test]
+    fn the_chart_names_each_account_once_and_guards_only_carepays_side_of_a_wallet() {
+        let wallet = WalletId::parse("0021000000000001").unwrap();
+        let chart = [
+            Account::Payers,
+            Account::Wallet(&wallet),
+            Account::WalletOperatorSide(&wallet),
+            Account::OperatorFees,
+            Account::OperatorAdjustments,
+            Account::ReconciliationAdjustments,
+        ];
+        let mut codes = Vec::new();
+        for account in chart {
+            let code = account.code();
+            assert_eq!(AccountCode::parse(code.as_str()), Ok(code.clone()), "{account:?}");
+            let expected =
+                if account == Account::Wallet(&wallet) { OverdraftPolicy::Forbidden } else { OverdraftPolicy::Allowed };
+            assert_eq!(account.policy(), expected, "{account:?}");
+            codes.push(code);
+        }
+        assert_eq!(Account::Wallet(&wallet).code().as_str(), "wallet:0021000000000001");
+        assert_eq!(Account::WalletOperatorSide(&wallet).code().as_str(), "wallet:0021000000000001:operator");
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), chart.len());
+    }
+
+    #[test]
+    fn the_operators_entries_always_book_on_a_wallet_carepay_never_credited() {
+        let wallet = WalletId::parse("0021000000000001").unwrap();
+        let mut ledger = Ledger::new();
+        for account in [Account::Wallet(&wallet), Account::WalletOperatorSide(&wallet), Account::OperatorFees] {
+            let (code, policy) = account.opening();
+            ledger.open_account(code, policy).unwrap();
+        }
+        let (wallet_code, side, fees) = (
+            Account::Wallet(&wallet).code(),
+            Account::WalletOperatorSide(&wallet).code(),
+            Account::OperatorFees.code(),
+        );
+        let fee = |debit: &AccountCode| JournalEntry::transfer(debit.clone(), fees.clone(), fen(61)).unwrap();
+        assert_eq!(ledger.apply(&fee(&wallet_code)), Err(LedgerError::Overdraft { account: wallet_code.clone() }));
+        ledger.apply(&fee(&side)).unwrap();
+        assert_eq!(
+            (ledger.balance(&side), ledger.balance(&fees), ledger.balance(&wallet_code)),
+            (Some(-61), Some(61), Some(0))
+        );
     }
 
     #[test]

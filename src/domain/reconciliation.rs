@@ -9,7 +9,7 @@
 //! unmatched after it (the exceptions, few on any real day) are then matched by the
 //! operator's reference, the second key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
@@ -37,7 +37,10 @@ pub enum Category {
     KindMismatch,
     /// A second line (or record) with a key already seen on the same side.
     Duplicate,
-    /// Both sides know it, on different business days (cut-off: settled after midnight).
+    /// Both sides know it, on different business days (cut-off: settled across midnight): a
+    /// statement line paired with a record of the neighbouring day, or a record of this day
+    /// that a neighbouring day's statement lists. With nothing else different it is a timing
+    /// difference ([`Outcome::is_timing`]), not a discrepancy.
     WrongDay,
     FeeMismatch,
     /// Fees and adjustments the operator booked itself (no merchant number).
@@ -480,6 +483,21 @@ pub struct Outcome {
     pub fields: Fields,
 }
 
+impl Outcome {
+    /// The same money on both sides, only on neighbouring business days: an entry that
+    /// settled across midnight. It is one timing difference, reported once on the record's
+    /// own day and open on neither (a merchant number that differs, matched by the operator's
+    /// reference, is shown but no discrepancy, as for a match).
+    pub fn is_timing(&self) -> bool {
+        self.category == Category::WrongDay && Fields(self.fields.0 & !Fields::OUT_NO.0) == Fields::BUSINESS_DAY
+    }
+
+    /// Whether it stays open until resolved.
+    pub fn is_discrepancy(&self) -> bool {
+        self.category.is_discrepancy() && !self.is_timing()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct MatchSettings {
     /// The statement's business day, `YYYY-MM-DD`.
@@ -487,6 +505,9 @@ pub struct MatchSettings {
     /// Whether carepay records missing from the statement are past the grace period (T+2 by
     /// default) and so discrepancies rather than expected.
     pub past_grace: bool,
+    /// Merchant numbers of this day's records that a neighbouring day's statement lists
+    /// (settled across midnight): not expected and not missing here, but on the wrong day.
+    pub listed_elsewhere: HashSet<String>,
 }
 
 impl MatchSettings {
@@ -600,6 +621,15 @@ fn match_by_reference<E: FnMut(Outcome)>(
             // A neighbouring day's record that is not on this statement: its own day's run.
             continue;
         }
+        if settings.listed_elsewhere.contains(carepay.out_no(entry)) {
+            emit(Outcome {
+                category: Category::WrongDay,
+                line: None,
+                entry: Some(entry),
+                fields: Fields::BUSINESS_DAY,
+            });
+            continue;
+        }
         let category = if settings.past_grace { Category::MissingInStatement } else { Category::Expected };
         emit(Outcome { category, line: None, entry: Some(entry), fields: Fields::NONE });
     }
@@ -687,7 +717,7 @@ impl SummaryBuilder {
         let slot = self.per_category.entry(outcome.category).or_default();
         slot.0 += 1;
         slot.1 = slot.1.saturating_add(amount_fen);
-        if outcome.category.is_discrepancy() {
+        if outcome.is_discrepancy() {
             self.summary.open_discrepancies += 1;
         }
         if let Some(item) = line {

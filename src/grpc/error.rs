@@ -6,7 +6,9 @@ use crate::error::Error;
 pub fn status(error: Error) -> tonic::Status {
     match error {
         Error::Unauthenticated => tonic::Status::unauthenticated("invalid credentials"),
-        Error::RoleNotAllowed { .. } | Error::OutOfScope => tonic::Status::permission_denied("not allowed"),
+        Error::RoleNotAllowed { .. } | Error::OutOfScope | Error::OutOfScopeIn { .. } => {
+            tonic::Status::permission_denied("not allowed")
+        }
         Error::NotFound { what } => tonic::Status::not_found(format!("no such {what}")),
         Error::Invalid { field, code, detail } => tonic::Status::invalid_argument(format!("{code}: {field}: {detail}")),
         Error::Conflict { code, detail } => tonic::Status::failed_precondition(format!("{code}: {detail}")),

@@ -78,6 +78,9 @@ impl From<Error> for ApiError {
             Error::OutOfScope => {
                 ApiError::new(StatusCode::FORBIDDEN, "OUT_OF_SCOPE", "no such object within your scope")
             }
+            Error::OutOfScopeIn { field, code, detail } => {
+                ApiError::new(StatusCode::FORBIDDEN, code, format!("{field}: {detail}")).with_field(field)
+            }
             Error::NotFound { what } => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("no such {what}")),
             Error::Invalid { field, code, detail } => {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, format!("{field}: {detail}")).with_field(field)

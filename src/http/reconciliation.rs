@@ -227,15 +227,28 @@ fn is_accepted_content_type(headers: &HeaderMap) -> bool {
     matches!(essence.as_str(), "text/csv" | "application/gzip" | "application/x-gzip")
 }
 
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct UploadParams {
+    /// The wallet (16 digits) this statement is meant for. A file whose header names another
+    /// wallet is then refused with `STATEMENT_WRONG_WALLET`; without it, the header's wallet
+    /// must be one the caller can reach (`STATEMENT_WALLET_OUT_OF_SCOPE` otherwise).
+    pub wallet_id: Option<String>,
+}
+
 /// The statement file as the body, `text/csv` (UTF-8 or GB18030) or gzip. Parsed whole and
-/// refused whole, with the line and reason, if corrupt.
+/// refused whole, with the line and reason, if corrupt. A closed day keeps its statement: a
+/// new version of it is refused with 409 `DAY_CLOSED`.
 #[utoipa::path(post, path = "/v1/reconciliation/statements", tag = "reconciliation",
+    params(UploadParams),
     request_body(content = String, content_type = "text/csv"),
     responses((status = 201, body = StatementFileView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn upload_statement(
     State(state): State<AppState>,
     Caller(caller): Caller,
+    StrictQuery(params): StrictQuery<UploadParams>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<StatementFileView>)> {
@@ -244,7 +257,7 @@ async fn upload_statement(
             Error::invalid("content-type", "UNSUPPORTED_MEDIA_TYPE", "send text/csv or application/gzip").into()
         );
     }
-    let file = state.app.import_statement(&caller, body, Source::Upload).await?;
+    let file = state.app.import_statement(&caller, body, Source::Upload, params.wallet_id.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(file.into())))
 }
 

@@ -20,7 +20,7 @@ use crate::app::App;
 use crate::callbacks::{EventOwner, EventType, NewEvent};
 use crate::domain::directory::{Terminal, WalletId};
 use crate::domain::ids::{PaymentId, RefundId};
-use crate::domain::ledger::{AccountCode, JournalEntry, OverdraftPolicy};
+use crate::domain::ledger::{Account, AccountCode, JournalEntry, OverdraftPolicy};
 use crate::domain::money::Amount;
 use crate::domain::payment::{Payment, PaymentMethod, PaymentStatus, Refund, RefundStatus, RequestId};
 use crate::domain::time::{SHANGHAI, UnixMs};
@@ -130,18 +130,16 @@ struct NewPayment<'a> {
     description: String,
 }
 
-/// The ledger account of money held by e-CNY payers outside carepay.
 fn payers_account() -> AccountCode {
-    AccountCode::parse("ecny:payers").expect("constant account code")
+    Account::Payers.code()
 }
 
-/// The ledger account mirroring a facility's merchant wallet at the operator.
 fn wallet_account(wallet: &WalletId) -> AccountCode {
-    AccountCode::parse(&format!("wallet:{}", wallet.as_str())).expect("wallet ids are digits")
+    Account::Wallet(wallet).code()
 }
 
 fn accounts(wallet: &WalletId) -> Vec<(AccountCode, OverdraftPolicy)> {
-    vec![(payers_account(), OverdraftPolicy::Allowed), (wallet_account(wallet), OverdraftPolicy::Forbidden)]
+    vec![Account::Payers.opening(), Account::Wallet(wallet).opening()]
 }
 
 /// Money in: payer to the facility's wallet.

@@ -108,6 +108,8 @@ impl App {
         let (retry_at, error) = match &outcome {
             Ok(Fetched::Reconciled) => (None, None),
             Ok(Fetched::NotReady) => (retry_at, Some(String::from("statement not ready"))),
+            // A closed day keeps the statement it was closed with: nothing to try again.
+            Err(Error::Conflict { code: "DAY_CLOSED", detail }) => (None, Some(detail.clone())),
             Err(error) => {
                 tracing::warn!(wallet_id = %fetch.wallet_id, day = %fetch.business_day, %error, "statement fetch failed");
                 (retry_at, Some(error.to_string()))

@@ -35,7 +35,8 @@ use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
 use crate::store::reconciliation::{
     CHUNKS_PER_INSERT, Discrepancy, NewFile, NewRun, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder,
-    ResultLine, RunEnd, RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingResolution,
+    ResultLine, RunEnd, RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingReport,
+    TimingResolution,
 };
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -194,6 +195,13 @@ fn day_closed() -> Error {
     Error::Conflict { code: "DAY_CLOSED", detail: String::from("the business day is closed; adjust on an open day") }
 }
 
+fn statement_of_closed_day() -> Error {
+    Error::Conflict {
+        code: "DAY_CLOSED",
+        detail: String::from("the business day is closed: its statement is final and no new version of it is kept"),
+    }
+}
+
 fn run_store_error(error: RunStoreError) -> Error {
     match error {
         RunStoreError::DayClosed => day_closed(),
@@ -222,15 +230,64 @@ impl App {
     }
 
     /// An accountant's upload (API or console): check the wallet is theirs, parse, keep.
-    pub async fn import_statement(&self, principal: &Principal, bytes: Bytes, source: Source) -> Result<StoredFile> {
+    /// `meant_for` is the wallet the upload names, if it names one: the file must be that
+    /// wallet's.
+    pub async fn import_statement(
+        &self,
+        principal: &Principal,
+        bytes: Bytes,
+        source: Source,
+        meant_for: Option<&str>,
+    ) -> Result<StoredFile> {
         require(principal, Action::Reconcile)?;
+        if let Some(wallet_id) = meant_for {
+            // The wallet named: like any object a request names, missing and out of scope alike.
+            self.wallet_facility(principal, wallet_id).await?;
+        }
         if bytes.len() > self.reconciliation.max_statement_bytes {
             return Err(Error::invalid("statement", "STATEMENT_TOO_LARGE", "the file is larger than allowed"));
         }
         let header = statement_header(&bytes)?;
-        self.wallet_facility(principal, &header.wallet_id).await?;
+        match meant_for {
+            // Compared as given, before anything is looked up: says nothing about the file's
+            // wallet but what the caller sent.
+            Some(wallet_id) if header.wallet_id != wallet_id => {
+                return Err(Error::invalid(
+                    "statement",
+                    "STATEMENT_WRONG_WALLET",
+                    format!(
+                        "line 1: the header names wallet {}, and this upload is for wallet {wallet_id}",
+                        header.wallet_id
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => self.statement_wallet_facility(principal, &header.wallet_id).await.map(drop)?,
+        }
         let (file, _, _) = self.keep_statement(bytes, &header, source, Initiator::Person(principal)).await?;
         Ok(file)
+    }
+
+    /// The facility owning the wallet a statement's header names, when the principal may see
+    /// it. Otherwise the refusal says it is the file's wallet, and the same whether that wallet
+    /// is another region's or nobody's, so it tells a scoped caller nothing they could not see.
+    async fn statement_wallet_facility(&self, principal: &Principal, wallet_id: &str) -> Result<FacilityId> {
+        match self.wallet_facility(principal, wallet_id).await {
+            Err(Error::OutOfScope) => Err(Error::OutOfScopeIn {
+                field: String::from("statement"),
+                code: "STATEMENT_WALLET_OUT_OF_SCOPE",
+                detail: String::from(
+                    "line 1: the header names a wallet that is not the wallet of a facility you can reach; \
+                     upload it with ?wallet_id= naming the wallet it is meant for to check it against that one",
+                ),
+            }),
+            Err(Error::NotFound { .. }) => Err(Error::invalid(
+                "statement",
+                "STATEMENT_WALLET_UNKNOWN",
+                format!("line 1: the header names wallet {wallet_id}, which is no facility's merchant wallet"),
+            )),
+            other => other,
+        }
     }
 
     /// Keeps a file whose header has been read: the same bytes are the same version, others
@@ -292,7 +349,11 @@ impl App {
                 read = Some(result);
                 totals
             })
-            .await?;
+            .await
+            .map_err(|error| match error {
+                RunStoreError::DayClosed => statement_of_closed_day(),
+                RunStoreError::Store(error) => error.into(),
+            })?;
         let ((header, lines, totals), parsed_ms) =
             read.ok_or_else(|| Error::Internal(anyhow::anyhow!("the file was kept unread")))??;
         let (stored, created) = kept.ok_or_else(|| Error::Internal(anyhow::anyhow!("a parsed file was not kept")))?;
@@ -376,7 +437,8 @@ impl App {
         // The matcher runs on a blocking thread and hands over the result piece by piece
         // while this task writes them: the database works while the rest is matched.
         let (pieces, mut received) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
-        let settings = MatchSettings { date: business_day.to_owned(), past_grace };
+        let settings =
+            MatchSettings { date: business_day.to_owned(), past_grace, listed_elsewhere: writer.listed_elsewhere() };
         let matcher = tokio::task::spawn_blocking(move || match_day(&settings, &statement, &carepay, &pieces));
         while let Some(piece) = received.recv().await {
             writer.write(piece).await?;
@@ -469,11 +531,13 @@ impl App {
         if note.trim().is_empty() || note.chars().count() > 500 {
             return Err(Error::invalid("note", "INVALID_NOTE", "a note of 1 to 500 characters is required"));
         }
-        if adjustment_fen.is_some() != (resolution == "adjusted") || adjustment_fen == Some(0) {
+        let beyond_any_amount =
+            adjustment_fen.is_some_and(|fen| fen.unsigned_abs() > crate::domain::money::Amount::MAX_FEN.unsigned_abs());
+        if adjustment_fen.is_some() != (resolution == "adjusted") || adjustment_fen == Some(0) || beyond_any_amount {
             return Err(Error::invalid(
                 "adjustment",
                 "INVALID_ADJUSTMENT",
-                "an adjusted resolution needs a non-zero adjustment",
+                "an adjusted resolution needs a non-zero adjustment, within what one amount may be",
             ));
         }
         let Some(discrepancy) = self.store.discrepancy(id).await? else {
@@ -590,6 +654,12 @@ fn match_day(
             Category::OperatorEntry => {
                 if let Some(booking) = OperatorBooking::of(sides, &outcome) {
                     send(RunPiece::OperatorEntry(booking));
+                }
+            }
+            _ if outcome.is_timing() => {
+                // Reported on the record's own day; the statement's day raises nothing.
+                if let Some(report) = TimingReport::of(sides, &outcome) {
+                    send(RunPiece::TimingReport(report));
                 }
             }
             _ => {

@@ -15,8 +15,9 @@ use super::directory::corrupt;
 use super::ledger::{EntryRef, KnownAccounts, post_in};
 use super::{Store, StoreError};
 use crate::callbacks::NewEvent;
+use crate::domain::directory::WalletId;
 use crate::domain::ids::{DiscrepancyId, FacilityId, ReconciliationActionId, RunId, StatementFileId};
-use crate::domain::ledger::{AccountCode, JournalEntry, OverdraftPolicy};
+use crate::domain::ledger::{Account, AccountCode, JournalEntry, LedgerError, OverdraftPolicy};
 use crate::domain::reconciliation::{
     CarepaySide, Category, Fields, Outcome, SideError, StatementSide, expected_fee_fen,
 };
@@ -174,7 +175,7 @@ impl RaisedDiscrepancy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OperatorBooking {
     kind: &'static str,
-    counter: &'static str,
+    counter: Account<'static>,
     /// Into the wallet when positive.
     signed_fen: i64,
     operator_ref: String,
@@ -189,8 +190,8 @@ impl OperatorBooking {
             return None;
         }
         let (kind, counter, signed_fen) = match item.kind {
-            EntryKind::Fee => ("operator_fee", "operator:fees", -item.amount_fen),
-            _ => ("operator_adjustment", "operator:adjustments", item.amount_fen),
+            EntryKind::Fee => ("operator_fee", Account::OperatorFees, -item.amount_fen),
+            _ => ("operator_adjustment", Account::OperatorAdjustments, item.amount_fen),
         };
         Some(OperatorBooking {
             kind,
@@ -202,8 +203,9 @@ impl OperatorBooking {
     }
 }
 
-/// A record carepay expected on another day that this statement lists (wrong day, by the
-/// cut-off): that day's "expected"/"missing" discrepancy settles as timing.
+/// A record of another day that this statement lists (wrong day, by the cut-off): that
+/// day's "expected"/"missing" discrepancy settles as timing, and the record's own day is told
+/// for its later runs (`reconciliation_timing`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TimingResolution {
     business_day: String,
@@ -223,6 +225,26 @@ impl TimingResolution {
     }
 }
 
+/// A record of this day that a neighbouring day's statement lists: reported once on this day,
+/// as a discrepancy already resolved as timing, unless the day already has one for it (an
+/// "expected" the other day's run resolved).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimingReport {
+    identity: String,
+    out_no: String,
+    amount_fen: i64,
+}
+
+impl TimingReport {
+    pub fn of(sides: RunSides<'_>, outcome: &Outcome) -> Option<Self> {
+        (outcome.is_timing() && outcome.line.is_none() && outcome.entry.is_some()).then(|| TimingReport {
+            identity: identity_of(sides, outcome),
+            out_no: out_no_of(sides, outcome),
+            amount_fen: amount_of(sides, outcome),
+        })
+    }
+}
+
 /// One piece of a run's result, written while the rest is still being matched.
 pub enum RunPiece {
     /// Consecutive chunks of the line-level result.
@@ -230,6 +252,7 @@ pub enum RunPiece {
     Discrepancies(Vec<RaisedDiscrepancy>),
     OperatorEntry(OperatorBooking),
     Timing(TimingResolution),
+    TimingReport(TimingReport),
 }
 
 /// A run begun: either the run this file already has, or the open transaction to write it.
@@ -245,6 +268,8 @@ pub struct RunWriter<'a> {
     run: &'a NewRun<'a>,
     id: RunId,
     new_discrepancies: u64,
+    /// This day's records that a neighbouring day's statement lists, with that day.
+    listed_elsewhere: std::collections::HashMap<String, String>,
 }
 
 /// What a run found, for the callbacks the use case publishes.
@@ -402,12 +427,10 @@ fn amount_of(sides: RunSides<'_>, outcome: &Outcome) -> i64 {
         .unwrap_or(0)
 }
 
-fn wallet_account(wallet_id: &str) -> Result<AccountCode, StoreError> {
-    AccountCode::parse(&format!("wallet:{wallet_id}")).map_err(StoreError::Ledger)
-}
-
-fn account(code: &str) -> AccountCode {
-    AccountCode::parse(code).expect("constant account code")
+/// A balanced entry on the operator's side of a wallet, with the accounts it needs open.
+struct OperatorSideEntry {
+    entry: JournalEntry,
+    accounts: [(AccountCode, OverdraftPolicy); 2],
 }
 
 /// Books `entry` unless an entry with the same kind and reference exists: re-runs and new
@@ -415,7 +438,7 @@ fn account(code: &str) -> AccountCode {
 async fn book_once(
     conn: &mut AnyConnection,
     what: EntryRef<'_>,
-    entry: &JournalEntry,
+    entry: &OperatorSideEntry,
     now: UnixMs,
 ) -> Result<bool, StoreError> {
     let exists = sqlx::query("SELECT 1 FROM journal_entries WHERE kind = $1 AND reference = $2")
@@ -427,35 +450,35 @@ async fn book_once(
     if exists {
         return Ok(false);
     }
-    for posting in entry.postings() {
-        let policy = if posting.account.as_str().starts_with("wallet:") {
-            OverdraftPolicy::Forbidden
-        } else {
-            OverdraftPolicy::Allowed
-        };
-        super::ledger::open_account_in(conn, &posting.account, policy, now).await?;
-    }
+    super::ledger::open_accounts_in(conn, &entry.accounts, now).await?;
     // No shared cache here: the accounts were just opened in this transaction, so their
     // policies are read from the table.
-    post_in(conn, what, entry, now, &KnownAccounts::default()).await?;
+    post_in(conn, what, &entry.entry, now, &KnownAccounts::default()).await?;
     Ok(true)
 }
 
-/// The ledger entry for money moving into (`signed_fen > 0`) or out of the wallet against
-/// `counter`, or `None` for zero.
-fn wallet_entry(wallet_id: &str, counter: &str, signed_fen: i64) -> Result<Option<JournalEntry>, StoreError> {
+/// The ledger entry for money the operator moved into (`signed_fen > 0`) or out of the
+/// wallet against `counter`, or `None` for zero. It books to the wallet's operator side,
+/// which never refuses it (see [`Account`]).
+fn wallet_entry(
+    wallet_id: &str,
+    counter: Account<'static>,
+    signed_fen: i64,
+) -> Result<Option<OperatorSideEntry>, StoreError> {
     if signed_fen == 0 {
         return Ok(None);
     }
     let amount = crate::domain::money::Amount::from_fen(i64::try_from(signed_fen.unsigned_abs()).unwrap_or(i64::MAX))
-        .map_err(|_| StoreError::Ledger(crate::domain::ledger::LedgerError::Overflow))?;
-    let (wallet, counter) = (wallet_account(wallet_id)?, account(counter));
+        .map_err(|_| StoreError::Ledger(LedgerError::Overflow))?;
+    let wallet = WalletId::parse(wallet_id).map_err(|_| StoreError::Ledger(LedgerError::InvalidAccountCode))?;
+    let side = Account::WalletOperatorSide(&wallet);
     let entry = if signed_fen > 0 {
-        JournalEntry::transfer(counter, wallet, amount)
+        JournalEntry::transfer(counter.code(), side.code(), amount)
     } else {
-        JournalEntry::transfer(wallet, counter, amount)
+        JournalEntry::transfer(side.code(), counter.code(), amount)
     };
-    entry.map(Some).map_err(StoreError::Ledger)
+    let entry = entry.map_err(StoreError::Ledger)?;
+    Ok(Some(OperatorSideEntry { entry, accounts: [side.opening(), counter.opening()] }))
 }
 
 #[expect(clippy::too_many_arguments, reason = "one argument per column of the audit row")]
@@ -486,6 +509,21 @@ async fn record_action(
     Ok(())
 }
 
+/// Takes the wallet's `reconciliation_wallets` row until the transaction ends (an upsert: a
+/// second transaction doing the same waits for the first), so runs, imports and closings of a
+/// wallet's days follow one another.
+async fn lock_wallet(conn: &mut AnyConnection, wallet_id: &str, now: UnixMs) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO reconciliation_wallets (wallet_id, touched_at_ms) VALUES ($1, $2) \
+         ON CONFLICT (wallet_id) DO UPDATE SET touched_at_ms = excluded.touched_at_ms",
+    )
+    .bind(wallet_id)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 async fn day_is_closed(conn: &mut AnyConnection, wallet_id: &str, business_day: &str) -> Result<bool, StoreError> {
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM reconciliation_days WHERE wallet_id = $1 AND business_day = $2")
@@ -503,11 +541,13 @@ impl Store {
     /// corrupt file) leaves nothing. On PostgreSQL the bytes travel and are stored while
     /// the file is still being read, in a transaction that commits only after it; SQLite
     /// waits for the trailer first, as its writer lock is the whole database's.
+    /// A closed day keeps its statement: other bytes for it are refused (`DayClosed`) and
+    /// nothing is stored.
     pub async fn keep_statement_file(
         &self,
         file: &NewFile<'_>,
         read_through: impl Future<Output = Option<StatementTotals>>,
-    ) -> Result<Option<(StoredFile, bool)>, StoreError> {
+    ) -> Result<Option<(StoredFile, bool)>, RunStoreError> {
         let mut read_through = std::pin::pin!(read_through);
         let mut totals = None;
         if self.backend() == super::Backend::Sqlite {
@@ -515,6 +555,7 @@ impl Store {
             totals = Some(read);
         }
         let mut tx = self.begin_write().await?;
+        lock_wallet(&mut tx, file.wallet_id, file.now).await?;
         let select = format!(
             "SELECT {FILE_COLUMNS} FROM statement_files WHERE wallet_id = $1 AND business_day = $2 AND sha256 = $3"
         );
@@ -531,6 +572,9 @@ impl Store {
                 return Ok(None);
             }
             return Ok(Some((stored, false)));
+        }
+        if day_is_closed(&mut tx, file.wallet_id, file.business_day).await? {
+            return Err(RunStoreError::DayClosed);
         }
         let version: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(MAX(version), 0) + 1 AS BIGINT) FROM statement_files WHERE wallet_id = $1 AND business_day = $2",
@@ -770,6 +814,7 @@ impl Store {
     /// transaction, to which the result is written piece by piece.
     pub async fn begin_run<'a>(&self, run: &'a NewRun<'a>) -> Result<RunStart<'a>, RunStoreError> {
         let mut tx = self.begin_write().await?;
+        lock_wallet(&mut tx, run.wallet_id, run.now).await?;
         if day_is_closed(&mut tx, run.wallet_id, run.business_day).await? {
             return Err(RunStoreError::DayClosed);
         }
@@ -806,7 +851,24 @@ impl Store {
         .bind(run.now.0)
         .execute(&mut *tx)
         .await?;
-        Ok(RunStart::New(RunWriter { tx, run, id, new_discrepancies: 0 }))
+        // What this day's statement lists of other days is written again by this run.
+        sqlx::query("DELETE FROM reconciliation_timing WHERE wallet_id = $1 AND statement_day = $2")
+            .bind(run.wallet_id)
+            .bind(run.business_day)
+            .execute(&mut *tx)
+            .await?;
+        let listed = sqlx::query(
+            "SELECT out_no, statement_day FROM reconciliation_timing WHERE wallet_id = $1 AND record_day = $2",
+        )
+        .bind(run.wallet_id)
+        .bind(run.business_day)
+        .fetch_all(&mut *tx)
+        .await?;
+        let listed_elsewhere = listed
+            .iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(RunStart::New(RunWriter { tx, run, id, new_discrepancies: 0, listed_elsewhere }))
     }
 
     /// Up to `limit` result lines of a run after `after_seq`, in order: decoded from the
@@ -901,7 +963,8 @@ impl Store {
             return Err(RunStoreError::Store(StoreError::GuardFailed));
         }
         if let Some(adjustment_fen) = resolution.adjustment_fen
-            && let Some(entry) = wallet_entry(&discrepancy.wallet_id, "reconciliation:adjustments", adjustment_fen)?
+            && let Some(entry) =
+                wallet_entry(&discrepancy.wallet_id, Account::ReconciliationAdjustments, adjustment_fen)?
         {
             let what = EntryRef {
                 kind: "reconciliation_adjustment",
@@ -958,6 +1021,7 @@ impl Store {
         audit: Option<&AuditEntry<'_>>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
+        lock_wallet(&mut tx, wallet_id, now).await?;
         let updated = sqlx::query(
             "UPDATE reconciliation_days SET status = 'closed', closed_by = $1, closed_at_ms = $2, version = version + 1 \
              WHERE wallet_id = $3 AND business_day = $4 AND status = 'open' AND NOT EXISTS \
@@ -1026,9 +1090,18 @@ impl RunWriter<'_> {
                 }
             }
             RunPiece::OperatorEntry(booking) => book_operator_entry(&mut self.tx, self.run, &booking).await?,
-            RunPiece::Timing(timing) => resolve_timing(&mut self.tx, self.run, &timing).await?,
+            RunPiece::Timing(timing) => resolve_timing(&mut self.tx, self.run, &self.id, &timing).await?,
+            RunPiece::TimingReport(report) => {
+                let statement_day = self.listed_elsewhere.get(&report.out_no).map_or("", String::as_str);
+                report_timing(&mut self.tx, self.run, &self.id, &report, statement_day).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Merchant numbers of this day's records that a neighbouring day's statement lists.
+    pub fn listed_elsewhere(&self) -> std::collections::HashSet<String> {
+        self.listed_elsewhere.keys().cloned().collect()
     }
 
     /// Completes the run: its summary, the grace period's consequences, the day's withheld
@@ -1060,7 +1133,7 @@ impl RunWriter<'_> {
             .execute(&mut **tx)
             .await?;
         }
-        if let Some(entry) = wallet_entry(run.wallet_id, "operator:fees", -end.withheld_fee_fen)? {
+        if let Some(entry) = wallet_entry(run.wallet_id, Account::OperatorFees, -end.withheld_fee_fen)? {
             let reference = format!("{}:{}", run.wallet_id, run.business_day);
             let what = EntryRef {
                 kind: "operator_withheld_fees",
@@ -1433,11 +1506,25 @@ async fn book_operator_entry(
 async fn resolve_timing(
     conn: &mut AnyConnection,
     run: &NewRun<'_>,
+    run_id: &RunId,
     timing: &TimingResolution,
 ) -> Result<(), StoreError> {
     if timing.business_day == run.business_day {
         return Ok(());
     }
+    // The first statement to list it is the one its day is told of.
+    sqlx::query(
+        "INSERT INTO reconciliation_timing (wallet_id, record_day, out_no, statement_day, run_id, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (wallet_id, record_day, out_no) DO NOTHING",
+    )
+    .bind(run.wallet_id)
+    .bind(&timing.business_day)
+    .bind(&timing.out_no)
+    .bind(run.business_day)
+    .bind(run_id.as_str())
+    .bind(run.now.0)
+    .execute(&mut *conn)
+    .await?;
     let note = format!("appeared on the statement of {}", run.business_day);
     sqlx::query(
         "UPDATE discrepancies SET status = 'resolved', resolution = 'timing', note = $1, resolved_by = 'system', \
@@ -1452,6 +1539,41 @@ async fn resolve_timing(
     .bind(&timing.business_day)
     .bind(format!("carepay:{}", timing.out_no))
     .bind(&timing.out_no)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Reports a record of this day that a neighbouring day's statement lists as one timing
+/// difference, resolved: unless the day already has a discrepancy for it, open or not (an
+/// "expected" that day's run settled, which is the same report).
+async fn report_timing(
+    conn: &mut AnyConnection,
+    run: &NewRun<'_>,
+    run_id: &RunId,
+    report: &TimingReport,
+    statement_day: &str,
+) -> Result<(), StoreError> {
+    let note = format!("appeared on the statement of {statement_day}");
+    sqlx::query(
+        "INSERT INTO discrepancies (id, wallet_id, business_day, run_id, category, identity, out_no, fields, \
+         amount_fen, status, resolution, note, resolved_by, resolved_at_ms, version, created_at_ms) \
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'resolved', 'timing', $10, 'system', $11, 1, $11 \
+         WHERE NOT EXISTS (SELECT 1 FROM discrepancies d WHERE d.wallet_id = $2 AND d.business_day = $3 \
+         AND d.identity = $6 AND d.out_no = $7) \
+         ON CONFLICT (wallet_id, business_day, category, identity) DO NOTHING",
+    )
+    .bind(DiscrepancyId::generate().as_str())
+    .bind(run.wallet_id)
+    .bind(run.business_day)
+    .bind(run_id.as_str())
+    .bind(Category::WrongDay.as_str())
+    .bind(&report.identity)
+    .bind(&report.out_no)
+    .bind(Fields::BUSINESS_DAY.joined())
+    .bind(report.amount_fen)
+    .bind(note)
+    .bind(run.now.0)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -21,6 +21,7 @@ backend_tests!(
     signing_out_and_revoking_the_token_end_the_session_at_once,
     pages_show_personal_data_only_masked,
     forms_act_only_for_roles_and_scopes_the_api_allows,
+    a_wallet_pages_statement_upload_takes_only_that_wallets_file,
 );
 
 const WALLET: &str = "0021000000000001";
@@ -534,4 +535,46 @@ async fn forms_act_only_for_roles_and_scopes_the_api_allows(app: TestApp) {
     assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.text);
     let terminal_now = app.get(&format!("/v1/terminals/{}", world.terminal), &app.root_token).await;
     assert_eq!(terminal_now.body["status"], "suspended");
+}
+
+async fn a_wallet_pages_statement_upload_takes_only_that_wallets_file(app: TestApp) {
+    use crate::reconciliation::{operator_line, statement_of};
+    use carepay::domain::statement::EntryKind;
+    const OTHER_WALLET: &str = "0021000000000002";
+    let root = &app.root_token;
+    let district = app.create_region(root, None, "district", "吴江区").await;
+    app.create_facility(root, &district, "甲助餐点", WALLET).await;
+    app.create_facility(root, &district, "乙助餐点", OTHER_WALLET).await;
+    let accountant = app.issue_token(root, "accountant", Some(&district)).await;
+    let console = Console::sign_in(&app, &accountant).await;
+    let page = console.get(&format!("/console/reconciliation/wallets/{WALLET}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.text);
+    let action = format!("/console/reconciliation/statements?wallet_id={WALLET}");
+    assert!(page.text.contains(&format!(r#"action="{action}""#)), "{}", page.text);
+
+    let day = today();
+    let fee = [operator_line(&format!("{day} 08:00:00"), "OPFEE1", EntryKind::Fee, 50)];
+    let statement = |wallet: &str| statement_of(wallet, &day, &fee);
+    let post = |bytes: Vec<u8>| {
+        let form = reqwest::multipart::Form::new()
+            .text("csrf", csrf_of(&page.text))
+            .part("file", reqwest::multipart::Part::bytes(bytes).file_name("statement.csv"));
+        console
+            .client
+            .post(format!("{}{action}", app.address))
+            .header("cookie", format!("carepay_console_session={}", console.session_cookie))
+            .multipart(form)
+            .send()
+    };
+    // Another facility's statement, though the accountant may reach it too: refused by name.
+    let refused = read(post(statement(OTHER_WALLET)).await.unwrap()).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert!(refused.text.contains("STATEMENT_WRONG_WALLET"), "{}", refused.text);
+    let pool = app.db.raw_pool().await;
+    let files: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM statement_files").fetch_one(&pool).await.unwrap();
+    assert_eq!(files, 0);
+
+    let reply = post(statement(WALLET)).await.unwrap();
+    assert_eq!(reply.status(), StatusCode::SEE_OTHER);
+    assert_eq!(reply.headers()[LOCATION], format!("/console/reconciliation/wallets/{WALLET}/days/{day}").as_str());
 }

@@ -23,7 +23,13 @@ backend_tests!(
     a_large_statement_is_kept_in_parts_and_its_result_pages_across_chunks,
     files_and_results_kept_before_migration_0009_still_read_the_same,
     carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves,
-    a_payment_expected_today_that_appears_on_tomorrows_statement_resolves_as_timing,
+    operator_entries_book_on_a_wallet_without_payments_and_ledger_balances_stay_exact,
+    a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances,
+    a_gb18030_statement_with_a_byte_order_mark_is_refused_by_name,
+    a_statement_whose_lines_are_of_another_day_than_its_header_is_refused_at_the_first,
+    a_statement_of_another_facilitys_wallet_is_refused_with_its_reason,
+    a_late_payment_is_one_timing_difference_when_today_runs_first,
+    a_late_payment_is_one_timing_difference_when_tomorrow_runs_first,
 );
 
 pub(crate) const WALLET: &str = "0021000000000001";
@@ -135,15 +141,24 @@ async fn a_tampered_statement_is_reported_resolved_and_the_day_closed(app: TestA
     let day = app.get(&day_path, &accountant).await.expect(StatusCode::OK);
     assert_eq!(day.body["day_status"], "closed");
 
-    // The same file again is the same version; a corrected file is version 2, kept but a
-    // closed day cannot be run again.
+    // The same file again is the same version; a closed day never changes again: a
+    // corrected file is refused and nothing of it is kept, and the day cannot be run again.
     let same = upload(&app, &accountant, tampered).await.expect(StatusCode::CREATED);
     assert_eq!(same.body["id"], file.body["id"]);
-    let corrected = upload(&app, &accountant, sandbox_statement(&app)).await.expect(StatusCode::CREATED);
-    assert_eq!(corrected.body["version"], 2);
-    app.post(&format!("{day_path}/run"), &accountant, json!({}))
+    let corrected = upload(&app, &accountant, sandbox_statement(&app)).await;
+    corrected.expect_problem(StatusCode::CONFLICT, "DAY_CLOSED");
+    let named = format!("/v1/reconciliation/statements?wallet_id={WALLET}");
+    app.raw(Method::POST, &named, Some(&accountant), Some(("text/csv", sandbox_statement(&app))))
         .await
         .expect_problem(StatusCode::CONFLICT, "DAY_CLOSED");
+    assert_eq!(count_rows(&app, "statement_files").await, 1);
+    assert_eq!(count_rows(&app, "statement_file_parts").await, 1);
+    let actions = app.app.store.reconciliation_actions(WALLET, &today()).await.unwrap();
+    assert_eq!(actions.iter().filter(|action| action.0 == "import").count(), 1);
+    // Running it again is the run it was closed with.
+    let again = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    assert_eq!((&again.body["run_id"], &again.body["file_id"]), (&run.body["run_id"], &file.body["id"]));
+    assert_eq!(again.body["day_status"], "closed");
 }
 
 async fn corrupt_and_foreign_statements_are_refused_whole(app: TestApp) {
@@ -197,10 +212,13 @@ async fn auditors_read_and_other_regions_see_nothing(app: TestApp) {
 
     let statement = sandbox_statement(&app);
     upload(&app, &auditor, statement.clone()).await.expect_problem(StatusCode::FORBIDDEN, "ROLE_NOT_ALLOWED");
+    // A file of a wallet out of scope is answered as one of a wallet that does not exist.
     let foreign = upload(&app, &stranger, statement.clone()).await;
+    let text = String::from_utf8(statement.clone()).unwrap();
+    let nobodys = upload(&app, &stranger, text.replacen(WALLET, "0021999999999999", 1).into_bytes()).await;
+    assert_eq!((foreign.status, foreign.text.as_str()), (nobodys.status, nobodys.text.as_str()));
+    assert_eq!(foreign.code(), "STATEMENT_WALLET_OUT_OF_SCOPE");
     let missing = app.get(&format!("/v1/reconciliation/days/0021999999999999/{}", today()), &stranger).await;
-    assert_eq!(foreign.status, missing.status, "out of scope answers like missing");
-    assert_eq!(foreign.code(), missing.code());
 
     upload(&app, &accountant, statement).await.expect(StatusCode::CREATED);
     let run = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
@@ -272,14 +290,125 @@ async fn the_command_line_imports_and_runs_a_file(app: TestApp) {
     assert_eq!(items.last().unwrap()["object_id"], run.id.as_str());
 }
 
-async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {
-    use carepay::domain::ledger::AccountCode;
+/// An account's balance in fen; 0 for an account never opened.
+pub(crate) async fn balance_fen(app: &TestApp, code: &str) -> i64 {
+    let code = carepay::domain::ledger::AccountCode::parse(code).unwrap();
+    app.app.store.account_totals(&code).await.unwrap().map(|totals| totals.balance_fen()).unwrap_or(0)
+}
+
+/// The facility wallet as carepay mirrors it: what carepay moved plus what the operator moved.
+pub(crate) async fn wallet_total_fen(app: &TestApp, wallet: &str) -> i64 {
+    balance_fen(app, &format!("wallet:{wallet}")).await + balance_fen(app, &format!("wallet:{wallet}:operator")).await
+}
+
+/// A statement of `date` for `wallet` with these lines, trailer worked out.
+pub(crate) fn statement_of(wallet: &str, date: &str, lines: &[carepay::domain::statement::StatementLine]) -> Vec<u8> {
+    let header = carepay::domain::statement::StatementHeader {
+        wallet_id: wallet.to_owned(),
+        date: date.to_owned(),
+        generated_at: format!("{date}T23:59:59+08:00"),
+    };
+    carepay::domain::statement::write_statement(&header, lines).unwrap()
+}
+
+/// A line the operator booked itself (no merchant number): a FEE or a signed ADJUSTMENT.
+pub(crate) fn operator_line(
+    settled_at: &str,
+    operator_ref: &str,
+    kind: carepay::domain::statement::EntryKind,
+    amount_fen: i64,
+) -> carepay::domain::statement::StatementLine {
+    carepay::domain::statement::StatementLine {
+        settled_at: settled_at.to_owned(),
+        operator_ref: operator_ref.to_owned(),
+        out_no: String::new(),
+        kind,
+        status: carepay::domain::statement::EntryStatus::Success,
+        amount_fen,
+        fee_fen: 0,
+        counterparty: String::new(),
+        memo: String::from("运营机构"),
+    }
+}
+
+async fn operator_entries_book_on_a_wallet_without_payments_and_ledger_balances_stay_exact(app: TestApp) {
+    use carepay::domain::statement::EntryKind;
+    let region = app.create_region(&app.root_token, None, "district", "吴江区").await;
+    app.create_facility(&app.root_token, &region, "无收款助餐点", WALLET).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let day = today();
+    // No payment at all that day: a monthly fee and a large negative adjustment.
+    let statement = statement_of(
+        WALLET,
+        &day,
+        &[
+            operator_line(&format!("{day} 00:10:00"), "OPFEE0000000001", EntryKind::Fee, 61),
+            operator_line(&format!("{day} 09:00:00"), "OPADJ0000000001", EntryKind::Adjustment, -500_000),
+        ],
+    );
+    upload(&app, &accountant, statement).await.expect(StatusCode::CREATED);
+    let day_path = format!("/v1/reconciliation/days/{WALLET}/{day}");
+    let run = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    assert_eq!(run.body["categories"], json!([{"category": "operator_entry", "count": 2, "amount": "-4999.39"}]));
+    assert_eq!(run.body["statement_net"], "-5000.61");
+    assert_eq!(run.body["discrepancies_found"], 0);
+
+    // Every fen accounted for: the wallet's operator side owes what the operator took.
+    assert_eq!(balance_fen(&app, &format!("wallet:{WALLET}:operator")).await, -500_061);
+    assert_eq!(balance_fen(&app, &format!("wallet:{WALLET}")).await, 0);
+    assert_eq!(balance_fen(&app, "operator:fees").await, 61);
+    assert_eq!(balance_fen(&app, "operator:adjustments").await, 500_000);
+    assert_eq!(app.app.store.verify_ledger().await.unwrap(), vec![]);
+
+    // Run again: the same run, nothing booked twice; and the day closes.
+    let again = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    assert_eq!(again.body["run_id"], run.body["run_id"]);
+    assert_eq!(wallet_total_fen(&app, WALLET).await, -500_061);
+    app.post(&format!("{day_path}/close"), &accountant, json!({})).await.expect(StatusCode::NO_CONTENT);
+}
+
+async fn a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances(app: TestApp) {
     pay_three(&app).await;
     let region = district(&app).await;
     let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
     let day_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
-    let wallet = AccountCode::parse(&format!("wallet:{WALLET}")).unwrap();
-    let before = app.app.store.account_totals(&wallet).await.unwrap().unwrap().balance_fen();
+    assert_eq!(wallet_total_fen(&app, WALLET).await, 5_050);
+
+    app.sandbox.faults().tamper_statements(StatementTamper::ChangeAmount, 1).unwrap();
+    upload(&app, &accountant, sandbox_statement(&app)).await.expect(StatusCode::CREATED);
+    app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
+    let open = app.get(&format!("{day_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
+    let id = open.body[0]["id"].as_str().unwrap().to_owned();
+    // Beyond what any amount may be: refused, not a failure.
+    app.post(
+        &format!("/v1/reconciliation/discrepancies/{id}/resolve"),
+        &accountant,
+        json!({"resolution": "adjusted", "note": "typo", "adjustment": "-999999999999999.99"}),
+    )
+    .await
+    .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_ADJUSTMENT");
+    // Far more than the wallet ever received through carepay.
+    let resolved = app
+        .post(
+            &format!("/v1/reconciliation/discrepancies/{id}/resolve"),
+            &accountant,
+            json!({"resolution": "adjusted", "note": "operator clawed back a prior month", "adjustment": "-9999.99"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(resolved.body["adjustment"], "-9999.99");
+    assert_eq!(wallet_total_fen(&app, WALLET).await, 5_050 - 999_999);
+    assert_eq!(balance_fen(&app, &format!("wallet:{WALLET}")).await, 5_050, "carepay's own side is untouched");
+    assert_eq!(balance_fen(&app, "reconciliation:adjustments").await, 999_999);
+    assert_eq!(app.app.store.verify_ledger().await.unwrap(), vec![]);
+}
+
+async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let day_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
+    let before = wallet_total_fen(&app, WALLET).await;
 
     app.sandbox.faults().tamper_statements(StatementTamper::ChangeAmount, 1).unwrap();
     upload(&app, &accountant, sandbox_statement(&app)).await.expect(StatusCode::CREATED);
@@ -303,8 +432,8 @@ async fn an_adjustment_posts_a_balanced_ledger_entry(app: TestApp) {
         .await
         .expect(StatusCode::OK);
     assert_eq!(resolved.body["adjustment"], "0.01");
-    let after = app.app.store.account_totals(&wallet).await.unwrap().unwrap().balance_fen();
-    assert_eq!(after - before, 1, "the wallet's ledger account follows the operator");
+    let after = wallet_total_fen(&app, WALLET).await;
+    assert_eq!(after - before, 1, "the wallet's ledger accounts follow the operator");
     assert_eq!(app.app.store.verify_ledger().await.unwrap(), vec![]);
     let actions = app.app.store.reconciliation_actions(WALLET, &today()).await.unwrap();
     let kinds: Vec<&str> = actions.iter().map(|action| action.0.as_str()).collect();
@@ -489,37 +618,284 @@ async fn carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves(app
     }
 }
 
-async fn a_payment_expected_today_that_appears_on_tomorrows_statement_resolves_as_timing(app: TestApp) {
-    use carepay::domain::statement::{StatementLine, open_statement, write_statement};
+async fn a_gb18030_statement_with_a_byte_order_mark_is_refused_by_name(app: TestApp) {
     pay_three(&app).await;
     let region = district(&app).await;
     let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
-    let statement = sandbox_statement(&app);
-    let mut reader = open_statement(statement.as_slice()).unwrap();
-    let mut lines: Vec<StatementLine> = reader.by_ref().collect::<Result<_, _>>().unwrap();
-    let mut header = reader.header().clone();
-    let late = lines.remove(0);
+    let text = String::from_utf8(sandbox_statement(&app)).unwrap();
+    let gb18030 = encoding_rs::GB18030.encode(&text).0.into_owned();
+    // Without the mark the same file is taken (GB18030 is sniffed from the column line).
+    let mut with_bom = vec![0x84, 0x31, 0x95, 0x33];
+    with_bom.extend_from_slice(&gb18030);
+    let refused = upload(&app, &accountant, with_bom).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert_eq!(refused.code(), "STATEMENT_CORRUPT");
+    assert_eq!(refused.body["field"], "statement");
+    let detail = refused.body["detail"].as_str().unwrap();
+    assert!(detail.starts_with("statement: line 1: the file starts with a GB18030 byte order mark"), "{detail}");
+    assert!(!detail.contains("the header must be"), "{detail}");
+    assert_eq!(count_rows(&app, "statement_files").await, 0);
+    upload(&app, &accountant, gb18030).await.expect(StatusCode::CREATED);
+}
 
-    // Today's statement lacks one payment: carepay expects it.
-    upload(&app, &accountant, write_statement(&header, &lines).unwrap()).await.expect(StatusCode::CREATED);
-    let today_path = format!("/v1/reconciliation/days/{WALLET}/{}", today());
-    app.post(&format!("{today_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
-    let open = app.get(&format!("{today_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
-    assert_eq!(open.body.as_array().unwrap().len(), 1, "{}", open.text);
-    assert_eq!(open.body[0]["category"], "expected");
-    assert_eq!(open.body[0]["out_no"], late.out_no.as_str());
+/// `bytes` with its header's business day replaced by `date`, trailer and lines as they were.
+fn with_header_day(bytes: &[u8], date: &str) -> Vec<u8> {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let (header, rest) = text.split_once("\r\n").unwrap();
+    let mut fields: Vec<&str> = header.split(',').collect();
+    fields[3] = date;
+    format!("{}\r\n{rest}", fields.join(",")).into_bytes()
+}
 
-    // Tomorrow's statement lists it (settled after midnight): a wrong-day line there, and
-    // today's expectation is settled as timing.
-    let tomorrow = business_day(UnixMs(UnixMs::now().0 + MS_PER_DAY));
-    header.date = tomorrow.clone();
-    upload(&app, &accountant, write_statement(&header, &[late]).unwrap()).await.expect(StatusCode::CREATED);
-    let tomorrow_path = format!("/v1/reconciliation/days/{WALLET}/{tomorrow}");
-    let run = app.post(&format!("{tomorrow_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
-    assert_eq!(run.body["categories"][0]["category"], "wrong_day", "{}", run.text);
-    let all = app.get(&format!("{today_path}/discrepancies?status=all"), &accountant).await.expect(StatusCode::OK);
-    assert_eq!(all.body[0]["status"], "resolved", "{}", all.text);
-    assert_eq!(all.body[0]["resolution"], "timing");
-    let still_open = app.get(&format!("{today_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
-    assert!(still_open.body.as_array().unwrap().is_empty());
+fn tomorrow() -> String {
+    business_day(UnixMs(UnixMs::now().0 + MS_PER_DAY))
+}
+
+async fn a_statement_whose_lines_are_of_another_day_than_its_header_is_refused_at_the_first(app: TestApp) {
+    use carepay::domain::statement::{StatementLine, open_statement};
+    pay_three(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    // Today's lines at fixed times, so no line falls near midnight however late this runs.
+    let mut lines: Vec<StatementLine> =
+        open_statement(sandbox_statement(&app).as_slice()).unwrap().collect::<Result<_, _>>().unwrap();
+    for (n, line) in lines.iter_mut().enumerate() {
+        line.settled_at = format!("{} 12:00:0{n}", today());
+    }
+    let statement = statement_of(WALLET, &today(), &lines);
+
+    // Today's file under tomorrow's header: every line is of the day before it.
+    let refused = upload(&app, &accountant, with_header_day(&statement, &tomorrow())).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert_eq!(refused.code(), "STATEMENT_CORRUPT");
+    let expected = format!(
+        "statement: line 3: 交易时间 {} is not of the header's business day {}",
+        lines[0].settled_at,
+        tomorrow()
+    );
+    assert!(refused.body["detail"].as_str().unwrap().starts_with(&expected), "{}", refused.text);
+    // And yesterday's header under today's lines: lines after the day.
+    let yesterday = business_day(UnixMs(UnixMs::now().0 - MS_PER_DAY));
+    let refused = upload(&app, &accountant, with_header_day(&statement, &yesterday)).await;
+    assert_eq!(refused.code(), "STATEMENT_CORRUPT", "{}", refused.text);
+    assert!(refused.text.contains("line 3: "), "{}", refused.text);
+    assert_eq!(count_rows(&app, "statement_files").await, 0, "nothing of a refused file is kept");
+    let run = app.post(&format!("/v1/reconciliation/days/{WALLET}/{}/run", tomorrow()), &accountant, json!({})).await;
+    assert_eq!(run.status, StatusCode::NOT_FOUND, "{}", run.text);
+
+    // A line of the day before, in the last half hour (an entry that settled across
+    // midnight, dated when it began), belongs to tomorrow's file.
+    let mut late = lines[0].clone();
+    late.settled_at = format!("{} 23:45:00", today());
+    let mut on_time = lines[1].clone();
+    on_time.settled_at = format!("{} 00:00:01", tomorrow());
+    let accepted = upload(&app, &accountant, statement_of(WALLET, &tomorrow(), &[late.clone(), on_time])).await;
+    assert_eq!(accepted.status, StatusCode::CREATED, "{}", accepted.text);
+    // From earlier in the day before, it is refused, naming that line.
+    let mut early = late;
+    early.settled_at = format!("{} 23:29:59", today());
+    let mut good = lines[2].clone();
+    good.settled_at = format!("{} 08:00:00", tomorrow());
+    let refused = upload(&app, &accountant, statement_of(WALLET, &tomorrow(), &[good, early])).await;
+    assert_eq!(refused.code(), "STATEMENT_CORRUPT", "{}", refused.text);
+    assert!(refused.text.contains("line 4: "), "the first offending line: {}", refused.text);
+}
+
+async fn a_statement_of_another_facilitys_wallet_is_refused_with_its_reason(app: TestApp) {
+    use carepay::domain::statement::EntryKind;
+    const OTHER_WALLET: &str = "0021000000000002";
+    const NO_WALLET: &str = "0021999999999999";
+    let root = &app.root_token;
+    let district = app.create_region(root, None, "district", "吴江区").await;
+    let town_a = app.create_region(root, Some(&district), "town", "松陵街道").await;
+    let town_b = app.create_region(root, Some(&district), "town", "平望镇").await;
+    app.create_facility(root, &town_a, "甲助餐点", WALLET).await;
+    app.create_facility(root, &town_b, "乙助餐点", OTHER_WALLET).await;
+    let accountant_a = app.issue_token(root, "accountant", Some(&town_a)).await;
+    let accountant_all = app.issue_token(root, "accountant", Some(&district)).await;
+    let day = today();
+    let fee = [operator_line(&format!("{day} 08:00:00"), "OPFEE1", EntryKind::Fee, 50)];
+    let of = |wallet: &str| statement_of(wallet, &day, &fee);
+    let named = |wallet: &str| format!("/v1/reconciliation/statements?wallet_id={wallet}");
+    let client = &app;
+    let send = |token: &str, path: String, bytes: Vec<u8>| {
+        let token = token.to_owned();
+        async move { client.raw(Method::POST, &path, Some(&token), Some(("text/csv", bytes))).await }
+    };
+
+    // Out of the caller's scope, and nobody's: one answer that says it is the file's wallet.
+    let foreign = upload(&app, &accountant_a, of(OTHER_WALLET)).await;
+    let nobodys = upload(&app, &accountant_a, of(NO_WALLET)).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN, "{}", foreign.text);
+    assert_eq!(foreign.code(), "STATEMENT_WALLET_OUT_OF_SCOPE");
+    assert_eq!(foreign.body["field"], "statement");
+    assert!(foreign.body["detail"].as_str().unwrap().starts_with("statement: line 1: "), "{}", foreign.text);
+    assert_eq!((nobodys.status, nobodys.text.as_str()), (foreign.status, foreign.text.as_str()));
+
+    // An upload naming the wallet it is for: another facility's file is refused by name,
+    // whether that facility is in the caller's scope or not.
+    for (token, header_wallet) in
+        [(&accountant_a, OTHER_WALLET), (&accountant_all, OTHER_WALLET), (&accountant_a, NO_WALLET)]
+    {
+        let refused = send(token, named(WALLET), of(header_wallet)).await;
+        assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+        assert_eq!(refused.code(), "STATEMENT_WRONG_WALLET");
+        assert_eq!(
+            refused.body["detail"],
+            format!(
+                "statement: line 1: the header names wallet {header_wallet}, and this upload is for wallet {WALLET}"
+            )
+        );
+    }
+    // Naming a wallet out of scope is answered as naming one that does not exist.
+    let out = send(&accountant_a, named(OTHER_WALLET), of(OTHER_WALLET)).await;
+    let missing = send(&accountant_a, named(NO_WALLET), of(NO_WALLET)).await;
+    assert_eq!(out.code(), "OUT_OF_SCOPE", "{}", out.text);
+    assert_eq!((missing.status, missing.text.as_str()), (out.status, out.text.as_str()));
+    // A caller who sees everything is told the wallet is nobody's.
+    let unknown = upload(&app, root, of(NO_WALLET)).await;
+    assert_eq!(unknown.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", unknown.text);
+    assert_eq!(unknown.code(), "STATEMENT_WALLET_UNKNOWN");
+    assert!(unknown.text.contains(NO_WALLET), "{}", unknown.text);
+    assert_eq!(count_rows(&app, "statement_files").await, 0, "nothing refused was kept");
+
+    // The right wallet, named or not.
+    send(&accountant_a, named(WALLET), of(WALLET)).await.expect(StatusCode::CREATED);
+    send(&accountant_all, named(OTHER_WALLET), of(OTHER_WALLET)).await.expect(StatusCode::CREATED);
+    assert_eq!(count_rows(&app, "statement_files").await, 2);
+
+    // The parameter is in the OpenAPI document.
+    let document = serde_json::to_value(carepay::http::openapi()).unwrap();
+    let parameters = &document["paths"]["/v1/reconciliation/statements"]["post"]["parameters"];
+    let wallet_id = parameters.as_array().unwrap().iter().find(|p| p["name"] == "wallet_id").expect("documented");
+    assert_eq!(wallet_id["in"], "query");
+    assert_eq!(wallet_id["required"], false);
+}
+
+/// Today's three payments, the first settling across midnight: today's statement lacks it and
+/// tomorrow's lists it, dated after midnight. Returns (today's file, tomorrow's file).
+async fn late_payment_statements(app: &TestApp) -> (Vec<u8>, Vec<u8>, String) {
+    use carepay::domain::statement::{StatementLine, open_statement};
+    pay_three(app).await;
+    let statement = sandbox_statement(app);
+    let mut lines: Vec<StatementLine> =
+        open_statement(statement.as_slice()).unwrap().collect::<Result<_, _>>().unwrap();
+    let mut late = lines.remove(0);
+    late.settled_at = format!("{} 00:00:01", tomorrow());
+    let out_no = late.out_no.clone();
+    (statement_of(WALLET, &today(), &lines), statement_of(WALLET, &tomorrow(), &[late]), out_no)
+}
+
+async fn discrepancies_of(app: &TestApp, token: &str, date: &str, status: &str) -> Vec<serde_json::Value> {
+    let path = format!("/v1/reconciliation/days/{WALLET}/{date}/discrepancies?status={status}");
+    app.get(&path, token).await.expect(StatusCode::OK).body.as_array().unwrap().clone()
+}
+
+async fn run_of(app: &TestApp, token: &str, date: &str) -> serde_json::Value {
+    let path = format!("/v1/reconciliation/days/{WALLET}/{date}/run");
+    app.post(&path, token, json!({})).await.expect(StatusCode::OK).body
+}
+
+/// Once both days are in: nothing open on either, the late payment reported once, on its own
+/// day, as timing; tomorrow shows it as a wrong-day line that is no discrepancy.
+async fn assert_one_timing_difference(app: &TestApp, token: &str, out_no: &str) {
+    assert_eq!(discrepancies_of(app, token, &today(), "open").await, Vec::<serde_json::Value>::new());
+    assert_eq!(discrepancies_of(app, token, &tomorrow(), "open").await, Vec::<serde_json::Value>::new());
+    let reported = discrepancies_of(app, token, &today(), "all").await;
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0]["out_no"], out_no);
+    assert_eq!(reported[0]["status"], "resolved");
+    assert_eq!(reported[0]["resolution"], "timing");
+    assert_eq!(reported[0]["amount"], "12.50");
+    assert_eq!(discrepancies_of(app, token, &tomorrow(), "all").await, Vec::<serde_json::Value>::new());
+    let lines =
+        app.get(&format!("/v1/reconciliation/days/{WALLET}/{}/lines", tomorrow()), token).await.expect(StatusCode::OK);
+    assert_eq!(lines.body["items"][0]["category"], "wrong_day", "{}", lines.text);
+    assert_eq!(lines.body["items"][0]["fields"], json!(["business_day"]));
+    assert_eq!(lines.body["items"][0]["carepay_business_day"], today().as_str());
+}
+
+/// Runs a day as the scheduler would once the grace period is over.
+async fn run_past_grace(app: &TestApp, date: &str) {
+    use carepay::reconciliation::Initiator;
+    let (facility, _) = app.app.store.facility_by_wallet(WALLET).await.unwrap().unwrap();
+    let later = UnixMs(UnixMs::now().0 + 5 * MS_PER_DAY);
+    let run = app.app.run_day(&facility, WALLET, date, Initiator::Carepay("scheduler"), later, None).await.unwrap();
+    assert!(run.past_grace);
+}
+
+/// `bytes` as another version: the same lines with another generation time.
+fn regenerated(bytes: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    text.replacen("T23:59:59+08:00", "T23:59:58+08:00", 1).into_bytes()
+}
+
+async fn a_late_payment_is_one_timing_difference_when_today_runs_first(app: TestApp) {
+    let (today_file, tomorrow_file, out_no) = late_payment_statements(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+
+    // Today alone: the late payment is expected.
+    upload(&app, &accountant, today_file.clone()).await.expect(StatusCode::CREATED);
+    let run = run_of(&app, &accountant, &today()).await;
+    assert_eq!(run["discrepancies_found"], 1);
+    let open = discrepancies_of(&app, &accountant, &today(), "open").await;
+    assert_eq!((open.len(), open[0]["category"].as_str()), (1, Some("expected")), "{open:?}");
+
+    // Tomorrow lists it: settled as timing today, nothing raised tomorrow.
+    upload(&app, &accountant, tomorrow_file.clone()).await.expect(StatusCode::CREATED);
+    let run = run_of(&app, &accountant, &tomorrow()).await;
+    assert_eq!(run["categories"], json!([{"category": "wrong_day", "count": 1, "amount": "12.50"}]));
+    assert_eq!(run["discrepancies_found"], 0);
+    assert_one_timing_difference(&app, &accountant, &out_no).await;
+
+    // Either day run again after the other arrived, a new version or past the grace period:
+    // still one timing difference and nothing open.
+    upload(&app, &accountant, regenerated(&today_file)).await.expect(StatusCode::CREATED);
+    let rerun = run_of(&app, &accountant, &today()).await;
+    assert_eq!(rerun["discrepancies_found"], 0, "{rerun}");
+    run_past_grace(&app, &today()).await;
+    upload(&app, &accountant, regenerated(&tomorrow_file)).await.expect(StatusCode::CREATED);
+    run_of(&app, &accountant, &tomorrow()).await;
+    run_past_grace(&app, &tomorrow()).await;
+    assert_one_timing_difference(&app, &accountant, &out_no).await;
+    for date in [today(), tomorrow()] {
+        let close = format!("/v1/reconciliation/days/{WALLET}/{date}/close");
+        app.post(&close, &accountant, json!({})).await.expect(StatusCode::NO_CONTENT);
+    }
+}
+
+async fn a_late_payment_is_one_timing_difference_when_tomorrow_runs_first(app: TestApp) {
+    let (today_file, tomorrow_file, out_no) = late_payment_statements(&app).await;
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+
+    // Tomorrow first: a wrong-day line that is no discrepancy there.
+    upload(&app, &accountant, tomorrow_file.clone()).await.expect(StatusCode::CREATED);
+    let run = run_of(&app, &accountant, &tomorrow()).await;
+    assert_eq!(run["categories"], json!([{"category": "wrong_day", "count": 1, "amount": "12.50"}]));
+    assert_eq!(run["discrepancies_found"], 0);
+    assert_eq!(discrepancies_of(&app, &accountant, &tomorrow(), "all").await, Vec::<serde_json::Value>::new());
+
+    // Then today: the payment is not expected, it is on tomorrow's statement.
+    upload(&app, &accountant, today_file.clone()).await.expect(StatusCode::CREATED);
+    let run = run_of(&app, &accountant, &today()).await;
+    assert_eq!(run["discrepancies_found"], 0, "{run}");
+    let count = |name: &str| {
+        run["categories"].as_array().unwrap().iter().find(|c| c["category"] == name).map(|c| c["count"].clone())
+    };
+    assert_eq!((count("matched"), count("wrong_day"), count("expected")), (Some(json!(2)), Some(json!(1)), None));
+    assert_one_timing_difference(&app, &accountant, &out_no).await;
+
+    // Run again after the other arrived: still one, nothing open.
+    upload(&app, &accountant, regenerated(&tomorrow_file)).await.expect(StatusCode::CREATED);
+    run_of(&app, &accountant, &tomorrow()).await;
+    run_past_grace(&app, &today()).await;
+    upload(&app, &accountant, regenerated(&today_file)).await.expect(StatusCode::CREATED);
+    run_of(&app, &accountant, &today()).await;
+    assert_one_timing_difference(&app, &accountant, &out_no).await;
+    for date in [today(), tomorrow()] {
+        let close = format!("/v1/reconciliation/days/{WALLET}/{date}/close");
+        app.post(&close, &accountant, json!({})).await.expect(StatusCode::NO_CONTENT);
+    }
 }

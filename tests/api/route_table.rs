@@ -80,10 +80,13 @@ struct Row {
     /// facility's callback endpoint): the object is invisible to them, inside their region
     /// too, and they are answered as about a missing one.
     blind: &'static [&'static str],
+    /// The code of the refusal outside the scope: `OUT_OF_SCOPE`, or a code that says which
+    /// part of the request named the object (a statement's header), the same for a missing one.
+    outside_code: &'static str,
 }
 
 fn row(method: Method, template: &'static str, path: String, body: Body, allowed: &'static [&'static str]) -> Row {
-    Row { method, template, path, body, allowed, outside: Outside::Refused, blind: &[] }
+    Row { method, template, path, body, allowed, outside: Outside::Refused, blind: &[], outside_code: "OUT_OF_SCOPE" }
 }
 
 fn listing(template: &'static str, allowed: &'static [&'static str]) -> Row {
@@ -95,6 +98,7 @@ fn listing(template: &'static str, allowed: &'static [&'static str]) -> Row {
         allowed,
         outside: Outside::Filtered,
         blind: &[],
+        outside_code: "OUT_OF_SCOPE",
     }
 }
 
@@ -253,11 +257,22 @@ fn rows(w: &World) -> Vec<Row> {
             TERMINALS,
         ),
         row(M::POST, "/v1/callback-endpoints/{id}/rotate-secret", format!("{ep}/rotate-secret"), empty(), TERMINALS),
-        // Reconciliation of town B's facility wallet.
+        // Reconciliation of town B's facility wallet: a statement naming it in its header, and
+        // an upload that names it too.
+        Row {
+            outside_code: "STATEMENT_WALLET_OUT_OF_SCOPE",
+            ..row(
+                M::POST,
+                "/v1/reconciliation/statements",
+                "/v1/reconciliation/statements".into(),
+                Body::Bytes("text/csv", w.statement_b.clone()),
+                RECONCILE,
+            )
+        },
         row(
             M::POST,
             "/v1/reconciliation/statements",
-            "/v1/reconciliation/statements".into(),
+            format!("/v1/reconciliation/statements?wallet_id={WALLET_B}"),
             Body::Bytes("text/csv", w.statement_b.clone()),
             RECONCILE,
         ),
@@ -510,7 +525,7 @@ async fn every_route_answers_every_role_inside_and_outside_its_scope_as_the_tabl
             } else {
                 // Allowed, or blind to this object: refused like a missing object.
                 assert_eq!(outside.status, StatusCode::FORBIDDEN, "{role} outside, {name}: {}", outside.text);
-                assert_eq!(outside.code(), "OUT_OF_SCOPE", "{role} outside, {name}: {}", outside.text);
+                assert_eq!(outside.code(), row.outside_code, "{role} outside, {name}: {}", outside.text);
                 let missing_path = String::from_utf8(with_missing_ids(row.path.as_bytes(), &w)).unwrap();
                 let missing_body = match &row.body {
                     Body::None => Body::None,

@@ -260,7 +260,7 @@ fn run_with(generated: &Generated, carepay_entries: &[CarepayEntry], past_grace:
         carepay.push(entry).unwrap();
     }
 
-    let settings = MatchSettings { date: DAY.to_owned(), past_grace };
+    let settings = MatchSettings { date: DAY.to_owned(), past_grace, listed_elsewhere: Default::default() };
     let mut outcomes = Vec::new();
     reconcile(&settings, &statement, &carepay, |outcome| outcomes.push(outcome));
     outcomes
@@ -380,7 +380,7 @@ fn a_summary_counts_each_category_and_nets_the_statement() {
     for entry in &generated.carepay {
         carepay.push(entry).unwrap();
     }
-    let settings = MatchSettings { date: DAY.to_owned(), past_grace: false };
+    let settings = MatchSettings { date: DAY.to_owned(), past_grace: false, listed_elsewhere: Default::default() };
     reconcile(&settings, &statement, &carepay, |outcome| builder.add(&outcome, &statement, &carepay));
     let summary = builder.finish();
     // Statement: +100.00 payment, -(25.00 + 1 + 2500 % 997 fen) refund, +1.00 stranger, -1.00 adjustment.
@@ -404,4 +404,57 @@ fn business_days_are_shanghai_dates() {
     assert_eq!(business_day(UnixMs(start - 1)), "2026-11-27");
     assert_eq!(neighbourhood_ms(DAY), Some((start - MS_PER_DAY, start + 2 * MS_PER_DAY)));
     assert_eq!(day_start_ms("2026-13-01"), None);
+}
+
+#[test]
+fn a_record_a_neighbouring_days_statement_lists_is_a_timing_difference_not_a_missing_one() {
+    let start = day_start_ms(DAY).unwrap();
+    let record = |out_no: &str, settled_at_ms: i64, amount_fen: i64| CarepayEntry {
+        out_no: out_no.to_owned(),
+        operator_ref: Some(format!("OP{out_no}")),
+        kind: EntryKind::Payment,
+        status: EntryStatus::Success,
+        amount_fen,
+        expected_fee_fen: 0,
+        settled_at_ms,
+    };
+    let mut carepay = CarepaySide::default();
+    carepay.push(&record("P-late", start + MS_PER_DAY - 1_000, 1_250)).unwrap();
+    carepay.push(&record("P-gone", start + 3_600_000, 800)).unwrap();
+    let statement = StatementSide::default();
+    let settings = MatchSettings {
+        date: DAY.to_owned(),
+        past_grace: true,
+        listed_elsewhere: HashSet::from([String::from("P-late")]),
+    };
+    let mut outcomes = Vec::new();
+    let mut summary = SummaryBuilder::default();
+    reconcile(&settings, &statement, &carepay, |outcome| {
+        summary.add(&outcome, &statement, &carepay);
+        outcomes.push(outcome);
+    });
+    assert_eq!(
+        outcomes,
+        [
+            Outcome { category: Category::MissingInStatement, line: None, entry: Some(1), fields: Fields::NONE },
+            Outcome { category: Category::WrongDay, line: None, entry: Some(0), fields: Fields::BUSINESS_DAY },
+        ]
+    );
+    assert!(outcomes[0].is_discrepancy() && !outcomes[0].is_timing());
+    assert!(outcomes[1].is_timing() && !outcomes[1].is_discrepancy());
+    assert_eq!(summary.finish().open_discrepancies, 1);
+}
+
+#[test]
+fn a_pair_across_midnight_is_timing_only_while_nothing_but_the_day_differs() {
+    let pair = |fields: Fields| Outcome { category: Category::WrongDay, line: Some(0), entry: Some(0), fields };
+    let mut by_reference = Fields::BUSINESS_DAY;
+    by_reference.insert(Fields::OUT_NO);
+    let mut fee_too = Fields::BUSINESS_DAY;
+    fee_too.insert(Fields::FEE);
+    assert!(pair(Fields::BUSINESS_DAY).is_timing());
+    assert!(pair(by_reference).is_timing());
+    assert!(!pair(fee_too).is_timing() && pair(fee_too).is_discrepancy());
+    let expected = Outcome { category: Category::Expected, line: None, entry: Some(0), fields: Fields::NONE };
+    assert!(!expected.is_timing() && expected.is_discrepancy());
 }

@@ -5,7 +5,8 @@ mod read;
 mod write;
 
 pub use read::{
-    LineRef, ReadError, Reason, StatementReader, TextEncoding, open_statement, parse_yuan_fen as parse_signed_yuan_fen,
+    LINE_MINUTES_BEFORE_DAY, LineRef, ReadError, Reason, StatementReader, TextEncoding, open_statement,
+    parse_yuan_fen as parse_signed_yuan_fen,
 };
 pub use write::{
     COLUMNS, EntryKind, EntryStatus, StatementError, StatementHeader, StatementLine, StatementTotals, Yuan,

@@ -17,6 +17,8 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{Date, OffsetDateTime, PrimitiveDateTime};
 
+use crate::domain::money::Amount;
+
 use super::write::{COLUMNS, EntryKind, EntryStatus, StatementHeader, StatementLine, StatementTotals};
 
 /// No physical line of a valid file comes near this; a longer one is refused rather than
@@ -27,6 +29,15 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const UTF8_BOM: [u8; 3] = [0xef, 0xbb, 0xbf];
+/// U+FEFF in GB18030. The format allows a byte order mark on UTF-8 only.
+const GB18030_BOM: [u8; 4] = [0x84, 0x31, 0x95, 0x33];
+/// How far into the day before a line of a day's statement may be dated. The spec dates an
+/// entry by when it settled, always within the header's day; a writer that dates it by when
+/// it began instead shows an entry that settled across midnight as started late on the day
+/// before. Nothing settles later than it began by more than the longest a payment can wait
+/// for its payer (a QR order lives at most 30 minutes), so earlier lines, and any after the
+/// day, are of another day's file.
+pub const LINE_MINUTES_BEFORE_DAY: u32 = 30;
 const DETAIL_FIELDS: usize = 9;
 /// Yuan digits before the point: 15 keeps every amount (and a million of them) inside i64 fen.
 const MAX_YUAN_DIGITS: usize = 15;
@@ -71,6 +82,16 @@ pub enum Reason {
     AfterTrailer,
     #[error("the header names {field} {found}, expected {expected}")]
     WrongFile { field: &'static str, expected: String, found: String },
+    #[error(
+        "the file starts with a GB18030 byte order mark (84 31 95 33); only a UTF-8 statement may lead with one: \
+         save the GB18030 file without it"
+    )]
+    Gb18030Bom,
+    #[error(
+        "交易时间 {settled_at} is not of the header's business day {date}: a line is dated on that day \
+         (Asia/Shanghai), or from {earliest} for an entry that settled across midnight"
+    )]
+    OutsideDay { settled_at: String, date: String, earliest: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +107,9 @@ pub fn open_statement<'a, R: BufRead + 'a>(mut input: R) -> Result<StatementRead
     let gzipped = input.fill_buf().map_err(io_error)?.starts_with(&GZIP_MAGIC);
     let mut input: Box<dyn BufRead + 'a> =
         if gzipped { Box::new(BufReader::new(MultiGzDecoder::new(input))) } else { Box::new(input) };
+    if input.fill_buf().map_err(io_error)?.starts_with(&GB18030_BOM) {
+        return Err(ReadError { line_no: 1, reason: Reason::Gb18030Bom });
+    }
     let has_bom = input.fill_buf().map_err(io_error)?.starts_with(&UTF8_BOM);
     if has_bom {
         input.consume(UTF8_BOM.len());
@@ -109,6 +133,10 @@ pub struct StatementReader<R> {
     fields: Vec<(usize, usize)>,
     /// The physical line the last record returned started on.
     record_line_no: u64,
+    /// `[earliest, end)`: the times (`YYYY-MM-DD HH:MM:SS`, which order as text) a line of
+    /// the header's day may carry.
+    earliest: String,
+    end: String,
 }
 
 /// Where the current record's field ranges point.
@@ -166,6 +194,8 @@ impl<R: BufRead> StatementReader<R> {
             text: String::with_capacity(512),
             fields: Vec::with_capacity(DETAIL_FIELDS + 1),
             record_line_no: 0,
+            earliest: String::new(),
+            end: String::new(),
         };
         let header = reader.read_raw_line()?.to_vec();
         reader.header = std::str::from_utf8(&header)
@@ -174,6 +204,7 @@ impl<R: BufRead> StatementReader<R> {
             .and_then(split_simple)
             .and_then(|fields| parse_header(&fields))
             .ok_or_else(|| reader.fail(Reason::Header))?;
+        (reader.earliest, reader.end) = line_window(&reader.header.date).ok_or_else(|| reader.fail(Reason::Header))?;
 
         let columns = trim_line_end(reader.read_raw_line()?).to_vec();
         let columns = columns.as_slice();
@@ -266,6 +297,13 @@ impl<R: BufRead> StatementReader<R> {
         }
         let fields: [&str; DETAIL_FIELDS] = std::array::from_fn(|index| field(index).unwrap_or_default());
         let line = parse_detail(first_line_no, fields).map_err(fail)?;
+        if !(self.earliest.as_str() <= line.settled_at && line.settled_at < self.end.as_str()) {
+            return Err(fail(Reason::OutsideDay {
+                settled_at: line.settled_at.to_owned(),
+                date: self.header.date.clone(),
+                earliest: self.earliest.clone(),
+            }));
+        }
         self.record_line_no = first_line_no;
         let index = usize::try_from(self.computed.line_count).unwrap_or(usize::MAX);
         self.computed
@@ -525,6 +563,26 @@ fn parse_header(fields: &[&str]) -> Option<StatementHeader> {
     })
 }
 
+/// The times a line of business day `date` may carry, as the text bounds `[earliest, end)`.
+fn line_window(date: &str) -> Option<(String, String)> {
+    let day = Date::parse(date, format_description!("[year]-[month]-[day]")).ok()?;
+    let earliest = day.midnight().assume_offset(time::UtcOffset::UTC)
+        - time::Duration::minutes(i64::from(LINE_MINUTES_BEFORE_DAY));
+    let next = day.next_day()?;
+    let text = |date: Date, hms: (u8, u8, u8)| {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day(),
+            hms.0,
+            hms.1,
+            hms.2
+        )
+    };
+    Some((text(earliest.date(), earliest.time().as_hms()), text(next, (0, 0, 0))))
+}
+
 fn parse_trailer(fields: &[&str]) -> Option<StatementTotals> {
     let [tag, count, credit, debit, fee] = fields else { return None };
     if *tag != "#TOTAL" || count.is_empty() || !count.bytes().all(|b| b.is_ascii_digit()) || count.len() > 19 {
@@ -568,8 +626,10 @@ fn parse_detail(line_no: u64, fields: [&str; DETAIL_FIELDS]) -> Result<LineRef<'
     }
     let kind_parsed = EntryKind::parse(kind).ok_or_else(|| invalid("交易类型", kind))?;
     let status_parsed = EntryStatus::parse(status).ok_or_else(|| invalid("交易状态", status))?;
-    let amount_fen = parse_yuan_fen(amount).ok_or_else(|| invalid("金额", amount))?;
-    let fee_fen = parse_yuan_fen(fee).filter(|fen| *fen >= 0).ok_or_else(|| invalid("手续费", fee))?;
+    // Within what one amount of money may be, so every line books as a ledger entry.
+    let within = |fen: &i64| fen.unsigned_abs() <= Amount::MAX_FEN.unsigned_abs();
+    let amount_fen = parse_yuan_fen(amount).filter(within).ok_or_else(|| invalid("金额", amount))?;
+    let fee_fen = parse_yuan_fen(fee).filter(|fen| *fen >= 0 && within(fen)).ok_or_else(|| invalid("手续费", fee))?;
     Ok(LineRef {
         line_no,
         settled_at,

@@ -374,7 +374,8 @@ mod tests {
         carepay.push(&entry("P-1", 1250, day_start + 1)).unwrap();
         carepay.push(&entry("P-2", 1499, day_start + 2)).unwrap();
         carepay.push(&entry("P-3", 800, day_start + 3)).unwrap();
-        let settings = MatchSettings { date: String::from("2026-11-28"), past_grace: true };
+        let settings =
+            MatchSettings { date: String::from("2026-11-28"), past_grace: true, listed_elsewhere: Default::default() };
         let mut outcomes = Vec::new();
         reconcile(&settings, &statement, &carepay, |outcome| outcomes.push(outcome));
         // More than one chunk, so chunk boundaries are crossed too.

@@ -66,6 +66,76 @@ fn a_wrong_wallet_or_day_is_refused_on_line_one() {
 }
 
 #[test]
+fn a_gb18030_byte_order_mark_is_named_as_such() {
+    let mut with_bom = GB18030_BOM.to_vec();
+    with_bom.extend_from_slice(EXAMPLE_GB18030);
+    let err = open_statement(with_bom.as_slice()).err().expect("refused");
+    assert_eq!(err.line_no, 1);
+    assert_eq!(err.reason, Reason::Gb18030Bom);
+    assert!(err.to_string().starts_with("line 1: the file starts with a GB18030 byte order mark"), "{err}");
+    // Inside gzip too.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&with_bom).unwrap();
+    assert_eq!(open_statement(gz.finish().unwrap().as_slice()).err().map(|err| err.reason), Some(Reason::Gb18030Bom));
+}
+
+fn line_at(settled_at: &str) -> StatementLine {
+    StatementLine {
+        settled_at: settled_at.to_owned(),
+        operator_ref: String::from("OP1"),
+        out_no: String::from("P-1"),
+        kind: EntryKind::Payment,
+        status: EntryStatus::Success,
+        amount_fen: 1250,
+        fee_fen: 0,
+        counterparty: String::new(),
+        memo: String::new(),
+    }
+}
+
+#[test]
+fn a_line_is_of_the_headers_day_or_of_the_last_half_hour_before_it() {
+    // Header day 2026-11-28.
+    for ok in ["2026-11-28 00:00:00", "2026-11-28 23:59:59", "2026-11-27 23:30:00", "2026-11-27 23:59:59"] {
+        let bytes = write_statement(&header(), &[line_at(ok)]).unwrap();
+        assert!(read_all(&bytes).is_ok(), "{ok}");
+    }
+    for bad in ["2026-11-27 23:29:59", "2026-11-27 09:15:02", "2026-11-29 00:00:00", "2026-11-26 23:59:59"] {
+        let bytes = write_statement(&header(), &[line_at("2026-11-28 12:00:00"), line_at(bad)]).unwrap();
+        let err = read_all(&bytes).unwrap_err();
+        assert_eq!(err.line_no, 4, "{bad}: the offending line, after the header, columns and a good line");
+        assert!(matches!(&err.reason, Reason::OutsideDay { settled_at, .. } if settled_at == bad), "{err}");
+        assert!(err.to_string().contains("business day 2026-11-28"), "{err}");
+    }
+    // Across a month and a year end.
+    let new_year = StatementHeader { date: String::from("2027-01-01"), ..header() };
+    let bytes = write_statement(&new_year, &[line_at("2026-12-31 23:45:00")]).unwrap();
+    assert!(read_all(&bytes).is_ok());
+}
+
+#[test]
+fn a_file_whose_lines_are_all_of_the_day_before_its_header_is_refused_at_its_first_line() {
+    // The spec's example, its header moved to the next day.
+    let text = String::from_utf8(EXAMPLE_UTF8.to_vec()).unwrap();
+    let moved = text.replacen(",2026-11-28,", ",2026-11-29,", 1);
+    let err = read_all(moved.as_bytes()).unwrap_err();
+    assert_eq!(err.line_no, 3);
+    assert!(matches!(err.reason, Reason::OutsideDay { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("line 3: 交易时间 2026-11-28 07:31:05 is not of the header's business day 2026-11-29")
+    );
+}
+
+#[test]
+fn an_amount_beyond_any_ledger_amount_is_refused() {
+    let mut line = line_at("2026-11-28 12:00:00");
+    line.amount_fen = crate::domain::money::Amount::MAX_FEN + 1;
+    let bytes = write_statement(&header(), &[line]).unwrap();
+    assert!(matches!(read_all(&bytes).unwrap_err().reason, Reason::Field { field: "金额", .. }));
+}
+
+#[test]
 fn every_truncation_of_the_example_is_refused() {
     for len in 0..EXAMPLE_UTF8.len() {
         assert!(read_all(&EXAMPLE_UTF8[..len]).is_err(), "a file cut to {len} bytes was accepted");
