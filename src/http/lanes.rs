@@ -208,7 +208,26 @@ struct Refusal {
     retry_after_s: Option<u32>,
 }
 
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Ops => "ops",
+            Kind::Notifications => "notifications",
+            Kind::Terminal => "terminal",
+            Kind::BackOffice => "back_office",
+            Kind::Console => "console",
+            Kind::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
 impl Refusal {
+    /// Counted by lane and code, so an operator sees which bound is being met.
+    fn answer(self, kind: Kind, grpc: bool) -> Response {
+        metrics::counter!("http_admission_refused_total", "lane" => kind.as_str(), "code" => self.code).increment(1);
+        self.into_response(grpc)
+    }
+
     fn into_response(self, grpc: bool) -> Response {
         if grpc {
             let status = tonic::Status::new(self.grpc, format!("{}: {}", self.code, self.detail));
@@ -268,7 +287,7 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
                 Err(refused) => return refused.into_response(),
             };
             let Some(share) = state.lanes.per_token.try_acquire(principal.token_id.as_str()) else {
-                return OWN_SHARE_USED.into_response(grpc);
+                return OWN_SHARE_USED.answer(kind, grpc);
             };
             request.extensions_mut().insert(Authenticated(principal));
             Some(share)
@@ -276,14 +295,14 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
         Kind::Terminal => {
             let terminal = terminal_named(&request).map(|id| id.as_str().to_owned()).unwrap_or_default();
             let Some(share) = state.lanes.per_terminal.try_acquire(&terminal) else {
-                return OWN_SHARE_USED.into_response(grpc);
+                return OWN_SHARE_USED.answer(kind, grpc);
             };
             Some(share)
         }
         Kind::Ops | Kind::Notifications | Kind::Console | Kind::Unauthenticated => None,
     };
     let Some(_in_lane) = state.lanes.lane(kind).enter().await else {
-        return LANE_FULL.into_response(grpc);
+        return LANE_FULL.answer(kind, grpc);
     };
     let (parts, body) = request.into_parts();
     let (body, watch) = RateBody::wrap(body, state.body_rate);
@@ -296,7 +315,7 @@ pub async fn admit(State(state): State<AppState>, mut request: Request, next: Ne
         Err(_) => HANDLER_TOO_SLOW,
     };
     let too_slow = refusal.status == StatusCode::REQUEST_TIMEOUT;
-    let mut response = refusal.into_response(grpc);
+    let mut response = refusal.answer(kind, grpc);
     if too_slow {
         // The rest of the body is never read: the connection cannot carry another request.
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -82,7 +82,20 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
-    spawn_app_with(TestDatabase::new(backend).await, HttpSettings::default()).await
+    spawn_app_with(TestDatabase::new(backend).await, test_http_settings()).await
+}
+
+/// HTTP bounds for tests: each caller's share of its lane as large as the lane, so that
+/// tests of many concurrent requests from one terminal or token meet only the bounds they
+/// test (the admission tests set their own).
+pub fn test_http_settings() -> HttpSettings {
+    let defaults = HttpSettings::default();
+    let lanes = carepay::http::lanes::LaneSettings {
+        per_token_max_in_flight: u32::try_from(defaults.max_in_flight_requests).unwrap_or(u32::MAX),
+        per_terminal_max_in_flight: u32::try_from(defaults.lanes.terminal_max_in_flight).unwrap_or(u32::MAX),
+        ..defaults.lanes.clone()
+    };
+    HttpSettings { lanes, ..defaults }
 }
 
 /// The key list every test server seals with (`id:BASE64`), so a test can hand it to the
@@ -339,7 +352,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let address = format!("http://{}", listener.local_addr().expect("local addr"));
         tokio::spawn(async move {
-            let settings = HttpSettings::default();
+            let settings = test_http_settings();
             carepay::server::serve(app, &settings, listener, std::future::pending(), Duration::from_secs(1)).await
         });
         address

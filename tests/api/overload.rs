@@ -224,6 +224,14 @@ async fn one_tokens_slow_bodies_use_up_only_that_tokens_share(backend: Backend) 
 
     // The hostile token itself gets nothing more while its share is in use.
     app.get("/v1/regions", &hostile).await.expect_problem(StatusCode::TOO_MANY_REQUESTS, "TOO_MANY_IN_FLIGHT");
+    let metrics = app.raw(Method::GET, "/metrics", None, None).await.expect(StatusCode::OK);
+    assert!(
+        metrics.text.lines().any(|line| line.starts_with("http_admission_refused_total")
+            && line.contains("lane=\"back_office\"")
+            && line.contains("code=\"TOO_MANY_IN_FLIGHT\"")),
+        "refusals are counted by lane and code:\n{}",
+        metrics.text
+    );
 }
 
 async fn one_terminals_slow_requests_use_up_only_that_terminals_share(backend: Backend) {
