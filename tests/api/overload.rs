@@ -331,6 +331,13 @@ async fn a_client_sending_headers_a_byte_at_a_time_is_disconnected(backend: Back
     assert!(closed.is_ok(), "the server closes the connection");
     assert!(received.is_empty(), "no request was ever served: {}", String::from_utf8_lossy(&received));
 
+    // A connection that sends nothing at all (not even enough to tell HTTP/1.1 from HTTP/2)
+    // is closed too.
+    let mut silent = TcpStream::connect(host(&app)).await.expect("connect");
+    let mut chunk = [0u8; 64];
+    let read = tokio::time::timeout(PATIENCE, silent.read(&mut chunk)).await.expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
     // A client that sends its request at once is served as always.
     app.raw(Method::GET, "/healthz", None, None).await.expect(StatusCode::OK);
 }
