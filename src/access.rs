@@ -148,6 +148,26 @@ impl App {
         Ok(Principal { token_id: token.id.clone(), role: token.role, scope: token.scope(), request_id })
     }
 
+    /// [`App::authenticate`] for a client signing in from `client` (its address): a client
+    /// with too many recent failures is refused before its token is even looked up, and
+    /// only failures count, so callers with valid tokens are never slowed.
+    pub async fn sign_in_with_token(
+        &self,
+        client: &str,
+        presented: &str,
+        request_id: Option<String>,
+    ) -> Result<Principal> {
+        self.sign_in_failures
+            .allows(client, std::time::Instant::now())
+            .map_err(|retry_after_s| Error::SignInThrottled { retry_after_s })?;
+        let outcome = self.authenticate(presented, request_id).await;
+        if matches!(outcome, Err(Error::Unauthenticated)) {
+            // Spent whatever the bucket holds; the next attempt is the one refused.
+            let _ = self.sign_in_failures.check(client, std::time::Instant::now());
+        }
+        outcome
+    }
+
     pub async fn tokens(&self, principal: &Principal, page: &PageRequest) -> Result<Vec<ApiToken>> {
         require(principal, Action::ManageTokens)?;
         Ok(self.store.list_tokens(scope_filter(principal), self.page(page)).await?)

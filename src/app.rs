@@ -35,6 +35,10 @@ pub struct Limits {
     pub terminal_rate: Rate,
     /// Citizen ID numbers one token may reveal per hour.
     pub max_reveals_per_hour: u32,
+    /// Failed sign-ins (bearer tokens, console) one client may make per minute, sustained.
+    pub sign_in_failures_per_minute: u32,
+    /// ... and in a burst.
+    pub sign_in_failure_burst: u32,
 }
 
 impl Default for Limits {
@@ -45,6 +49,8 @@ impl Default for Limits {
             token_rate: Rate { per_second: 50, burst: 100 },
             terminal_rate: Rate { per_second: 50, burst: 100 },
             max_reveals_per_hour: 100,
+            sign_in_failures_per_minute: 30,
+            sign_in_failure_burst: 20,
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct App {
     pub terminal_rate: Arc<RateLimiter>,
     /// ID-number reveals per token and hour.
     pub reveal_quota: Arc<WindowQuota>,
+    /// Failed sign-ins per client; counted only on failure.
+    pub sign_in_failures: Arc<RateLimiter>,
     /// Seals secrets kept at rest (callback signing secrets). `App::new` starts with a key
     /// that lives as long as the process; `serve` installs the configured one.
     pub secrets: SecretBox,
@@ -88,6 +96,8 @@ pub struct App {
 impl App {
     pub fn new(store: Store, limits: Limits) -> App {
         let (token_rate, terminal_rate) = (limits.token_rate, limits.terminal_rate);
+        let sign_in_failures =
+            RateLimiter::per_minute(limits.sign_in_failures_per_minute, limits.sign_in_failure_burst);
         let reveal_quota = WindowQuota::new(limits.max_reveals_per_hour, MS_PER_HOUR);
         App {
             store,
@@ -99,6 +109,7 @@ impl App {
             token_rate: Arc::new(RateLimiter::new(token_rate)),
             terminal_rate: Arc::new(RateLimiter::new(terminal_rate)),
             reveal_quota: Arc::new(reveal_quota),
+            sign_in_failures: Arc::new(sign_in_failures),
             secrets: SecretBox::ephemeral(),
             reconciliation: ReconciliationSettings::default(),
             disbursement: crate::disbursement::DisbursementSettings::default(),

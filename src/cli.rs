@@ -370,6 +370,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let ServeArgs { database, serve, operator, reconciliation, demo } = *args;
             crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
             let worker_settings = serve.callbacks.worker_settings().map_err(anyhow::Error::msg)?;
+            let http_settings = serve.http_settings().map_err(anyhow::Error::msg)?;
             let secrets = serve.callbacks.keys.secret_box(&database)?;
             let store = open_store(&database).await?;
             tracing::info!(backend = store.backend().as_str(), "database ready");
@@ -434,7 +435,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }));
             crate::server::serve(
                 app,
-                &serve.http_settings(),
+                &http_settings,
                 listener,
                 crate::server::shutdown_signal(),
                 Duration::from_millis(serve.shutdown_grace_ms),

@@ -94,12 +94,15 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1_024..=268_435_456))]
     pub max_body_bytes: u64,
 
-    /// Longest a request may take before it is abandoned with 503.
+    /// Longest a request may take before it is abandoned: 408 while its body was still
+    /// arriving, 503 otherwise.
     #[arg(long, env = "CAREPAY_REQUEST_TIMEOUT_MS", default_value_t = 30_000,
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,
 
-    /// Requests served at once; beyond this, 503 with Retry-After.
+    /// Back-office API requests (bearer tokens) served at once; beyond this, a short wait,
+    /// then 503 with Retry-After. Terminals, operator notifications, the console and the ops
+    /// routes have lanes of their own (see the `--*-max-in-flight` settings).
     #[arg(long, env = "CAREPAY_MAX_IN_FLIGHT_REQUESTS", default_value_t = 512,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub max_in_flight_requests: u64,
@@ -150,6 +153,9 @@ pub struct ServeConfig {
     pub console_secure_cookie: bool,
 
     #[command(flatten)]
+    pub admission: AdmissionConfig,
+
+    #[command(flatten)]
     pub log: LogConfig,
 
     #[command(flatten)]
@@ -157,6 +163,98 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub disbursement: DisbursementConfig,
+}
+
+/// What one client, connection and request may hold: the lanes requests are admitted to,
+/// each caller's share of its lane, connection timeouts, the body rate floor, and the
+/// throttle on failed sign-ins.
+#[derive(Args, Clone, Debug)]
+pub struct AdmissionConfig {
+    /// Back-office requests one token may have in flight; beyond: 429.
+    #[arg(long, env = "CAREPAY_MAX_IN_FLIGHT_PER_TOKEN", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight_per_token: u32,
+
+    /// Terminal (gRPC) requests served at once.
+    #[arg(long, env = "CAREPAY_TERMINAL_MAX_IN_FLIGHT", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub terminal_max_in_flight: u64,
+
+    /// Requests one terminal may have in flight; beyond: RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CAREPAY_MAX_IN_FLIGHT_PER_TERMINAL", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_in_flight_per_terminal: u32,
+
+    /// Operator notifications received at once.
+    #[arg(long, env = "CAREPAY_NOTIFICATIONS_MAX_IN_FLIGHT", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub notifications_max_in_flight: u64,
+
+    /// Web console requests served at once.
+    #[arg(long, env = "CAREPAY_CONSOLE_MAX_IN_FLIGHT", default_value_t = 128,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub console_max_in_flight: u64,
+
+    /// /healthz, /readyz and /metrics requests served at once.
+    #[arg(long, env = "CAREPAY_OPS_MAX_IN_FLIGHT", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub ops_max_in_flight: u64,
+
+    /// Requests without credentials (OpenAPI document, unknown routes, gRPC health and
+    /// reflection) served at once.
+    #[arg(long, env = "CAREPAY_UNAUTHENTICATED_MAX_IN_FLIGHT", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub unauthenticated_max_in_flight: u64,
+
+    /// How long a request waits for a place in a full lane before 503.
+    #[arg(long, env = "CAREPAY_LANE_WAIT_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub lane_wait_ms: u64,
+
+    /// Longest a client may take to send a request's headers (and, once connected, its
+    /// first request) before the connection is closed.
+    #[arg(long, env = "CAREPAY_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_read_timeout_ms: u64,
+
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    #[arg(long, env = "CAREPAY_IDLE_CONNECTION_TIMEOUT_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(1_000..=86_400_000))]
+    pub idle_connection_timeout_ms: u64,
+
+    /// Connections open at once; further ones wait in the listen backlog.
+    #[arg(long, env = "CAREPAY_MAX_CONNECTIONS", default_value_t = 4_096,
+          value_parser = clap::value_parser!(u64).range(16..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Slowest a request body may arrive, in bytes a second (measured over each window of
+    /// waiting); slower: 408.
+    #[arg(long, env = "CAREPAY_BODY_MIN_RATE_BYTES_PER_S", default_value_t = 1_024,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub body_min_rate_bytes_per_s: u64,
+
+    /// The window over which the body rate is measured (and the grace a body starts with).
+    #[arg(long, env = "CAREPAY_BODY_RATE_WINDOW_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub body_rate_window_ms: u64,
+
+    /// Failed sign-ins (bearer tokens, console) one client may make per minute, sustained;
+    /// beyond: 429 before the token is even looked up. Successful sign-ins are not counted.
+    #[arg(long, env = "CAREPAY_SIGN_IN_FAILURES_PER_MINUTE", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub sign_in_failures_per_minute: u32,
+
+    /// Failed sign-ins one client may make in a burst.
+    #[arg(long, env = "CAREPAY_SIGN_IN_FAILURE_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub sign_in_failure_burst: u32,
+
+    /// Proxies (addresses or networks, comma-separated: `10.0.0.0/8,192.0.2.7`) whose
+    /// `X-Forwarded-For` names the client for per-client limits. Default: none; the peer
+    /// address is the client.
+    #[arg(long, env = "CAREPAY_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = crate::http::client_addr::ProxyNet::parse)]
+    pub trusted_proxies: Vec<crate::http::client_addr::ProxyNet>,
 }
 
 /// Subsidy disbursement bounds.
@@ -229,13 +327,43 @@ fn parse_amount(raw: &str) -> Result<Amount, String> {
 }
 
 impl ServeConfig {
-    pub fn http_settings(&self) -> HttpSettings {
-        HttpSettings {
-            max_body_bytes: usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX),
-            request_timeout_ms: self.request_timeout_ms,
-            max_in_flight_requests: usize::try_from(self.max_in_flight_requests).unwrap_or(usize::MAX),
-            console: crate::console::ConsoleSettings { secure_cookie: self.console_secure_cookie },
+    pub fn http_settings(&self) -> Result<HttpSettings, String> {
+        let admission = &self.admission;
+        let size = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
+        if u64::from(admission.max_in_flight_per_token) > self.max_in_flight_requests {
+            return Err(String::from(
+                "--max-in-flight-per-token (CAREPAY_MAX_IN_FLIGHT_PER_TOKEN) must not exceed --max-in-flight-requests",
+            ));
         }
+        if u64::from(admission.max_in_flight_per_terminal) > admission.terminal_max_in_flight {
+            return Err(String::from(
+                "--max-in-flight-per-terminal (CAREPAY_MAX_IN_FLIGHT_PER_TERMINAL) must not exceed --terminal-max-in-flight",
+            ));
+        }
+        Ok(HttpSettings {
+            max_body_bytes: size(self.max_body_bytes),
+            request_timeout_ms: self.request_timeout_ms,
+            max_in_flight_requests: size(self.max_in_flight_requests),
+            lanes: crate::http::lanes::LaneSettings {
+                per_token_max_in_flight: admission.max_in_flight_per_token,
+                terminal_max_in_flight: size(admission.terminal_max_in_flight),
+                per_terminal_max_in_flight: admission.max_in_flight_per_terminal,
+                notifications_max_in_flight: size(admission.notifications_max_in_flight),
+                console_max_in_flight: size(admission.console_max_in_flight),
+                ops_max_in_flight: size(admission.ops_max_in_flight),
+                unauthenticated_max_in_flight: size(admission.unauthenticated_max_in_flight),
+                lane_wait_ms: admission.lane_wait_ms,
+            },
+            body_rate: crate::http::body_rate::BodyRate {
+                min_bytes_per_s: admission.body_min_rate_bytes_per_s,
+                window_ms: admission.body_rate_window_ms,
+            },
+            header_read_timeout_ms: admission.header_read_timeout_ms,
+            idle_connection_timeout_ms: admission.idle_connection_timeout_ms,
+            max_connections: size(admission.max_connections),
+            trusted_proxies: crate::http::client_addr::TrustedProxies(admission.trusted_proxies.clone()),
+            console: crate::console::ConsoleSettings { secure_cookie: self.console_secure_cookie },
+        })
     }
 
     pub fn limits(&self) -> Limits {
@@ -247,6 +375,8 @@ impl ServeConfig {
                 burst: self.terminal_rate_burst,
             },
             max_reveals_per_hour: self.max_reveals_per_hour,
+            sign_in_failures_per_minute: self.admission.sign_in_failures_per_minute,
+            sign_in_failure_burst: self.admission.sign_in_failure_burst,
             ..Limits::default()
         }
     }

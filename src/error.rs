@@ -39,6 +39,9 @@ pub enum Error {
     /// The caller exceeded its request rate; retry after this many seconds.
     #[error("too many requests; retry in {retry_after_s} s")]
     RateLimited { retry_after_s: u32 },
+    /// Too many failed sign-ins came from this client lately; retry after this many seconds.
+    #[error("too many failed sign-ins; retry in {retry_after_s} s")]
+    SignInThrottled { retry_after_s: u32 },
     /// A dependency (the operator) did not answer; repeating the same request is safe.
     #[error("{detail}")]
     Unavailable { detail: String },

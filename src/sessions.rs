@@ -55,9 +55,10 @@ fn sha256_hex(text: &str) -> String {
 }
 
 impl App {
-    /// Sign in: the token is checked exactly as the API checks a bearer token.
-    pub async fn open_console_session(&self, presented_token: &str) -> Result<OpenedSession> {
-        let principal = self.authenticate(presented_token.trim(), None).await?;
+    /// Sign in from `client` (its address): the token is checked exactly as the API checks
+    /// a bearer token, failures counted against the same per-client throttle.
+    pub async fn open_console_session(&self, client: &str, presented_token: &str) -> Result<OpenedSession> {
+        let principal = self.sign_in_with_token(client, presented_token.trim(), None).await?;
         let token = self.store.token(&principal.token_id).await?.ok_or(Error::Unauthenticated)?;
         let now = UnixMs::now();
         let lifetime_end = UnixMs(now.0 + CONSOLE_SESSION_LIFETIME_MS);

@@ -2,10 +2,11 @@
 //! origin and a CSRF token compared in constant time.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Multipart, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Multipart, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect};
@@ -18,6 +19,7 @@ use super::layout::{Area, Lang, PageError, PageResult, Viewer, csrf_field, lang_
 use crate::domain::access::Principal;
 use crate::error::Error;
 use crate::http::AppState;
+use crate::http::client_addr::client_key;
 use crate::sessions::random_token;
 
 /// The session cookie: a random id whose SHA-256 names the session row.
@@ -260,6 +262,7 @@ pub struct SignInForm {
 pub async fn sign_in(
     State(state): State<AppState>,
     Extension(settings): Extension<ConsoleSettings>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     lang: Lang,
     body: Bytes,
@@ -270,7 +273,8 @@ pub async fn sign_in(
     if expected.is_empty() || !constant_time_eq(form.csrf.as_bytes(), expected.as_bytes()) {
         return Err(PageError::Forgery);
     }
-    match state.app.open_console_session(&form.token).await {
+    let client = client_key(state.trusted_proxies.client(peer.map(|Extension(ConnectInfo(addr))| addr), &headers));
+    match state.app.open_console_session(&client, &form.token).await {
         Ok(opened) => {
             let max_age_s =
                 u32::try_from((opened.expires_at.0 - crate::domain::time::UnixMs::now().0) / 1_000).unwrap_or(0);
@@ -290,6 +294,16 @@ pub async fn sign_in(
                 StatusCode::UNAUTHORIZED,
                 [(header::SET_COOKIE, cookie)],
                 sign_in_page(lang, &form_token, Some(problem)),
+            )
+                .into_response())
+        }
+        Err(Error::SignInThrottled { retry_after_s }) => {
+            // The form stays usable once the wait is over; its token is kept.
+            let problem = lang.t("登录失败次数过多，请稍后再试。", "Too many failed sign-ins; try again shortly.");
+            Ok((
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, HeaderValue::from(retry_after_s))],
+                sign_in_page(lang, expected, Some(problem)),
             )
                 .into_response())
         }

@@ -21,6 +21,9 @@ pub fn status(error: Error) -> tonic::Status {
         Error::RateLimited { retry_after_s } => {
             tonic::Status::resource_exhausted(format!("RATE_LIMITED: too many requests; retry in {retry_after_s} s"))
         }
+        Error::SignInThrottled { retry_after_s } => tonic::Status::resource_exhausted(format!(
+            "SIGN_IN_THROTTLED: too many failed sign-ins; retry in {retry_after_s} s"
+        )),
         Error::Unavailable { detail } => tonic::Status::unavailable(format!("UPSTREAM_UNAVAILABLE: {detail}")),
         Error::Internal(source) => {
             tracing::error!(error = ?source, "internal error");

@@ -103,6 +103,12 @@ impl From<Error> for ApiError {
                 format!("too many requests from this token; retry in {retry_after_s} s"),
             )
             .with_retry_after(retry_after_s),
+            Error::SignInThrottled { retry_after_s } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "SIGN_IN_THROTTLED",
+                format!("too many failed sign-ins from this client; retry in {retry_after_s} s"),
+            )
+            .with_retry_after(retry_after_s),
             Error::Unavailable { detail } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UPSTREAM_UNAVAILABLE", detail).with_retry_after(5)
             }

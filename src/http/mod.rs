@@ -3,11 +3,14 @@
 //! the result or error into a response. No SQL and no business rules live here.
 
 pub mod audit;
+pub mod body_rate;
 pub mod callbacks;
+pub mod client_addr;
 pub mod directory;
 pub mod disbursement;
 pub mod error;
 pub mod extract;
+pub mod lanes;
 pub mod notifications;
 pub mod ops;
 pub mod reconciliation;
@@ -20,11 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -36,14 +38,27 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::app::App;
 use error::ApiError;
 
-/// Bounds on what one HTTP request may cost; from config.
+/// Bounds on what one HTTP request, and one connection, may cost; from config.
 #[derive(Clone, Debug)]
 pub struct HttpSettings {
     pub max_body_bytes: usize,
     pub request_timeout_ms: u64,
-    /// Requests served at once; more are refused with 503 and `Retry-After` rather than
-    /// queued without bound.
+    /// Back-office requests served at once; more wait briefly, then are refused with 503 and
+    /// `Retry-After` rather than queued without bound. The other lanes are in `lanes`.
     pub max_in_flight_requests: usize,
+    /// The other lanes, and each caller's share.
+    pub lanes: lanes::LaneSettings,
+    /// The slowest a request body may arrive.
+    pub body_rate: body_rate::BodyRate,
+    /// Longest a client may take to send a request's headers (HTTP/1.1), or its first
+    /// request once connected.
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    pub idle_connection_timeout_ms: u64,
+    /// Connections open at once; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Proxies believed when they name the client in `X-Forwarded-For`.
+    pub trusted_proxies: client_addr::TrustedProxies,
     /// How the web console (`/console`) is served.
     pub console: crate::console::ConsoleSettings,
 }
@@ -54,6 +69,12 @@ impl Default for HttpSettings {
             max_body_bytes: 1024 * 1024,
             request_timeout_ms: 30_000,
             max_in_flight_requests: 512,
+            lanes: lanes::LaneSettings::default(),
+            body_rate: body_rate::BodyRate::default(),
+            header_read_timeout_ms: 10_000,
+            idle_connection_timeout_ms: 300_000,
+            max_connections: 4_096,
+            trusted_proxies: client_addr::TrustedProxies::default(),
             console: crate::console::ConsoleSettings::default(),
         }
     }
@@ -62,8 +83,10 @@ impl Default for HttpSettings {
 #[derive(Clone)]
 pub struct AppState {
     pub app: App,
-    in_flight: Arc<Semaphore>,
+    lanes: Arc<lanes::Lanes>,
     request_timeout: Duration,
+    body_rate: body_rate::BodyRate,
+    pub trusted_proxies: client_addr::TrustedProxies,
 }
 
 #[derive(OpenApi)]
@@ -122,8 +145,10 @@ pub fn router(app: App, settings: &HttpSettings) -> Router {
     let grpc = crate::grpc::router(app.clone());
     let state = AppState {
         app,
-        in_flight: Arc::new(Semaphore::new(settings.max_in_flight_requests)),
+        lanes: Arc::new(lanes::Lanes::new(settings.max_in_flight_requests, &settings.lanes)),
         request_timeout: Duration::from_millis(settings.request_timeout_ms),
+        body_rate: settings.body_rate,
+        trusted_proxies: settings.trusted_proxies.clone(),
     };
     let (api_router, document) = api().split_for_parts();
     let document = Arc::new(document);
@@ -142,7 +167,7 @@ pub fn router(app: App, settings: &HttpSettings) -> Router {
     routes
         .merge(grpc)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state, bound_request))
+        .layer(middleware::from_fn_with_state(state, lanes::admit))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(CatchPanicLayer::custom(|_panic| {
@@ -162,28 +187,6 @@ pub fn router(app: App, settings: &HttpSettings) -> Router {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "NO_SUCH_ROUTE", "no such route; see /openapi.json")
-}
-
-/// Shed load past the in-flight bound and cut requests off at the timeout, both with a
-/// problem response instead of an unbounded queue or a hung client.
-async fn bound_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Ok(_permit) = state.in_flight.try_acquire() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "OVERLOADED",
-            "too many requests in flight; retry shortly",
-        )
-        .with_retry_after(1)
-        .into_response();
-    };
-    match tokio::time::timeout(state.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT", "the request took too long and was abandoned")
-                .with_retry_after(1)
-                .into_response()
-        }
-    }
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {

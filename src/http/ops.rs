@@ -1,5 +1,5 @@
 //! Operational endpoints: liveness, readiness, metrics. Unauthenticated by design: they
-//! reveal nothing but whether the process and its database are up.
+//! reveal nothing but whether the process and its database are up, and if not, why.
 
 use axum::Router;
 use axum::extract::State;
@@ -9,6 +9,7 @@ use axum::routing::get;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::store::NotReady;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
@@ -19,16 +20,21 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// The process can reach its database now.
+/// The process can serve now: its database answers, is the one it opened, and has the
+/// schema this build expects. Says which of these failed (no paths or addresses).
 async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
-    match state.app.store.ping().await {
-        Ok(()) => Ok("ready\n"),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check failed");
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "DATABASE_UNAVAILABLE", "the database is not reachable")
-                .with_retry_after(5))
-        }
-    }
+    let not_ready = match state.app.store.readiness().await {
+        Ok(()) => return Ok("ready\n"),
+        Err(not_ready) => not_ready,
+    };
+    tracing::warn!(error = %not_ready, "readiness check failed");
+    let (code, detail) = match &not_ready {
+        NotReady::Unreachable(_) => ("DATABASE_UNAVAILABLE", String::from("the database is not reachable")),
+        NotReady::FileMissing => ("DATABASE_FILE_MISSING", not_ready.to_string()),
+        NotReady::FileReplaced => ("DATABASE_FILE_REPLACED", not_ready.to_string()),
+        NotReady::Schema { .. } => ("SCHEMA_MISMATCH", not_ready.to_string()),
+    };
+    Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, detail).with_retry_after(5))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -141,7 +141,9 @@ async fn measure_carepay(label: &str, url: &str, options: &BenchOptions) -> anyh
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server_app = app.clone();
     let server = tokio::spawn(async move {
-        let settings = HttpSettings { max_in_flight_requests: 100_000, ..HttpSettings::default() };
+        // The bench measures the payment path, not admission: every terminal is let in.
+        let lanes = crate::http::lanes::LaneSettings { terminal_max_in_flight: 100_000, ..Default::default() };
+        let settings = HttpSettings { max_in_flight_requests: 100_000, lanes, ..HttpSettings::default() };
         let stop = async move {
             let _ = stop_rx.await;
         };

@@ -165,6 +165,56 @@ pub struct Store {
     /// The keys audit records are appended with, shared by every clone (see
     /// [`Store::set_audit_keys`]).
     audit_keys: audit::AuditKeyCell,
+    /// SQLite: the database file as it was when the pool opened it, so readiness can tell
+    /// when the file at the configured path is gone or another one.
+    opened_file: Option<Arc<OpenedFile>>,
+}
+
+/// A database file and the identity it had when opened.
+#[derive(Debug)]
+struct OpenedFile {
+    path: std::path::PathBuf,
+    identity: FileIdentity,
+}
+
+/// What tells one file from another at the same path: device and inode on Unix; elsewhere
+/// only that a file is there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileIdentity {
+    device: u64,
+    inode: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &std::path::Path) -> std::io::Result<FileIdentity> {
+        let metadata = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt as _;
+            Ok(FileIdentity { device: metadata.dev(), inode: metadata.ino() })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = metadata;
+            Ok(FileIdentity { device: 0, inode: 0 })
+        }
+    }
+}
+
+/// Why the store cannot serve now.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(StoreError),
+    /// SQLite: nothing is at the configured path any more.
+    #[error("the database file opened at start is no longer at its path")]
+    FileMissing,
+    /// SQLite: another file is at the configured path than the one opened.
+    #[error("the file at the database's path is not the one opened at start")]
+    FileReplaced,
+    /// The database's schema is not the one this build migrates to.
+    #[error("schema version {expected} expected, found {}", found.map_or_else(|| String::from("none"), |v| v.to_string()))]
+    Schema { expected: i64, found: Option<i64> },
 }
 
 /// A write transaction, holding the SQLite write gate while it lives.
@@ -223,6 +273,16 @@ impl Store {
             })
             .connect_with(options)
             .await?;
+        // The first connection has opened (or created) the file by now.
+        let opened_file = match backend {
+            Backend::Sqlite => {
+                let options: sqlx::sqlite::SqliteConnectOptions = url.parse().map_err(StoreError::Database)?;
+                let path = options.get_filename().to_path_buf();
+                // In-memory databases have no file to watch.
+                FileIdentity::of(&path).ok().map(|identity| Arc::new(OpenedFile { path, identity }))
+            }
+            Backend::Postgres => None,
+        };
         let bulk = match backend {
             Backend::Postgres => Some(
                 sqlx::postgres::PgPoolOptions::new()
@@ -240,6 +300,7 @@ impl Store {
             bulk,
             group: None,
             audit_keys: audit::AuditKeyCell::default(),
+            opened_file,
         }
         .with_group_commit(settings.group_commit))
     }
@@ -280,11 +341,7 @@ impl Store {
     /// Apply pending migrations; applied ones are checked against their checksums, so
     /// running this on every start is safe.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATOR,
-            Backend::Postgres => &POSTGRES_MIGRATOR,
-        };
-        migrator.run(&self.pool).await?;
+        self.migrator().run(&self.pool).await?;
         Ok(())
     }
 
@@ -292,6 +349,38 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATOR,
+            Backend::Postgres => &POSTGRES_MIGRATOR,
+        }
+    }
+
+    /// Readiness in full: the database answers, it is the one opened (SQLite: the same file
+    /// is still at its path), and its schema is the one this build migrates to. A database
+    /// dropped and recreated empty, or a deleted file, answers queries and is still not ready.
+    pub async fn readiness(&self) -> Result<(), NotReady> {
+        if let Some(opened) = &self.opened_file {
+            match FileIdentity::of(&opened.path) {
+                Ok(identity) if identity == opened.identity => {}
+                Ok(_) => return Err(NotReady::FileReplaced),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(NotReady::FileMissing),
+                Err(error) => return Err(NotReady::Unreachable(StoreError::Database(sqlx::Error::Io(error)))),
+            }
+        }
+        let expected = self.migrator().iter().map(|migration| migration.version).max().unwrap_or(0);
+        let found: Option<i64> = match sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(found) => found,
+            // The server answered, but has no migrations table: an empty database.
+            Err(sqlx::Error::Database(_)) => None,
+            Err(other) => return Err(NotReady::Unreachable(StoreError::Database(other))),
+        };
+        if found == Some(expected) { Ok(()) } else { Err(NotReady::Schema { expected, found }) }
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {

@@ -82,7 +82,20 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
-    spawn_app_with(TestDatabase::new(backend).await, HttpSettings::default()).await
+    spawn_app_with(TestDatabase::new(backend).await, test_http_settings()).await
+}
+
+/// HTTP bounds for tests: each caller's share of its lane as large as the lane, so that
+/// tests of many concurrent requests from one terminal or token meet only the bounds they
+/// test (the admission tests set their own).
+pub fn test_http_settings() -> HttpSettings {
+    let defaults = HttpSettings::default();
+    let lanes = carepay::http::lanes::LaneSettings {
+        per_token_max_in_flight: u32::try_from(defaults.max_in_flight_requests).unwrap_or(u32::MAX),
+        per_terminal_max_in_flight: u32::try_from(defaults.lanes.terminal_max_in_flight).unwrap_or(u32::MAX),
+        ..defaults.lanes.clone()
+    };
+    HttpSettings { lanes, ..defaults }
 }
 
 /// The key list every test server seals with (`id:BASE64`), so a test can hand it to the
@@ -109,11 +122,22 @@ pub fn test_payment_settings() -> PaymentSettings {
 /// Limits for tests: rates high enough that only the rate-limit tests meet them.
 pub fn test_limits() -> Limits {
     let generous = Rate { per_second: 100_000, burst: 100_000 };
-    Limits { token_rate: generous, terminal_rate: generous, ..Limits::default() }
+    Limits {
+        token_rate: generous,
+        terminal_rate: generous,
+        sign_in_failures_per_minute: 1_000_000,
+        sign_in_failure_burst: 100_000,
+        ..Limits::default()
+    }
 }
+
+/// The sandbox operator's signing seed in tests, so a test can sign notifications as the
+/// operator would.
+pub const TEST_SANDBOX_SEED: [u8; 32] = [11; 32];
 
 pub fn test_sandbox_config() -> SandboxConfig {
     SandboxConfig {
+        signing_seed: Some(TEST_SANDBOX_SEED),
         confirm_delay_ms: 300,
         hang_ms: 3_000,
         notify: NotifySettings { time_scale: 0.01, ..NotifySettings::default() },
@@ -122,6 +146,10 @@ pub fn test_sandbox_config() -> SandboxConfig {
 }
 
 pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp {
+    spawn_app_with_limits(db, settings, test_limits()).await
+}
+
+pub async fn spawn_app_with_limits(db: TestDatabase, settings: HttpSettings, limits: Limits) -> TestApp {
     let store = db.store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
@@ -141,8 +169,7 @@ pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp
     .await
     .expect("sandbox operator");
     let sandbox = setup.sandbox.expect("in-process sandbox");
-    let mut app =
-        App::new(store, test_limits()).with_operator(setup.link).with_secrets(test_secrets()).with_clock(clock);
+    let mut app = App::new(store, limits).with_operator(setup.link).with_secrets(test_secrets()).with_clock(clock);
     app.payments = test_payment_settings();
     let worker_settings = WorkerSettings { poll_interval_ms: 50, ..WorkerSettings::default() };
     let (worker_stop, worker_stop_rx) = oneshot::channel::<()>();
@@ -325,7 +352,7 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
         let address = format!("http://{}", listener.local_addr().expect("local addr"));
         tokio::spawn(async move {
-            let settings = HttpSettings::default();
+            let settings = test_http_settings();
             carepay::server::serve(app, &settings, listener, std::future::pending(), Duration::from_secs(1)).await
         });
         address

@@ -18,6 +18,7 @@ mod keys;
 mod ledger;
 mod log_hygiene;
 mod ops;
+mod overload;
 mod payments;
 mod qr_orders;
 mod reconciliation;
