@@ -132,8 +132,19 @@ pub enum CallbackRuleError {
     BodyTooLarge,
     #[error("event data must be a JSON object")]
     DataNotObject,
-    #[error("must be a non-empty list of delays in milliseconds, each between 1 ms and 7 days")]
-    BadSchedule,
+    #[error("must list at least one delay in milliseconds")]
+    EmptySchedule,
+    #[error(
+        "at most {max} retries ({attempts} attempts in all) are allowed; {given} given",
+        max = RetrySchedule::MAX_RETRIES,
+        attempts = RetrySchedule::MAX_RETRIES + 1
+    )]
+    TooManyRetries { given: usize },
+    #[error(
+        "each delay must be at least 1 ms and at most {max} ms (7 days); {given} given",
+        max = RetrySchedule::MAX_DELAY_MS
+    )]
+    DelayOutOfRange { given: i64 },
 }
 
 /// A receiver URL: absolute http(s), bounded, without credentials or fragment. Parsed once
@@ -251,10 +262,16 @@ impl RetrySchedule {
     pub const MAX_RETRIES: usize = 50;
 
     pub fn new(delays_ms: Vec<i64>) -> Result<RetrySchedule, CallbackRuleError> {
-        let valid = !delays_ms.is_empty()
-            && delays_ms.len() <= Self::MAX_RETRIES
-            && delays_ms.iter().all(|delay| (1..=Self::MAX_DELAY_MS).contains(delay));
-        if valid { Ok(RetrySchedule(delays_ms)) } else { Err(CallbackRuleError::BadSchedule) }
+        if delays_ms.is_empty() {
+            return Err(CallbackRuleError::EmptySchedule);
+        }
+        if delays_ms.len() > Self::MAX_RETRIES {
+            return Err(CallbackRuleError::TooManyRetries { given: delays_ms.len() });
+        }
+        if let Some(given) = delays_ms.iter().find(|delay| !(1..=Self::MAX_DELAY_MS).contains(*delay)) {
+            return Err(CallbackRuleError::DelayOutOfRange { given: *given });
+        }
+        Ok(RetrySchedule(delays_ms))
     }
 
     pub fn delays_ms(&self) -> &[i64] {
@@ -416,6 +433,20 @@ mod tests {
         for event_type in EventType::ALL {
             assert_eq!(EventType::parse(event_type.as_str()), Some(*event_type));
         }
+    }
+
+    #[test]
+    fn a_refused_schedule_names_the_limit_it_broke() {
+        assert_eq!(RetrySchedule::new(Vec::new()), Err(CallbackRuleError::EmptySchedule));
+        assert!(RetrySchedule::new(vec![1; RetrySchedule::MAX_RETRIES]).is_ok());
+        let too_many = RetrySchedule::new(vec![1; RetrySchedule::MAX_RETRIES + 1]).unwrap_err();
+        assert_eq!(too_many.to_string(), "at most 50 retries (51 attempts in all) are allowed; 51 given");
+        let too_long = RetrySchedule::new(vec![1, RetrySchedule::MAX_DELAY_MS + 1]).unwrap_err();
+        assert_eq!(
+            too_long.to_string(),
+            "each delay must be at least 1 ms and at most 604800000 ms (7 days); 604800001 given"
+        );
+        assert_eq!(RetrySchedule::new(vec![0]), Err(CallbackRuleError::DelayOutOfRange { given: 0 }));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod delivery;
 mod endpoints;
 mod interop;
 pub mod receiver;
+mod settings;
 
 use std::time::Duration;
 
