@@ -25,4 +25,5 @@ mod route_table;
 mod scope;
 mod terminal_auth;
 mod terminal_signing;
+mod tls;
 mod tokens;

@@ -4,6 +4,7 @@
 
 mod crash;
 mod delivery;
+mod egress;
 mod endpoints;
 mod interop;
 pub mod receiver;
