@@ -91,6 +91,9 @@ pub struct App {
     /// What the payment use cases take as now: the system clock, except where the demo
     /// puts the district's last week in (the operator's clock then moves with it).
     pub clock: Clock,
+    /// Where callbacks may be sent: public addresses, the networks the operator allowed, never
+    /// carepay's own listening addresses. `App::new` allows public addresses only.
+    pub callback_egress: Arc<crate::domain::network::EgressPolicy>,
 }
 
 impl App {
@@ -114,6 +117,7 @@ impl App {
             reconciliation: ReconciliationSettings::default(),
             disbursement: crate::disbursement::DisbursementSettings::default(),
             clock: Clock::system(),
+            callback_egress: Arc::default(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The `carepay` command line.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -369,7 +370,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let ServeArgs { database, serve, operator, reconciliation, demo } = *args;
             crate::telemetry::init_logging(serve.log.log_format, &serve.log.log_filter);
-            let worker_settings = serve.callbacks.worker_settings().map_err(anyhow::Error::msg)?;
+            let extra_roots = serve.extra_roots()?;
+            let worker_settings = serve.callbacks.worker_settings(&extra_roots).map_err(anyhow::Error::msg)?;
             let http_settings = serve.http_settings().map_err(anyhow::Error::msg)?;
             let secrets = serve.callbacks.keys.secret_box(&database)?;
             let store = open_store(&database).await?;
@@ -384,15 +386,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let signer = operator_signer(&operator, &clock)?;
             let target = match &operator.operator_url {
                 None => OperatorTarget::InProcess(SandboxConfig { clock: clock.clone(), ..SandboxConfig::default() }),
-                Some(url) => {
-                    OperatorTarget::Remote { base_url: url.clone(), public_keys: operator.operator_public_keys.clone() }
-                }
+                Some(url) => OperatorTarget::Remote {
+                    base_url: url.clone(),
+                    public_keys: operator.operator_public_keys.clone(),
+                    allow_plain_http: operator.operator_allow_plain_http,
+                },
             };
             let notify_url = format!("http://{address}{}", crate::http::notifications::NOTIFICATIONS_PATH);
             let setup = crate::operator::setup::connect(
                 target,
                 signer,
-                operator.client_settings(),
+                operator.client_settings(&extra_roots),
                 Some(notify_url),
                 clock.clone(),
             )
@@ -404,6 +408,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.payments = operator.payment_settings();
             app.reconciliation = reconciliation.settings();
             app.disbursement = serve.disbursement.settings();
+            app.callback_egress = Arc::new(
+                serve.callbacks.egress_policy(std::iter::once(address).chain(setup.sandbox_address).collect()),
+            );
             if demo {
                 let sandbox = setup.sandbox.as_ref().context("--demo needs the in-process sandbox operator")?;
                 let seeded = crate::demo::seed(&app, sandbox).await;

@@ -10,12 +10,14 @@ use clap::Args;
 use crate::app::Limits;
 use crate::callbacks::secrets::SecretBox;
 use crate::callbacks::worker::WorkerSettings;
-use crate::domain::callbacks::{DEFAULT_RETRY_SCHEDULE_MS, RetrySchedule};
+use crate::domain::callbacks::{DEFAULT_RETRY_SCHEDULE_MS, MAX_RESPONSE_EXCERPT_BYTES, RetrySchedule};
 use crate::domain::money::Amount;
+use crate::domain::network::{EgressPolicy, Network};
 use crate::http::HttpSettings;
 use crate::store::PoolSettings;
 use crate::store::callbacks::HealthRules;
 use crate::telemetry::LogFormat;
+use crate::tls::ExtraRoots;
 
 #[derive(Args, Clone, Debug)]
 pub struct DatabaseConfig {
@@ -151,6 +153,12 @@ pub struct ServeConfig {
     /// (directly or behind a TLS-terminating proxy).
     #[arg(long, env = "CAREPAY_CONSOLE_SECURE_COOKIE")]
     pub console_secure_cookie: bool,
+
+    /// PEM file of CA certificates trusted for https (the wallet operator and callback
+    /// receivers) besides the built-in Mozilla roots: for on-premises CAs. Refused at start
+    /// when unreadable or without a certificate.
+    #[arg(long, env = "CAREPAY_EXTRA_CA_FILE")]
+    pub extra_ca_file: Option<PathBuf>,
 
     #[command(flatten)]
     pub admission: AdmissionConfig,
@@ -327,6 +335,14 @@ fn parse_amount(raw: &str) -> Result<Amount, String> {
 }
 
 impl ServeConfig {
+    /// The extra trusted CAs, read and checked now.
+    pub fn extra_roots(&self) -> anyhow::Result<ExtraRoots> {
+        match &self.extra_ca_file {
+            Some(path) => ExtraRoots::load(path, "--extra-ca-file (CAREPAY_EXTRA_CA_FILE)"),
+            None => Ok(ExtraRoots::default()),
+        }
+    }
+
     pub fn http_settings(&self) -> Result<HttpSettings, String> {
         let admission = &self.admission;
         let size = |value: u64| usize::try_from(value).unwrap_or(usize::MAX);
@@ -386,8 +402,14 @@ impl ServeConfig {
 #[derive(Args, Clone, Debug)]
 pub struct OperatorConfig {
     /// The operator's base URL. When unset, the sandbox operator runs in-process.
+    /// `https://` (or `http://` to a loopback address, or with --operator-allow-plain-http).
     #[arg(long, env = "CAREPAY_OPERATOR_URL")]
     pub operator_url: Option<String>,
+
+    /// Accept an `http://` operator URL on a non-loopback host (a private link, or a
+    /// TLS-terminating sidecar): requests and answers are signed, but travel in clear.
+    #[arg(long, env = "CAREPAY_OPERATOR_ALLOW_PLAIN_HTTP")]
+    pub operator_allow_plain_http: bool,
 
     /// The operator's public signing key(s) as KEY_ID=BASE64 (Ed25519); repeat or separate
     /// with commas. Required with --operator-url.
@@ -432,10 +454,11 @@ pub struct OperatorConfig {
 }
 
 impl OperatorConfig {
-    pub fn client_settings(&self) -> crate::operator::client::OperatorSettings {
+    pub fn client_settings(&self, extra_roots: &ExtraRoots) -> crate::operator::client::OperatorSettings {
         crate::operator::client::OperatorSettings {
             timeout_ms: self.operator_timeout_ms,
             max_in_flight: usize::try_from(self.operator_max_in_flight).unwrap_or(usize::MAX),
+            extra_roots: extra_roots.clone(),
             ..Default::default()
         }
     }
@@ -505,6 +528,19 @@ pub struct CallbackConfig {
           value_parser = parse_schedule)]
     pub callback_retry_schedule_ms: ScheduleArg,
 
+    /// Networks callbacks may reach although they are not public (loopback, private,
+    /// link-local, ...), for on-premises receivers and tests: comma-separated CIDRs or
+    /// addresses (`10.20.0.0/16,fd00::/8`). Default: none, public addresses only. carepay's
+    /// own listening address is refused whatever this says.
+    #[arg(long = "callback-allowed-network", env = "CAREPAY_CALLBACK_ALLOWED_NETWORKS", value_delimiter = ',',
+          value_parser = Network::parse)]
+    pub callback_allowed_networks: Vec<Network>,
+
+    /// Bytes of a receiver's answer kept with each attempt, for its owner to read.
+    #[arg(long, env = "CAREPAY_CALLBACK_RESPONSE_EXCERPT_BYTES", default_value_t = 256,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_RESPONSE_EXCERPT_BYTES as u64))]
+    pub callback_response_excerpt_bytes: u64,
+
     #[command(flatten)]
     pub keys: SecretKeyConfig,
 }
@@ -573,7 +609,12 @@ fn parse_schedule(raw: &str) -> Result<ScheduleArg, String> {
 }
 
 impl CallbackConfig {
-    pub fn worker_settings(&self) -> Result<WorkerSettings, String> {
+    /// The egress rules: the allowed networks, and `own`, the addresses this instance serves on.
+    pub fn egress_policy(&self, own: Vec<SocketAddr>) -> EgressPolicy {
+        EgressPolicy::new(self.callback_allowed_networks.clone(), own)
+    }
+
+    pub fn worker_settings(&self, extra_roots: &ExtraRoots) -> Result<WorkerSettings, String> {
         if self.callback_lease_ms <= self.callback_request_timeout_ms {
             return Err(String::from(
                 "--callback-lease-ms (CAREPAY_CALLBACK_LEASE_MS) must exceed --callback-request-timeout-ms",
@@ -591,6 +632,8 @@ impl CallbackConfig {
                 failure_window_ms: as_i64(self.callback_failure_window_ms),
             },
             schedule: self.callback_retry_schedule_ms.0.clone(),
+            response_excerpt_bytes: usize::try_from(self.callback_response_excerpt_bytes).unwrap_or(0),
+            extra_roots: extra_roots.clone(),
             ..WorkerSettings::default()
         })
     }

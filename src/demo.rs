@@ -254,7 +254,7 @@ pub async fn seed(app: &App, sandbox: &Sandbox) -> anyhow::Result<DemoReport> {
         .collect();
     owners.push((EventOwner::Office(district.id.clone()), &["transfer.failed", "batch.completed"][..]));
     for (n, (owner, event_types)) in owners.into_iter().enumerate() {
-        let url = format!("http://127.0.0.1:9/carepay-demo/{n}");
+        let url = format!("https://carepay-demo.invalid/{n}");
         let known = app.endpoints(&seeder, Some(&owner), &PageRequest::default()).await.map_err(demo_error)?;
         if known.iter().any(|endpoint| endpoint.url.as_str() == url) {
             continue;

@@ -32,3 +32,4 @@ pub mod sessions;
 pub mod store;
 pub mod telemetry;
 pub mod terminal_cache;
+pub mod tls;

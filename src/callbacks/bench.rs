@@ -17,6 +17,7 @@ use crate::domain::access::Principal;
 use crate::domain::callbacks::{EndpointUrl, EventTypes};
 use crate::domain::directory::{FacilityKind, Name, RegionLevel, Scope, WalletId};
 use crate::domain::ids::TokenId;
+use crate::domain::network::{EgressPolicy, Network};
 use crate::domain::role::Role;
 use crate::domain::time::UnixMs;
 use crate::store::{Backend, PoolSettings, Store};
@@ -116,7 +117,10 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
 async fn bench_on(url: &str, options: &BenchOptions) -> anyhow::Result<BenchReport> {
     let store = Store::connect(url, &PoolSettings::default()).await?;
     store.migrate().await?;
-    let app = App::new(store.clone(), Limits::default());
+    let mut app = App::new(store.clone(), Limits::default());
+    // The receiver is on this machine's loopback.
+    app.callback_egress =
+        Arc::new(EgressPolicy::new(vec![Network::parse("127.0.0.0/8").map_err(anyhow::Error::msg)?], Vec::new()));
     let received = Arc::new(AtomicU64::new(0));
     let receiver_url = start_receiver(received.clone()).await?;
 

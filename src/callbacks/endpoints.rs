@@ -116,8 +116,15 @@ impl App {
         }
     }
 
+    /// Refuse a URL whose host the egress rules forbid (checked again, resolved, whenever
+    /// a callback connects).
+    fn check_callback_url(&self, url: &EndpointUrl) -> Result<()> {
+        url.check_target(&self.callback_egress).map_err(|refusal| Error::invalid("url", "URL_NOT_ALLOWED", refusal))
+    }
+
     pub async fn create_endpoint(&self, principal: &Principal, new: NewEndpoint) -> Result<EndpointWithSecret> {
         require(principal, manage_action(new.owner.kind()))?;
+        self.check_callback_url(&new.url)?;
         let (region_id, region_path) = self.owner_path(principal, &new.owner).await?;
         let id = EndpointId::generate();
         let secret = SigningSecret::generate().map_err(internal)?;
@@ -228,6 +235,9 @@ impl App {
         change: EndpointChange,
     ) -> Result<Endpoint> {
         Self::require_any(principal, manage_action)?;
+        if let Some(url) = &change.url {
+            self.check_callback_url(url)?;
+        }
         let current = self.visible_endpoint(principal, id, manage_action).await?;
         let (status, disabled_reason) = match change.enabled {
             None => (current.status, current.disabled_reason),

@@ -6,11 +6,13 @@
 //!   reports (or [`App::publish_event`] when it has none), so no event is lost or invented.
 //! - [`endpoints`]: owners manage where callbacks go; secrets are sealed at rest
 //!   ([`secrets`]) and signed per the spec ([`signing`]).
-//! - [`worker`]: claims due deliveries with leases, signs, sends, retries on a schedule.
+//! - [`worker`]: claims due deliveries with leases, signs, sends, retries on a schedule,
+//!   through [`egress`]'s clients, which reach only addresses the egress rules allow.
 //! - Delivery is at least once: receivers dedupe on `webhook-id` and use `object_version`
 //!   to discard stale callbacks, since retries may reorder them.
 
 pub mod bench;
+pub mod egress;
 pub mod endpoints;
 pub mod secrets;
 pub mod signing;

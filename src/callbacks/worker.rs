@@ -16,15 +16,17 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::egress::{ClientSettings, EgressClients, NameLookup, refusal_in};
 use super::endpoints::open_signer;
 use super::signing::EndpointSigner;
 use crate::app::App;
 use crate::domain::callbacks::{
-    Attempt, AttemptResult, Endpoint, EndpointStatus, RetrySchedule, parse_retry_after, verdict,
+    Attempt, AttemptResult, Endpoint, EndpointStatus, RetrySchedule, parse_retry_after, response_excerpt, verdict,
 };
 use crate::domain::ids::{AttemptId, EndpointId, EventId};
 use crate::domain::time::UnixMs;
 use crate::store::callbacks::{ClaimStrategy, ClaimedDelivery, HealthRules, Outcome, OutcomeResult};
+use crate::tls::ExtraRoots;
 
 /// The worker's bounds and timings; from config (`--callback-*`).
 #[derive(Clone, Debug)]
@@ -43,10 +45,15 @@ pub struct WorkerSettings {
     /// When a failing endpoint is disabled.
     pub health: HealthRules,
     pub schedule: RetrySchedule,
-    /// Bytes of a response body kept so the owner can see what the receiver said.
+    /// Bytes of a response body kept so the owner can see what the receiver said (at most
+    /// `MAX_RESPONSE_EXCERPT_BYTES`).
     pub response_excerpt_bytes: usize,
     /// `None`: the best claim SQL for the backend.
     pub claim_strategy: Option<ClaimStrategy>,
+    /// CAs trusted for https receivers besides the built-in roots.
+    pub extra_roots: ExtraRoots,
+    /// How receivers' names are resolved (the system resolver; a fixed table in tests).
+    pub lookup: NameLookup,
 }
 
 impl Default for WorkerSettings {
@@ -59,8 +66,10 @@ impl Default for WorkerSettings {
             batch_size: 256,
             health: HealthRules { failure_threshold: 20, failure_window_ms: 2 * 86_400_000 },
             schedule: RetrySchedule::default(),
-            response_excerpt_bytes: 1_024,
+            response_excerpt_bytes: 256,
             claim_strategy: None,
+            extra_roots: ExtraRoots::default(),
+            lookup: NameLookup::system(),
         }
     }
 }
@@ -80,19 +89,20 @@ impl WorkerHandle {
     }
 }
 
-/// Start delivering. Fails only if the HTTP client cannot be built.
+/// Start delivering, where `app.callback_egress` allows. Fails only if the HTTP clients
+/// cannot be built.
 pub fn spawn(app: App, settings: WorkerSettings) -> anyhow::Result<WorkerHandle> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(settings.request_timeout_ms))
-        .connect_timeout(Duration::from_millis(settings.request_timeout_ms.min(5_000)))
-        // A redirect is a failure: the signed request was for this URL, and following it
-        // could carry the callback somewhere its owner never registered.
-        .redirect(reqwest::redirect::Policy::none())
-        .pool_max_idle_per_host(settings.concurrency)
-        .user_agent(concat!("carepay-callbacks/", env!("CARGO_PKG_VERSION")))
-        .build()?;
+    let clients = EgressClients::build(
+        app.callback_egress.clone(),
+        &ClientSettings {
+            request_timeout_ms: settings.request_timeout_ms,
+            max_idle_per_host: settings.concurrency,
+            extra_roots: settings.extra_roots.clone(),
+            lookup: settings.lookup.clone(),
+        },
+    )?;
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run(app, Arc::new(settings), client, stopped));
+    let task = tokio::spawn(run(app, Arc::new(settings), Arc::new(clients), stopped));
     Ok(WorkerHandle { stop, task })
 }
 
@@ -109,7 +119,7 @@ struct Job {
 /// The endpoints of one claim, each with what signs for it.
 type ClaimedEndpoints = HashMap<EndpointId, (Arc<Endpoint>, Option<Arc<EndpointSigner>>)>;
 
-async fn run(app: App, settings: Arc<WorkerSettings>, client: reqwest::Client, mut stopped: watch::Receiver<bool>) {
+async fn run(app: App, settings: Arc<WorkerSettings>, clients: Arc<EgressClients>, mut stopped: watch::Receiver<bool>) {
     let instance = format!("wrk_{}", uuid::Uuid::new_v4().simple());
     let strategy = settings.claim_strategy.unwrap_or_else(|| ClaimStrategy::best_for(app.store.backend()));
     let permits = Arc::new(Semaphore::new(settings.concurrency));
@@ -137,7 +147,7 @@ async fn run(app: App, settings: Arc<WorkerSettings>, client: reqwest::Client, m
         let full = jobs.len() >= free;
         for job in jobs {
             let Ok(permit) = permits.clone().acquire_owned().await else { break };
-            tokio::spawn(deliver(job, permit, client.clone(), settings.clone(), outcomes.clone()));
+            tokio::spawn(deliver(job, permit, clients.clone(), settings.clone(), outcomes.clone()));
         }
         if !full {
             tokio::select! {
@@ -192,7 +202,7 @@ async fn claim_round(
 async fn deliver(
     job: Job,
     _permit: OwnedSemaphorePermit,
-    client: reqwest::Client,
+    clients: Arc<EgressClients>,
     settings: Arc<WorkerSettings>,
     outcomes: mpsc::Sender<Outcome>,
 ) {
@@ -201,7 +211,7 @@ async fn deliver(
     let result = if job.endpoint.status != EndpointStatus::Enabled {
         OutcomeResult::EndpointDisabled
     } else {
-        attempt(&job, &client, &settings).await
+        attempt(&job, &clients, &settings).await
     };
     let outcome = Outcome { claim: job.claim, event_id, endpoint_id, result };
     // A closed channel means the worker is stopping without a recorder: the lease expires
@@ -209,12 +219,12 @@ async fn deliver(
     let _ = outcomes.send(outcome).await;
 }
 
-async fn attempt(job: &Job, client: &reqwest::Client, settings: &WorkerSettings) -> OutcomeResult {
+async fn attempt(job: &Job, clients: &EgressClients, settings: &WorkerSettings) -> OutcomeResult {
     let started_at = UnixMs::now();
     let started = Instant::now();
     let (status_code, retry_after_ms, error, excerpt) = match &job.signer {
-        None => (None, None, Some("signing secret unavailable"), String::new()),
-        Some(signer) => send(job, signer, client, started_at, settings.response_excerpt_bytes).await,
+        None => (None, None, Some(String::from("signing secret unavailable")), String::new()),
+        Some(signer) => send(job, signer, clients, started_at, settings.response_excerpt_bytes).await,
     };
     let latency_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     let number = job.delivery.attempts + 1;
@@ -238,7 +248,7 @@ async fn attempt(job: &Job, client: &reqwest::Client, settings: &WorkerSettings)
         started_at,
         latency_ms,
         status_code: status_code.map(i64::from),
-        error: error.map(str::to_owned),
+        error,
         response_excerpt: excerpt,
         next_attempt_at: None,
     };
@@ -246,14 +256,19 @@ async fn attempt(job: &Job, client: &reqwest::Client, settings: &WorkerSettings)
 }
 
 /// POST the signed body. Returns the status, the `Retry-After` in ms, why no response
-/// arrived (if none did) and the start of the response body.
+/// arrived (if none did) and the start of the response body. A connection the egress rules
+/// refuse is never opened: its attempt carries the reason and no excerpt.
 async fn send(
     job: &Job,
     signer: &EndpointSigner,
-    client: &reqwest::Client,
+    clients: &EgressClients,
     started_at: UnixMs,
     excerpt_bytes: usize,
-) -> (Option<u16>, Option<i64>, Option<&'static str>, String) {
+) -> (Option<u16>, Option<i64>, Option<String>, String) {
+    let client = match clients.client_for(&job.endpoint.url) {
+        Ok(client) => client,
+        Err(refused) => return (None, None, Some(refused.to_string()), String::new()),
+    };
     let message_id: &EventId = &job.delivery.event_id;
     let timestamp_s = started_at.0.div_euclid(1_000);
     let signature = signer.header(message_id.as_str(), timestamp_s, &job.delivery.body);
@@ -282,22 +297,24 @@ async fn send(
                     Ok(None) | Err(_) => break,
                 }
             }
-            (Some(status), retry_after, None, String::from_utf8_lossy(&excerpt).into_owned())
+            (Some(status), retry_after, None, response_excerpt(&excerpt, excerpt_bytes))
         }
         Err(error) => (None, None, Some(classify(&error)), String::new()),
     }
 }
 
-/// Why no response arrived, in a word the owner can act on (never internal detail).
-fn classify(error: &reqwest::Error) -> &'static str {
-    if error.is_timeout() {
-        "timeout"
+/// Why no response arrived, in words the owner can act on (never internal detail).
+fn classify(error: &reqwest::Error) -> String {
+    if let Some(refused) = refusal_in(error) {
+        refused.to_string()
+    } else if let Some(tls) = crate::tls::tls_failure(error) {
+        tls
+    } else if error.is_timeout() {
+        String::from("timeout")
     } else if error.is_connect() {
-        "connection failed"
-    } else if error.is_builder() || error.is_request() && error.url().is_some_and(|url| url.scheme() == "https") {
-        "request could not be sent (https needs a TLS-enabled build)"
+        String::from("connection failed")
     } else {
-        "connection broken"
+        String::from("connection broken")
     }
 }
 

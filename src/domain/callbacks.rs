@@ -4,6 +4,7 @@
 
 use super::directory::{RegionPath, text_enum};
 use super::ids::{EndpointId, EventId, FacilityId, RegionId};
+use super::network::{EgressPolicy, Refusal};
 use super::time::UnixMs;
 
 /// Longest endpoint URL accepted. Long enough for any real receiver, short enough to keep
@@ -132,8 +133,19 @@ pub enum CallbackRuleError {
     BodyTooLarge,
     #[error("event data must be a JSON object")]
     DataNotObject,
-    #[error("must be a non-empty list of delays in milliseconds, each between 1 ms and 7 days")]
-    BadSchedule,
+    #[error("must list at least one delay in milliseconds")]
+    EmptySchedule,
+    #[error(
+        "at most {max} retries ({attempts} attempts in all) are allowed; {given} given",
+        max = RetrySchedule::MAX_RETRIES,
+        attempts = RetrySchedule::MAX_RETRIES + 1
+    )]
+    TooManyRetries { given: usize },
+    #[error(
+        "each delay must be at least 1 ms and at most {max} ms (7 days); {given} given",
+        max = RetrySchedule::MAX_DELAY_MS
+    )]
+    DelayOutOfRange { given: i64 },
 }
 
 /// A receiver URL: absolute http(s), bounded, without credentials or fragment. Parsed once
@@ -165,6 +177,23 @@ impl EndpointUrl {
 
     pub fn from_trusted(raw: String) -> EndpointUrl {
         EndpointUrl(raw)
+    }
+
+    /// The host (a name or a literal address, as WHATWG parsing normalised it) and the port
+    /// a request to this URL connects to.
+    pub fn host_and_port(&self) -> Option<(url::Host<String>, u16)> {
+        let url = url::Url::parse(&self.0).ok()?;
+        Some((url.host()?.to_owned(), url.port_or_known_default()?))
+    }
+
+    /// Whether the egress rules let a callback go to this URL's host, as far as can be told
+    /// without resolving a name (names are checked again, resolved, at connect time).
+    pub fn check_target(&self, policy: &EgressPolicy) -> Result<(), Refusal> {
+        match self.host_and_port() {
+            Some((host, port)) => policy.check_host(&host, port),
+            // Parsed when it was registered; a stored URL that no longer parses goes nowhere.
+            None => Err(Refusal::Unusable),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -251,10 +280,16 @@ impl RetrySchedule {
     pub const MAX_RETRIES: usize = 50;
 
     pub fn new(delays_ms: Vec<i64>) -> Result<RetrySchedule, CallbackRuleError> {
-        let valid = !delays_ms.is_empty()
-            && delays_ms.len() <= Self::MAX_RETRIES
-            && delays_ms.iter().all(|delay| (1..=Self::MAX_DELAY_MS).contains(delay));
-        if valid { Ok(RetrySchedule(delays_ms)) } else { Err(CallbackRuleError::BadSchedule) }
+        if delays_ms.is_empty() {
+            return Err(CallbackRuleError::EmptySchedule);
+        }
+        if delays_ms.len() > Self::MAX_RETRIES {
+            return Err(CallbackRuleError::TooManyRetries { given: delays_ms.len() });
+        }
+        if let Some(given) = delays_ms.iter().find(|delay| !(1..=Self::MAX_DELAY_MS).contains(*delay)) {
+            return Err(CallbackRuleError::DelayOutOfRange { given: *given });
+        }
+        Ok(RetrySchedule(delays_ms))
     }
 
     pub fn delays_ms(&self) -> &[i64] {
@@ -324,6 +359,24 @@ pub fn verdict(result: AttemptResult, attempt: i64, schedule: &RetrySchedule, no
 pub fn parse_retry_after(raw: &str) -> Option<i64> {
     let seconds: i64 = raw.trim().parse().ok()?;
     (seconds >= 0).then(|| seconds.saturating_mul(1_000))
+}
+
+/// Most bytes of a receiver's answer kept with an attempt: enough to see what went wrong,
+/// too little to make carepay a way of reading other systems' pages.
+pub const MAX_RESPONSE_EXCERPT_BYTES: usize = 1_024;
+
+/// What is kept of a receiver's answer: at most `max_bytes` of it (cut at a character
+/// boundary), as text, with control characters (line breaks and terminal escapes included)
+/// replaced by spaces so the excerpt cannot forge lines in a log or a terminal.
+pub fn response_excerpt(body: &[u8], max_bytes: usize) -> String {
+    let body = &body[..body.len().min(max_bytes.min(MAX_RESPONSE_EXCERPT_BYTES))];
+    // A character cut at the end is dropped rather than shown as a replacement character.
+    let complete = match std::str::from_utf8(body) {
+        Ok(_) => body,
+        Err(error) if error.error_len().is_none() => &body[..error.valid_up_to()],
+        Err(_) => body,
+    };
+    String::from_utf8_lossy(complete).chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 /// An endpoint as stored, without its secrets.
@@ -416,6 +469,31 @@ mod tests {
         for event_type in EventType::ALL {
             assert_eq!(EventType::parse(event_type.as_str()), Some(*event_type));
         }
+    }
+
+    #[test]
+    fn a_refused_schedule_names_the_limit_it_broke() {
+        assert_eq!(RetrySchedule::new(Vec::new()), Err(CallbackRuleError::EmptySchedule));
+        assert!(RetrySchedule::new(vec![1; RetrySchedule::MAX_RETRIES]).is_ok());
+        let too_many = RetrySchedule::new(vec![1; RetrySchedule::MAX_RETRIES + 1]).unwrap_err();
+        assert_eq!(too_many.to_string(), "at most 50 retries (51 attempts in all) are allowed; 51 given");
+        let too_long = RetrySchedule::new(vec![1, RetrySchedule::MAX_DELAY_MS + 1]).unwrap_err();
+        assert_eq!(
+            too_long.to_string(),
+            "each delay must be at least 1 ms and at most 604800000 ms (7 days); 604800001 given"
+        );
+        assert_eq!(RetrySchedule::new(vec![0]), Err(CallbackRuleError::DelayOutOfRange { given: 0 }));
+    }
+
+    #[test]
+    fn excerpts_are_short_whole_characters_without_control_characters() {
+        assert_eq!(response_excerpt(b"ok", 256), "ok");
+        assert_eq!(response_excerpt(b"line one\r\nline two\x1b[31m", 256), "line one  line two [31m");
+        assert_eq!(response_excerpt("午餐".as_bytes(), 4), "午", "a cut character is dropped");
+        assert_eq!(response_excerpt(b"\xff\xfeabc", 256), "\u{fffd}\u{fffd}abc");
+        assert_eq!(response_excerpt(&[b'a'; 5_000], 256).len(), 256);
+        assert_eq!(response_excerpt(&[b'a'; 5_000], usize::MAX).len(), MAX_RESPONSE_EXCERPT_BYTES);
+        assert_eq!(response_excerpt(b"anything", 0), "");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod ledger;
 pub mod line_chunk;
 pub mod money;
+pub mod network;
 pub mod payment;
 pub mod reconciliation;
 pub mod role;

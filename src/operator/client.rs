@@ -39,6 +39,8 @@ pub struct OperatorSettings {
     pub max_response_bytes: usize,
     /// Largest statement file read.
     pub max_statement_bytes: usize,
+    /// CAs trusted for an https operator besides the built-in roots.
+    pub extra_roots: crate::tls::ExtraRoots,
 }
 
 impl Default for OperatorSettings {
@@ -49,6 +51,7 @@ impl Default for OperatorSettings {
             max_in_flight: 64,
             max_response_bytes: 64 * 1024,
             max_statement_bytes: 512 * 1024 * 1024,
+            extra_roots: crate::tls::ExtraRoots::default(),
         }
     }
 }
@@ -111,16 +114,22 @@ impl fmt::Debug for OperatorClient {
 }
 
 impl OperatorClient {
-    /// `signer` signs carepay's requests; `verifier` holds the operator's public keys.
-    pub fn new(settings: OperatorSettings, signer: Arc<Signer>, verifier: Arc<Verifier>) -> OperatorClient {
-        let http = reqwest::Client::builder()
+    /// `signer` signs carepay's requests; `verifier` holds the operator's public keys. Fails
+    /// only if the HTTP client cannot be built (the extra CAs were checked when loaded).
+    pub fn new(
+        settings: OperatorSettings,
+        signer: Arc<Signer>,
+        verifier: Arc<Verifier>,
+    ) -> Result<OperatorClient, reqwest::Error> {
+        let http = settings
+            .extra_roots
+            .apply(reqwest::Client::builder())
             // The operator is never reached through a redirect: a 3xx is an unknown outcome.
             .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+            .build()?;
         let base_url: Arc<str> = Arc::from(settings.base_url.trim_end_matches('/'));
         let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
-        OperatorClient { http, settings: Arc::new(settings), base_url, signer, verifier, in_flight }
+        Ok(OperatorClient { http, settings: Arc::new(settings), base_url, signer, verifier, in_flight })
     }
 
     pub fn settings(&self) -> &OperatorSettings {
@@ -340,7 +349,9 @@ fn refusal_or_unknown(answer: &Verified) -> OperatorError {
 }
 
 fn describe(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
+    if let Some(tls) = crate::tls::tls_failure(error) {
+        tls
+    } else if error.is_timeout() {
         String::from("timed out")
     } else if error.is_connect() {
         String::from("cannot connect to the operator")

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use carepay::app::{App, Limits};
+use carepay::domain::network::{EgressPolicy, Network};
 use carepay::http::HttpSettings;
 use carepay::operator::client::OperatorSettings;
 use carepay::operator::clock::Clock;
@@ -145,11 +146,27 @@ pub fn test_sandbox_config() -> SandboxConfig {
     }
 }
 
+/// The networks test servers let callbacks reach: this machine's loopback, where the tests'
+/// receivers listen (carepay's own port and the sandbox's stay refused).
+pub fn test_callback_networks() -> Vec<Network> {
+    vec![Network::parse("127.0.0.0/8").unwrap(), Network::parse("::1").unwrap()]
+}
+
 pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp {
     spawn_app_with_limits(db, settings, test_limits()).await
 }
 
 pub async fn spawn_app_with_limits(db: TestDatabase, settings: HttpSettings, limits: Limits) -> TestApp {
+    spawn_app_configured(db, settings, limits, test_callback_networks()).await
+}
+
+/// A test server whose callbacks may reach only public addresses and `allowed`, as a
+/// production server with `CAREPAY_CALLBACK_ALLOWED_NETWORKS` would.
+pub async fn spawn_app_allowing(db: TestDatabase, settings: HttpSettings, allowed: Vec<Network>) -> TestApp {
+    spawn_app_configured(db, settings, test_limits(), allowed).await
+}
+
+async fn spawn_app_configured(db: TestDatabase, settings: HttpSettings, limits: Limits, allowed: Vec<Network>) -> TestApp {
     let store = db.store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
@@ -171,6 +188,8 @@ pub async fn spawn_app_with_limits(db: TestDatabase, settings: HttpSettings, lim
     let sandbox = setup.sandbox.expect("in-process sandbox");
     let mut app = App::new(store, limits).with_operator(setup.link).with_secrets(test_secrets()).with_clock(clock);
     app.payments = test_payment_settings();
+    let own = vec![listener.local_addr().expect("local addr"), setup.sandbox_address.expect("sandbox address")];
+    app.callback_egress = std::sync::Arc::new(EgressPolicy::new(allowed, own));
     let worker_settings = WorkerSettings { poll_interval_ms: 50, ..WorkerSettings::default() };
     let (worker_stop, worker_stop_rx) = oneshot::channel::<()>();
     tokio::spawn(carepay::payments::worker::run(app.clone(), worker_settings, async move {
@@ -372,21 +391,26 @@ pub fn terminal_key_pair() -> (ring::signature::Ed25519KeyPair, String) {
 
 /// Run a test body once on SQLite and once on PostgreSQL: `backend_tests!(name, ...)`
 /// expects `async fn name(app: TestApp)` in scope.
+/// `backend_tests!(spawn = path::to::spawner; name, ...)` starts each app with that
+/// `async fn(Backend) -> TestApp` instead of `spawn_app`.
 #[macro_export]
 macro_rules! backend_tests {
-    ($($name:ident),+ $(,)?) => {
+    (spawn = $spawn:path; $($name:ident),+ $(,)?) => {
         $(
             mod $name {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn on_sqlite() {
-                    super::$name($crate::helpers::spawn_app(carepay::store::Backend::Sqlite).await).await;
+                    super::$name($spawn(carepay::store::Backend::Sqlite).await).await;
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn on_postgres() {
-                    super::$name($crate::helpers::spawn_app(carepay::store::Backend::Postgres).await).await;
+                    super::$name($spawn(carepay::store::Backend::Postgres).await).await;
                 }
             }
         )+
+    };
+    ($($name:ident),+ $(,)?) => {
+        $crate::backend_tests!(spawn = $crate::helpers::spawn_app; $($name),+);
     };
 }

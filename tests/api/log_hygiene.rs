@@ -28,6 +28,7 @@ async fn no_token_or_signing_secret_reaches_the_log(backend: carepay::store::Bac
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", &db.url])
         .env("CAREPAY_LOG_FORMAT", "json")
         .env("CAREPAY_LOG", "debug")
+        .env("CAREPAY_CALLBACK_ALLOWED_NETWORKS", "127.0.0.0/8")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

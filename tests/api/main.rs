@@ -29,5 +29,6 @@ mod terminal_auth;
 mod terminal_nonces;
 mod terminal_protoc;
 mod terminal_signing;
+mod tls;
 mod tokens;
 mod upload_spool;

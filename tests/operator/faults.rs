@@ -51,6 +51,7 @@ async fn an_unreachable_operator_is_unknown() {
         carepay::operator::client::OperatorSettings { base_url: format!("http://{address}"), ..test_settings() },
         operator.client_signer.clone(),
         std::sync::Arc::new(carepay::operator::signing::Verifier::new(operator.clock.clone())),
-    );
+    )
+    .expect("operator client");
     assert!(client.query_trade(MERCHANT, "P-1").await.unwrap_err().is_unknown());
 }

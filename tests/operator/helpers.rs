@@ -72,7 +72,8 @@ pub async fn spawn_operator_with(config: SandboxConfig, settings: OperatorSettin
         OperatorSettings { base_url: base_url.clone(), ..settings },
         client_signer.clone(),
         verifier,
-    );
+    )
+    .expect("operator client");
     TestOperator { sandbox, client, base_url, clock, client_signer, http: reqwest::Client::new() }
 }
 

@@ -70,7 +70,8 @@ async fn unsigned_and_foreign_key_requests_are_refused_with_a_signed_401() {
         OperatorSettings { base_url: operator.base_url.clone(), ..test_settings() },
         stranger,
         verifier,
-    );
+    )
+    .expect("operator client");
     let error = client.pay_by_code(&code_payment("P-stranger", 100, &payer_code(1, "0000"))).await.unwrap_err();
     assert_eq!(error.code(), Some("INVALID_SIGNATURE"), "{error:?}");
     assert!(operator.client.query_trade(MERCHANT, "P-stranger").await.unwrap_err().is_not_found());
@@ -88,7 +89,8 @@ async fn answers_signed_by_an_untrusted_key_are_unknown_not_success() {
         OperatorSettings { base_url: operator.base_url.clone(), ..test_settings() },
         operator.client_signer.clone(),
         verifier,
-    );
+    )
+    .expect("operator client");
     let error = client.pay_by_code(&code_payment("P-untrusted", 100, &payer_code(1, "0000"))).await.unwrap_err();
     assert!(error.is_unknown(), "{error:?}");
     // It did happen: only the answer could not be believed.
@@ -119,7 +121,8 @@ async fn an_answer_whose_body_does_not_match_its_signature_is_unknown() {
         .add_key("fake-op", PublicKey::new(Algorithm::Ed25519, operator_signer.public_key().to_vec()).unwrap())
         .unwrap();
     let client_signer = Arc::new(Signer::generate("carepay", clock).unwrap());
-    let client = OperatorClient::new(OperatorSettings { base_url, ..test_settings() }, client_signer, verifier);
+    let client = OperatorClient::new(OperatorSettings { base_url, ..test_settings() }, client_signer, verifier)
+        .expect("operator client");
     let error = client.pay_by_code(&code_payment("P-tampered", 100, &payer_code(1, "0000"))).await.unwrap_err();
     assert!(error.is_unknown(), "{error:?}");
 }

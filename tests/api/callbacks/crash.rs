@@ -15,10 +15,17 @@ use super::publish;
 use super::receiver::Receiver;
 use crate::helpers::{TestDatabase, spawn_app_with};
 
-/// `carepay serve` on port 0 with time scaled down; returns the child and its address.
+/// `carepay serve` on port 0 with time scaled down, its callbacks allowed to reach loopback
+/// receivers; returns the child and its address.
 fn serve(db_url: &str, secret_key: &str) -> (Child, String) {
+    serve_with(db_url, secret_key, &[("CAREPAY_CALLBACK_ALLOWED_NETWORKS", "127.0.0.0/8")])
+}
+
+/// `carepay serve` as above, with `env` added to its environment.
+pub(super) fn serve_with(db_url: &str, secret_key: &str, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_carepay"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database-url", db_url])
+        .envs(env.iter().copied())
         .env("CAREPAY_SECRET_KEY", secret_key)
         .env("CAREPAY_LOG_FORMAT", "json")
         .env("CAREPAY_CALLBACK_LEASE_MS", "1500")
@@ -43,23 +50,24 @@ fn serve(db_url: &str, secret_key: &str) -> (Child, String) {
     (child, format!("http://{address}"))
 }
 
-async fn undelivered_callbacks_are_all_delivered_after_a_kill_9_and_restart(backend: Backend) {
-    let db = TestDatabase::new(backend).await;
-    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+/// An admin token from `carepay token create`, as an operator issues the first one.
+pub(super) fn command_line_token(db_url: &str, secret_key: &str) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_carepay"))
-        .args(["token", "create", "--role", "admin", "--database-url", &db.url])
-        .env("CAREPAY_SECRET_KEY", &key)
+        .args(["token", "create", "--role", "admin", "--database-url", db_url])
+        .env("CAREPAY_SECRET_KEY", secret_key)
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let token = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
 
-    let receiver = Receiver::accepting().await;
-    receiver.stall(true);
-    let (mut first, address) = serve(&db.url, &key);
-    let client = reqwest::Client::new();
+/// Through the REST API at `address`: a district, a facility in it, and an endpoint of the
+/// facility at `url`. Returns the facility's and the endpoint's ids.
+pub(super) async fn facility_with_endpoint(address: &str, token: &str, url: &str) -> (String, String) {
+    // The test's own requests never go through a proxy, whatever the environment says.
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let post = |path: &str, body: serde_json::Value| {
-        client.post(format!("{address}{path}")).bearer_auth(&token).json(&body).send()
+        client.post(format!("{address}{path}")).bearer_auth(token).json(&body).send()
     };
     let district: serde_json::Value =
         post("/v1/regions", json!({"level": "district", "name": "吴江区"})).await.unwrap().json().await.unwrap();
@@ -75,13 +83,25 @@ async fn undelivered_callbacks_are_all_delivered_after_a_kill_9_and_restart(back
     let facility = facility["id"].as_str().unwrap().to_owned();
     let created = post(
         "/v1/callback-endpoints",
-        json!({"facility_id": facility, "url": receiver.url("/hook"), "event_types": ["payment.succeeded"]}),
+        json!({"facility_id": facility, "url": url, "event_types": ["payment.succeeded"]}),
     )
     .await
     .unwrap();
     assert_eq!(created.status(), StatusCode::CREATED);
     let endpoint: serde_json::Value = created.json().await.unwrap();
-    let endpoint = endpoint["endpoint"]["id"].as_str().unwrap().to_owned();
+    (facility, endpoint["endpoint"]["id"].as_str().unwrap().to_owned())
+}
+
+async fn undelivered_callbacks_are_all_delivered_after_a_kill_9_and_restart(backend: Backend) {
+    let db = TestDatabase::new(backend).await;
+    let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let token = command_line_token(&db.url, &key);
+
+    let receiver = Receiver::accepting().await;
+    receiver.stall(true);
+    let (mut first, address) = serve(&db.url, &key);
+    let client = reqwest::Client::new();
+    let (facility, endpoint) = facility_with_endpoint(&address, &token, &receiver.url("/hook")).await;
 
     // Another process publishes into the same database, as payments will.
     let publisher = spawn_app_with(db, Default::default()).await;

@@ -318,8 +318,9 @@ async fn workers_sharing_a_database_never_send_the_same_delivery_twice(app: Test
     )
     .await;
     // Two instances: separate pools on the same database, the same secret key.
-    let second_app =
+    let mut second_app =
         carepay::app::App::new(app.db.store().await, Default::default()).with_secrets(app.app.secrets.clone());
+    second_app.callback_egress = app.app.callback_egress.clone();
     let mut settings = fast_settings();
     settings.batch_size = 7;
     // One claims with the portable compare-and-set, the other with the backend's best

@@ -79,7 +79,7 @@ async fn an_owner_registers_changes_and_rotates_an_endpoint_and_sees_its_secret_
     let (plain, _, _) = create_endpoint(
         &app,
         root,
-        json!({"office_region_id": w.town, "url": "http://10.0.0.1/cb", "event_types": ["batch.completed"]}),
+        json!({"office_region_id": w.town, "url": "http://office.example.cn/cb", "event_types": ["batch.completed"]}),
     )
     .await;
     app.get(&format!("/v1/callback-endpoints/{plain}/public-key"), root)

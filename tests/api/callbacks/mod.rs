@@ -4,9 +4,11 @@
 
 mod crash;
 mod delivery;
+mod egress;
 mod endpoints;
 mod interop;
 pub mod receiver;
+mod settings;
 
 use std::time::Duration;
 

@@ -46,10 +46,24 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start(script: Script) -> Receiver {
-        let shared = Shared { received: Arc::default(), script: Arc::new(Mutex::new(script)), stalled: Arc::default() };
-        let router = axum::Router::new().fallback(receive).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
+        Receiver::serve(listener, base_url, script)
+    }
+
+    /// Over https on a loopback port, with `config`'s certificate, at `https://{host}:PORT`.
+    pub async fn start_tls(script: Script, config: Arc<rustls::ServerConfig>, host: &str) -> Receiver {
+        let listener = crate::tls::TlsListener::bind(config).await;
+        let port = axum::serve::Listener::local_addr(&listener).unwrap().port();
+        Receiver::serve(listener, format!("https://{host}:{port}"), script)
+    }
+
+    fn serve<L: axum::serve::Listener>(listener: L, base_url: String, script: Script) -> Receiver
+    where
+        L::Addr: std::fmt::Debug,
+    {
+        let shared = Shared { received: Arc::default(), script: Arc::new(Mutex::new(script)), stalled: Arc::default() };
+        let router = axum::Router::new().fallback(receive).with_state(shared.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, router).await.expect("receiver runs");
         });
