@@ -166,7 +166,12 @@ pub async fn spawn_app_allowing(db: TestDatabase, settings: HttpSettings, allowe
     spawn_app_configured(db, settings, test_limits(), allowed).await
 }
 
-async fn spawn_app_configured(db: TestDatabase, settings: HttpSettings, limits: Limits, allowed: Vec<Network>) -> TestApp {
+async fn spawn_app_configured(
+    db: TestDatabase,
+    settings: HttpSettings,
+    limits: Limits,
+    allowed: Vec<Network>,
+) -> TestApp {
     let store = db.store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
