@@ -99,6 +99,18 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,
 
+    /// Longest request target (path and query) accepted, in bytes; beyond: 414. Below
+    /// hyper's own 64 KiB, which it answers with an empty body.
+    #[arg(long, env = "CAREPAY_MAX_URI_BYTES", default_value_t = 8_192,
+          value_parser = clap::value_parser!(u64).range(256..=65_000))]
+    pub max_uri_bytes: u64,
+
+    /// Most bytes of request headers accepted; beyond: 431. Below hyper's own 400 KiB head
+    /// buffer, which it answers with an empty body.
+    #[arg(long, env = "CAREPAY_MAX_HEADER_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1_024..=262_144))]
+    pub max_header_bytes: u64,
+
     /// Requests served at once; beyond this, 503 with Retry-After.
     #[arg(long, env = "CAREPAY_MAX_IN_FLIGHT_REQUESTS", default_value_t = 512,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -229,6 +241,10 @@ impl ServeConfig {
             request_timeout_ms: self.request_timeout_ms,
             max_in_flight_requests: usize::try_from(self.max_in_flight_requests).unwrap_or(usize::MAX),
             console: crate::console::ConsoleSettings { secure_cookie: self.console_secure_cookie },
+            head: crate::http::head_limits::HeadLimits {
+                max_uri_bytes: usize::try_from(self.max_uri_bytes).unwrap_or(usize::MAX),
+                max_header_bytes: usize::try_from(self.max_header_bytes).unwrap_or(usize::MAX),
+            },
         }
     }
 
