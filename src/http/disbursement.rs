@@ -185,7 +185,7 @@ pub struct UploadParams {
 /// end (HTTP drops those).
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]([ -~]{0,126}[!-~])?$";
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, Error> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, Error> {
     let raw = headers.get("idempotency-key").ok_or_else(|| {
         Error::invalid("Idempotency-Key", "IDEMPOTENCY_KEY_REQUIRED", "send an Idempotency-Key header")
     })?;

@@ -184,3 +184,50 @@ id_schemas!(
     BatchId,
     DiscrepancyId
 );
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::batch::Period;
+    use crate::domain::directory::{PublicKey, WalletId};
+    use crate::domain::time::{DATE_PATTERN, is_calendar_date};
+
+    fn agree(pattern: &str, samples: &[&str], mut parses: impl FnMut(&str) -> bool) {
+        let regex = regex::Regex::new(pattern).unwrap();
+        for sample in samples {
+            assert_eq!(regex.is_match(sample), parses(sample), "{sample:?} against {pattern}");
+        }
+    }
+
+    #[test]
+    fn each_pattern_accepts_what_its_parser_accepts() {
+        agree(Period::PATTERN, &["2026-11", "2026-13", "1999-01", "2100-01", "2026-1", "2026-00", " 2026-11"], |s| {
+            Period::parse(s).is_ok()
+        });
+        agree(
+            WalletId::PATTERN,
+            &["0021000000000001", "002100000000001", "00210000000000011", "002100000000000a", ""],
+            |s| WalletId::parse(s).is_ok(),
+        );
+        // The document adds `format: date`, which refuses the days a month lacks.
+        agree(DATE_PATTERN, &["2026-01-31", "2026-13-01", "2026-01-32", "2026-1-01", "20260101", "0000-01-01"], |s| {
+            is_calendar_date(s)
+        });
+        let key = "AJleQ5YNwqtksahmYC5WevsvFkaBDD3c5JzFeyVyrfw=";
+        let off_padding = "AJleQ5YNwqtksahmYC5WevsvFkaBDD3c5JzFeyVyrfx=";
+        agree(
+            PublicKey::PATTERN,
+            &[key, off_padding, " AJleQ5YNwqtksahmYC5WevsvFkaBDD3c5JzFeyVyrfw=", "AAAA", ""],
+            |s| PublicKey::parse(s).is_ok(),
+        );
+        let mut headers = axum::http::HeaderMap::new();
+        let long = "k".repeat(129);
+        agree(
+            super::super::disbursement::IDEMPOTENCY_KEY_PATTERN,
+            &["b-1", "a b", "x", &long[..128], &long, "a\tb", "~!"],
+            |s| {
+                headers.insert("idempotency-key", axum::http::HeaderValue::from_str(s).unwrap());
+                super::super::disbursement::idempotency_key(&headers).is_ok()
+            },
+        );
+    }
+}
