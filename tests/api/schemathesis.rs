@@ -29,8 +29,12 @@ async fn schemathesis_finds_no_server_error_and_no_mismatch_with_the_document(ap
     }
     let schema = format!("{}/openapi.json", app.address);
     let auth = format!("Authorization: Bearer {}", app.root_token);
+    // schemathesis keeps caches in its working directory: a scratch one, not the checkout.
+    let scratch = tempfile::tempdir().unwrap();
+    let cwd = scratch.path().to_owned();
     let run = tokio::task::spawn_blocking(move || {
         Command::new("python3")
+            .current_dir(&cwd)
             .args(["-m", "schemathesis.cli", "--config-file", CONFIG, "run", &schema, "-H", &auth, "--checks", "all"])
             .args(["--max-examples", MAX_EXAMPLES, "--seed", SEED, "--request-timeout", "30"])
             .args(["--generation-database", "none", "--no-color", "--output-truncate", "false"])
