@@ -102,6 +102,18 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,
 
+    /// Longest request target (path and query) accepted, in bytes; beyond: 414. Below
+    /// hyper's own 64 KiB, which it answers with an empty body.
+    #[arg(long, env = "CAREPAY_MAX_URI_BYTES", default_value_t = 8_192,
+          value_parser = clap::value_parser!(u64).range(256..=65_000))]
+    pub max_uri_bytes: u64,
+
+    /// Most bytes of request headers accepted; beyond: 431. Below hyper's own 400 KiB head
+    /// buffer, which it answers with an empty body.
+    #[arg(long, env = "CAREPAY_MAX_HEADER_BYTES", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1_024..=262_144))]
+    pub max_header_bytes: u64,
+
     /// Back-office API requests (bearer tokens) served at once; beyond this, a short wait,
     /// then 503 with Retry-After. Terminals, operator notifications, the console and the ops
     /// routes have lanes of their own (see the `--*-max-in-flight` settings).
@@ -379,6 +391,10 @@ impl ServeConfig {
             max_connections: size(admission.max_connections),
             trusted_proxies: crate::http::client_addr::TrustedProxies(admission.trusted_proxies.clone()),
             console: crate::console::ConsoleSettings { secure_cookie: self.console_secure_cookie },
+            head: crate::http::head_limits::HeadLimits {
+                max_uri_bytes: size(self.max_uri_bytes),
+                max_header_bytes: size(self.max_header_bytes),
+            },
         })
     }
 

@@ -29,11 +29,12 @@ use crate::domain::batch::{BatchStatus, Period};
 use crate::domain::callbacks::{EndpointUrl, EventOwner, EventTypes};
 use crate::domain::directory::{FacilityKind, Name, PublicKey, Region, RegionLevel, Terminal, WalletId};
 use crate::domain::disbursement::ControlTotals;
-use crate::domain::ids::RegionId;
+use crate::domain::ids::{Cursor, RegionId};
 use crate::domain::money::Amount;
 use crate::domain::payment::{PaymentMethod, PaymentStatus, RequestId};
 use crate::domain::reconciliation::{business_day, day_start_ms};
 use crate::domain::role::Role;
+use crate::domain::text::{FreeText, NOTE};
 use crate::domain::time::UnixMs;
 use crate::operator::sandbox::Sandbox;
 use crate::operator::sandbox::faults::StatementTamper;
@@ -363,7 +364,7 @@ fn new_public_key() -> anyhow::Result<PublicKey> {
 async fn all_regions(app: &App, principal: &Principal) -> anyhow::Result<Vec<Region>> {
     let mut regions = Vec::new();
     loop {
-        let after = regions.last().map(|r: &Region| r.id.to_string());
+        let after = regions.last().map(|r: &Region| Cursor::after(&r.id));
         let page = app.regions(principal, &PageRequest { after, limit: Some(200) }).await.map_err(demo_error)?;
         if page.is_empty() {
             return Ok(regions);
@@ -395,12 +396,12 @@ async fn issue_role_tokens(
     district: &Region,
     village: &Region,
 ) -> anyhow::Result<Vec<(Role, crate::access::IssuedToken, Principal)>> {
-    let mut after: Option<String> = None;
+    let mut after: Option<Cursor> = None;
     loop {
         let page =
             app.tokens(seeder, &PageRequest { after: after.clone(), limit: Some(200) }).await.map_err(demo_error)?;
         let Some(last) = page.last() else { break };
-        after = Some(last.id.to_string());
+        after = Some(Cursor::after(&last.id));
         for token in &page {
             if token.label.as_str().starts_with(TOKEN_LABEL_PREFIX) && token.revoked_at.is_none() {
                 app.revoke_token(seeder, &token.id).await.map_err(demo_error)?;
@@ -450,7 +451,7 @@ async fn pay_subsidies(
         None => {
             let new = NewProgramme {
                 region_id: district.id.clone(),
-                name: PROGRAMME.to_owned(),
+                name: name(PROGRAMME)?,
                 funding_wallet_id: WalletId::parse(FUNDING_WALLET).map_err(demo_error)?,
                 budget: Amount::from_fen(50_000_000).map_err(demo_error)?,
                 per_payment_cap: Amount::from_fen(50_000).map_err(demo_error)?,
@@ -550,8 +551,8 @@ async fn reconcile(
                 continue;
             }
             for discrepancy in app.discrepancies(accountant, wallet, &day, true).await.map_err(demo_error)? {
-                let note = "演示：已与运营方核对，以运营方对账单为准";
-                app.resolve_discrepancy(accountant, &discrepancy.id, "operator_error", note, None)
+                let note = FreeText::parse("演示：已与运营方核对，以运营方对账单为准", NOTE).map_err(demo_error)?;
+                app.resolve_discrepancy(accountant, &discrepancy.id, "operator_error", &note, None)
                     .await
                     .map_err(demo_error)?;
             }

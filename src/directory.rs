@@ -8,7 +8,7 @@ use crate::domain::directory::{
     Facility, FacilityKind, Name, Organisation, PublicKey, Region, RegionLevel, RegionPath, Scope, Terminal,
     TerminalStatus, WalletId,
 };
-use crate::domain::ids::{FacilityId, OrganisationId, RegionId, TerminalId, TerminalKeyId};
+use crate::domain::ids::{Cursor, FacilityId, OrganisationId, RegionId, TerminalId, TerminalKeyId};
 use crate::domain::role::Action;
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
@@ -51,13 +51,16 @@ pub struct NewTerminal {
 /// A listing request as the transports hand it over: cursor and requested size.
 #[derive(Clone, Debug, Default)]
 pub struct PageRequest {
-    pub after: Option<String>,
+    pub after: Option<Cursor>,
     pub limit: Option<u32>,
 }
 
 impl App {
     pub(crate) fn page<'a>(&self, request: &'a PageRequest) -> Page<'a> {
-        Page { after: request.after.as_deref(), limit: request.limit.unwrap_or(50).clamp(1, self.limits.max_page_size) }
+        Page {
+            after: request.after.as_ref().map(Cursor::as_str),
+            limit: request.limit.unwrap_or(50).clamp(1, self.limits.max_page_size),
+        }
     }
 
     pub async fn create_region(&self, principal: &Principal, new: NewRegion) -> Result<Region> {

@@ -501,6 +501,8 @@ async fn reissue(
     let seq: u64 = seq.parse().map_err(|_| Error::NotFound { what: "line" })?;
     let wallet = WalletId::parse(form.wallet_id.trim())
         .map_err(|_| Error::invalid("wallet_id", "INVALID_WALLET_ID", "a wallet id is 16 digits"))?;
-    state.app.reissue_line(&signed_in.principal, &id, seq, &form.payee_name, &wallet).await?;
+    let payee_name = crate::domain::text::FreeText::parse(&form.payee_name, crate::domain::text::PAYEE_NAME)
+        .map_err(|error| Error::invalid("payee_name", "INVALID_NAME", error))?;
+    state.app.reissue_line(&signed_in.principal, &id, seq, &payee_name, &wallet).await?;
     Ok(Redirect::to(&batch_path(id.as_str())).into_response())
 }

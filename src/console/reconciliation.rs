@@ -20,7 +20,7 @@ use crate::domain::role::Action;
 use crate::domain::time::UnixMs;
 use crate::error::Error;
 use crate::http::AppState;
-use crate::http::reconciliation::{CSV_HEADER, CSV_PAGE, LineView, push_csv_line};
+use crate::http::reconciliation::{CSV_HEADER, CSV_PAGE, ResultLineView, push_csv_line};
 use crate::reconciliation::{RESOLUTIONS, Source};
 use crate::store::console::WalletDay;
 
@@ -370,14 +370,19 @@ async fn day(
     Ok(page(Some(&signed_in.viewer()), lang, Area::Reconciliation, &title, body).into_response())
 }
 
-async fn all_lines(state: &AppState, signed_in: &SignedIn, wallet: &str, date: &str) -> Result<Vec<LineView>, Error> {
+async fn all_lines(
+    state: &AppState,
+    signed_in: &SignedIn,
+    wallet: &str,
+    date: &str,
+) -> Result<Vec<ResultLineView>, Error> {
     let mut lines = Vec::new();
     let mut after = 0;
     loop {
         let page = state.app.reconciliation_lines(&signed_in.principal, wallet, date, after, CSV_PAGE).await?;
         let Some(last) = page.last() else { break };
         after = last.seq;
-        lines.extend(page.into_iter().map(LineView::from));
+        lines.extend(page.into_iter().map(ResultLineView::from));
     }
     Ok(lines)
 }
@@ -467,8 +472,10 @@ async fn resolve(
                 .ok_or_else(|| Error::invalid("adjustment", "INVALID_AMOUNT", "signed yuan with two decimals"))?,
         )
     };
+    let note = crate::domain::text::FreeText::parse(&form.note, crate::domain::text::NOTE)
+        .map_err(|error| Error::invalid("note", "INVALID_NOTE", error))?;
     let resolved =
-        state.app.resolve_discrepancy(&signed_in.principal, &id, &form.resolution, &form.note, adjustment_fen).await?;
+        state.app.resolve_discrepancy(&signed_in.principal, &id, &form.resolution, &note, adjustment_fen).await?;
     Ok(Redirect::to(&day_path(&resolved.wallet_id, &resolved.business_day)).into_response())
 }
 

@@ -117,7 +117,7 @@ async fn office(
             &root,
             NewProgramme {
                 region_id: region.id,
-                name: String::from("bench"),
+                name: Name::parse("bench").expect("a valid name"),
                 funding_wallet_id: WalletId::parse(FUNDING_WALLET).expect("wallet id"),
                 budget,
                 per_payment_cap: cap,

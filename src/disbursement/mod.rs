@@ -13,11 +13,12 @@ use crate::app::{App, require, within_scope};
 use crate::domain::access::Principal;
 use crate::domain::batch::{Batch, BatchStatus, BatchStep, Line, LineStatus, Period, Programme, Progress};
 use crate::domain::citizen_id::mask_name;
-use crate::domain::directory::WalletId;
+use crate::domain::directory::{Name, WalletId};
 use crate::domain::disbursement::{ControlTotals, ErrorList, LineError, LineRules, Problem, check_control_totals};
 use crate::domain::ids::{BatchId, ProgrammeId, RegionId};
 use crate::domain::money::Amount;
 use crate::domain::role::Action;
+use crate::domain::text::FreeText;
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
@@ -69,7 +70,7 @@ impl Default for DisbursementSettings {
 #[derive(Clone, Debug)]
 pub struct NewProgramme {
     pub region_id: RegionId,
-    pub name: String,
+    pub name: Name,
     pub funding_wallet_id: WalletId,
     pub budget: Amount,
     pub per_payment_cap: Amount,
@@ -113,15 +114,11 @@ impl App {
         require(principal, Action::ManageProgrammes)?;
         let region = self.store.region(&new.region_id).await?;
         let region = within_scope(principal, region, "region", |r| &r.path)?;
-        let name = new.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 100 {
-            return Err(Error::invalid("name", "INVALID_NAME", "a programme name has 1 to 100 characters"));
-        }
         new.budget.ensure_nonzero().map_err(|e| Error::invalid("budget", e.code(), e))?;
         new.per_payment_cap.ensure_nonzero().map_err(|e| Error::invalid("per_payment_cap", e.code(), e))?;
         new.per_period_cap.ensure_nonzero().map_err(|e| Error::invalid("per_period_cap", e.code(), e))?;
         for (field, date) in [("starts_on", &new.starts_on), ("ends_on", &new.ends_on)] {
-            if !is_iso_date(date) {
+            if !crate::domain::time::is_calendar_date(date) {
                 return Err(Error::invalid(field, "INVALID_DATE", "a date is written YYYY-MM-DD"));
             }
         }
@@ -132,7 +129,7 @@ impl App {
             id: ProgrammeId::generate(),
             region_id: region.id,
             region_path: region.path,
-            name,
+            name: new.name.as_str().to_owned(),
             funding_wallet_id: new.funding_wallet_id,
             budget: new.budget,
             committed: Amount::ZERO,
@@ -466,7 +463,7 @@ impl App {
         principal: &Principal,
         id: &BatchId,
         seq: u64,
-        payee_name: &str,
+        payee_name: &FreeText,
         wallet_id: &WalletId,
     ) -> Result<Line> {
         require(principal, Action::OperateBatches)?;
@@ -474,10 +471,7 @@ impl App {
         if !matches!(batch.status, BatchStatus::Running | BatchStatus::Paused | BatchStatus::Completed) {
             return Err(wrong_state(&batch, "re-issued from"));
         }
-        let name = payee_name.trim();
-        if name.is_empty() || name.chars().count() > crate::domain::disbursement::MAX_NAME_CHARS {
-            return Err(Error::invalid("payee_name", "INVALID_NAME", "a name has 1 to 64 characters"));
-        }
+        let name = payee_name.as_str();
         let object_id = format!("{}/{seq}", batch.id);
         let audit = AuditEntry {
             actor: Actor::Token(principal),
@@ -572,14 +566,4 @@ fn wrong_state(batch: &Batch, wanted: &str) -> Error {
 fn rejection(errors: ErrorList) -> Rejection {
     let (total, limit) = (errors.total(), errors.limit());
     Rejection { errors: errors.into_sorted(), total, limit }
-}
-
-fn is_iso_date(raw: &str) -> bool {
-    let b = raw.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-        && (1..=12).contains(&raw[5..7].parse::<u32>().unwrap_or(0))
-        && (1..=31).contains(&raw[8..10].parse::<u32>().unwrap_or(0))
 }

@@ -111,6 +111,9 @@ pub struct Period(String);
 pub struct PeriodError;
 
 impl Period {
+    /// What [`Period::parse`] accepts, as a regular expression (for the OpenAPI document).
+    pub const PATTERN: &'static str = "^20[0-9]{2}-(0[1-9]|1[0-2])$";
+
     pub fn parse(raw: &str) -> Result<Period, PeriodError> {
         let bytes = raw.as_bytes();
         let digits = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_digit);

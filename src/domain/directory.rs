@@ -5,6 +5,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
 use super::ids::{FacilityId, OrganisationId, RegionId, TerminalId, TerminalKeyId};
+use super::text::{FreeText, TextError, TextRule};
 use super::time::UnixMs;
 
 /// Longest display name accepted for a region, organisation, facility, terminal or token.
@@ -29,18 +30,15 @@ pub enum DirectoryError {
 pub struct Name(String);
 
 impl Name {
+    /// What a name may be: one line of at most [`MAX_NAME_CHARS`] characters.
+    pub const RULE: TextRule = TextRule::single_line(MAX_NAME_CHARS);
+
     pub fn parse(raw: &str) -> Result<Name, DirectoryError> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err(DirectoryError::EmptyName);
-        }
-        if trimmed.chars().count() > MAX_NAME_CHARS {
-            return Err(DirectoryError::NameTooLong);
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err(DirectoryError::ControlCharacter);
-        }
-        Ok(Name(trimmed.to_owned()))
+        FreeText::parse(raw, Self::RULE).map(|text| Name(text.into_string())).map_err(|error| match error {
+            TextError::Empty => DirectoryError::EmptyName,
+            TextError::TooLong { .. } => DirectoryError::NameTooLong,
+            TextError::ControlCharacter | TextError::ControlCharacterInText => DirectoryError::ControlCharacter,
+        })
     }
 
     pub fn from_trusted(raw: String) -> Name {
@@ -57,6 +55,8 @@ impl Name {
 pub struct WalletId(String);
 
 impl WalletId {
+    pub const PATTERN: &'static str = "^[0-9]{16}$";
+
     pub fn parse(raw: &str) -> Result<WalletId, DirectoryError> {
         if raw.len() == 16 && raw.bytes().all(|b| b.is_ascii_digit()) {
             Ok(WalletId(raw.to_owned()))
@@ -155,8 +155,12 @@ text_enum!(
 pub struct PublicKey(String);
 
 impl PublicKey {
+    /// What [`PublicKey::parse`] accepts: 32 bytes in canonical padded base64 (the last
+    /// digit carries two bits of padding, which must be zero).
+    pub const PATTERN: &'static str = "^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$";
+
     pub fn parse(raw: &str) -> Result<PublicKey, DirectoryError> {
-        match BASE64.decode(raw.trim()) {
+        match BASE64.decode(raw) {
             Ok(bytes) if bytes.len() == 32 => Ok(PublicKey(BASE64.encode(bytes))),
             _ => Err(DirectoryError::InvalidPublicKey),
         }

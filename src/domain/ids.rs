@@ -21,6 +21,11 @@ macro_rules! typed_id {
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
+            /// What [`Self::parse`] accepts, as a regular expression (for the OpenAPI document).
+            pub fn pattern() -> String {
+                format!("^{}_[0-9a-f]{{32}}$", $prefix)
+            }
+
             /// A new id; UUIDv7 keeps ids roughly time-ordered, which keeps B-tree inserts
             /// local and makes `ORDER BY id` a creation order for pagination.
             pub fn generate() -> Self {
@@ -151,9 +156,74 @@ typed_id!(
     BatchId, "bat"
 );
 
+/// A position in a listing: the id of the last item of the previous page (`after=`). Every
+/// listing is in id order and every id has the form `prefix_<32 hex digits>`, so anything
+/// else (a NUL, a quote, a long string) names no position and is refused at the edge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor(String);
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("must be the `next_after` of an earlier page (an id such as reg_<32 hex digits>)")]
+pub struct CursorError;
+
+impl Cursor {
+    pub const PATTERN: &'static str = "^[a-z]{1,8}_[0-9a-f]{32}$";
+
+    pub fn parse(raw: &str) -> Result<Cursor, CursorError> {
+        let valid = raw.split_once('_').is_some_and(|(prefix, hex)| {
+            (1..=8).contains(&prefix.len())
+                && prefix.bytes().all(|b| b.is_ascii_lowercase())
+                && hex.len() == 32
+                && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+        if valid { Ok(Cursor(raw.to_owned())) } else { Err(CursorError) }
+    }
+
+    /// The position after an item, from the item's own (well-formed) id.
+    pub fn after(id: &impl fmt::Display) -> Cursor {
+        let raw = id.to_string();
+        debug_assert!(Cursor::parse(&raw).is_ok(), "id {raw:?} is no cursor");
+        Cursor(raw)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_are_ids_and_nothing_else() {
+        let id = RegionId::generate();
+        assert_eq!(Cursor::parse(id.as_str()), Ok(Cursor::after(&id)));
+        assert!(Cursor::parse(EndpointId::generate().as_str()).is_ok());
+        for raw in [
+            "",
+            "\0",
+            "reg_",
+            "reg_\0",
+            "x",
+            "reg_0192F1AB0192F1AB0192F1AB0192F1AB",
+            "toolongprefix_0192f1ab0192f1ab0192f1ab0192f1ab",
+            "'; --",
+        ] {
+            assert_eq!(Cursor::parse(raw), Err(CursorError), "{raw:?}");
+        }
+        let pattern = regex::Regex::new(Cursor::PATTERN).unwrap();
+        for raw in [
+            "reg_0192f1ab0192f1ab0192f1ab0192f1ab",
+            "ab_0192f1ab0192f1ab0192f1ab0192f1ab",
+            "reg_0192",
+            "\0",
+            "A_0192f1ab0192f1ab0192f1ab0192f1ab",
+        ] {
+            assert_eq!(pattern.is_match(raw), Cursor::parse(raw).is_ok(), "{raw:?}");
+        }
+        assert!(regex::Regex::new(&RegionId::pattern()).unwrap().is_match(RegionId::generate().as_str()));
+    }
 
     #[test]
     fn generated_ids_parse_back_and_carry_their_prefix() {

@@ -18,4 +18,5 @@ pub mod payment;
 pub mod reconciliation;
 pub mod role;
 pub mod statement;
+pub mod text;
 pub mod time;

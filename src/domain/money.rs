@@ -34,6 +34,18 @@ impl Amount {
     /// The largest representable amount, [`Amount::MAX_FEN`] fen.
     pub const MAX: Amount = Amount(Self::MAX_FEN);
 
+    /// Exactly the strings [`Amount::parse`] accepts, as a regular expression (for the
+    /// OpenAPI document): up to 13 integer digits, or the ceiling itself.
+    pub const PATTERN: &'static str = r"^((0|[1-9][0-9]{0,12})(\.[0-9]{1,2})?|10000000000000(\.00?)?)$";
+
+    /// [`Amount::PATTERN`] without the zeros that [`Amount::ensure_nonzero`] refuses.
+    pub const NONZERO_PATTERN: &'static str =
+        r"^(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,12}(\.[0-9]{1,2})?|10000000000000(\.00?)?)$";
+
+    /// What [`Amount::parse_signed_nonzero_fen`] accepts.
+    pub const SIGNED_NONZERO_PATTERN: &'static str =
+        r"^-?(0\.(0[1-9]|[1-9][0-9]?)|[1-9][0-9]{0,12}(\.[0-9]{1,2})?|10000000000000(\.00?)?)$";
+
     /// An amount of `fen`; refuses negative values and values above the ceiling.
     pub fn from_fen(fen: i64) -> Result<Amount, AmountError> {
         if fen < 0 {
@@ -99,6 +111,18 @@ impl Amount {
             Ok(fen) if fen <= Self::MAX_FEN => Ok(Amount(fen)),
             _ => Err(AmountError::TooLarge),
         }
+    }
+
+    /// A signed amount in fen from the wire form of yuan with an optional leading `-` (a
+    /// ledger adjustment: `"-1.50"` takes money out). Zero is refused: an adjustment of
+    /// nothing is no adjustment.
+    pub fn parse_signed_nonzero_fen(s: &str) -> Result<i64, AmountError> {
+        let (negative, magnitude) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let amount = Amount::parse(magnitude)?.ensure_nonzero()?;
+        Ok(if negative { -amount.fen() } else { amount.fen() })
     }
 
     /// `self + other`, refusing sums above the ceiling.
@@ -423,7 +447,68 @@ mod tests {
         int_digits.parse::<i128>().unwrap() * 100 + frac.parse::<i128>().unwrap()
     }
 
+    #[test]
+    fn the_patterns_accept_exactly_what_parse_accepts() {
+        let any = regex::Regex::new(Amount::PATTERN).unwrap();
+        let nonzero = regex::Regex::new(Amount::NONZERO_PATTERN).unwrap();
+        for raw in [
+            "0",
+            "0.0",
+            "0.00",
+            "0.01",
+            "0.1",
+            "0.10",
+            "00",
+            "01",
+            "1",
+            "1.",
+            ".5",
+            "1.5",
+            "1.50",
+            "1.505",
+            "-1",
+            "+1",
+            "1e3",
+            " 1",
+            "9999999999999.99",
+            "10000000000000",
+            "10000000000000.0",
+            "10000000000000.00",
+            "10000000000000.01",
+            "10000000000001",
+            "99999999999999",
+            "100000000000000",
+            "",
+        ] {
+            let parsed = Amount::parse(raw);
+            assert_eq!(any.is_match(raw), parsed.is_ok(), "{raw:?}");
+            assert_eq!(nonzero.is_match(raw), parsed.is_ok_and(|a| !a.is_zero()), "{raw:?}");
+        }
+        let signed = regex::Regex::new(Amount::SIGNED_NONZERO_PATTERN).unwrap();
+        for (raw, fen) in [
+            ("-1.50", Some(-150)),
+            ("1.5", Some(150)),
+            ("-0.01", Some(-1)),
+            ("-0", None),
+            ("0.00", None),
+            ("--1", None),
+            ("-", None),
+            ("+1", None),
+            ("-1.505", None),
+            ("-01", None),
+        ] {
+            assert_eq!(Amount::parse_signed_nonzero_fen(raw).ok(), fen, "{raw:?}");
+            assert_eq!(signed.is_match(raw), fen.is_some(), "{raw:?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn the_pattern_and_parse_agree_on_any_digits_and_points(raw in "[0-9.]{0,17}") {
+            let any = regex::Regex::new(Amount::PATTERN).unwrap();
+            prop_assert_eq!(any.is_match(&raw), Amount::parse(&raw).is_ok(), "{:?}", raw);
+        }
+
         #[test]
         fn every_amount_survives_format_then_parse(n in 0..=Amount::MAX_FEN) {
             let amount = Amount::from_fen(n).unwrap();

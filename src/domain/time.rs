@@ -24,9 +24,43 @@ impl UnixMs {
     }
 }
 
+/// A calendar date as every wire writes it, `YYYY-MM-DD`; what [`is_calendar_date`]
+/// accepts but for the days a month lacks (the OpenAPI document adds `format: date`).
+pub const DATE_PATTERN: &str = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$";
+
+/// A real calendar date written `YYYY-MM-DD` (RFC 3339 `full-date`): 2026-02-29 is not one.
+pub fn is_calendar_date(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    shaped && time::Date::parse(raw, time::macros::format_description!("[year]-[month]-[day]")).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calendar_dates_are_real_days_in_one_spelling() {
+        for good in ["2026-01-01", "2024-02-29", "0000-01-01", "9999-12-31"] {
+            assert!(is_calendar_date(good), "{good}");
+        }
+        for bad in [
+            "2026-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-04-31",
+            "2026-1-01",
+            "+2026-01-01",
+            "2026-01-01 ",
+            "20260101",
+            "",
+        ] {
+            assert!(!is_calendar_date(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn instants_are_shown_in_shanghai_time() {

@@ -88,10 +88,18 @@ async fn list_audit(
     Caller(caller): Caller,
     StrictQuery(params): StrictQuery<AuditListParams>,
 ) -> ApiResult<Json<AuditPage>> {
-    let request = super::directory::page_request(None, params.limit)?;
-    let after_seq = params.after_seq.unwrap_or(0).max(0);
-    let records = state.app.audit_records(&caller, after_seq, request.limit.unwrap_or(50).min(MAX_PAGE_SIZE)).await?;
+    let limit = super::directory::page_limit(params.limit)?.unwrap_or(50).min(MAX_PAGE_SIZE);
+    let after_seq = after_seq(params.after_seq)?;
+    let records = state.app.audit_records(&caller, after_seq, limit).await?;
     Ok(Json(AuditPage { items: records.into_iter().map(AuditRecordView::from).collect() }))
+}
+
+/// An `after_seq` query parameter: a sequence number, so never negative.
+fn after_seq(raw: Option<i64>) -> Result<i64, ApiError> {
+    match raw {
+        Some(seq) if seq < 0 => Err(super::directory::query_error("after_seq", String::from("must not be negative"))),
+        other => Ok(other.unwrap_or(0)),
+    }
 }
 
 /// The form of an export.
@@ -110,6 +118,7 @@ pub enum ExportFormat {
 #[serde(deny_unknown_fields)]
 pub struct AuditExportParams {
     /// `csv` (default) or `ndjson`.
+    #[param(inline)]
     pub format: Option<ExportFormat>,
     /// Records after this sequence number (to continue an earlier export).
     #[param(minimum = 0)]
@@ -142,9 +151,8 @@ pub const CHECKPOINT_HEADER: &str = "audit-checkpoint";
 /// began, signed (`Audit-Checkpoint: SEQ:HASH:SIGNATURE`), to keep and hand to
 /// `GET /v1/audit/verify?checkpoint=` or `carepay audit verify --checkpoint` later.
 #[utoipa::path(get, path = "/v1/audit/export", tag = "audit", params(AuditExportParams),
-    responses((status = 200, description = "CSV (header row first)", content_type = "text/csv",
-            headers(("Audit-Checkpoint" = String, description = "the signed head when the export began"))),
-        (status = 200, description = "One JSON record a line", content_type = "application/x-ndjson",
+    responses((status = 200, description = "CSV (header row first, `format=csv`) or one JSON record a line (`format=ndjson`)",
+            content((String = "text/csv"), (String = "application/x-ndjson")),
             headers(("Audit-Checkpoint" = String, description = "the signed head when the export began"))),
         (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -157,7 +165,7 @@ async fn export_audit(
 
     let format = params.format.unwrap_or_default();
     let page_size = state.app.limits.max_page_size;
-    let after_seq = params.after_seq.unwrap_or(0).max(0);
+    let after_seq = after_seq(params.after_seq)?;
     // The head first: every record the export holds is at or before it.
     let checkpoint = state.app.audit_checkpoint(&caller, "export").await?;
     // The first page is read before answering, so a refusal is a problem, not a cut stream.

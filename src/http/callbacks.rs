@@ -15,11 +15,12 @@ use super::AppState;
 use super::directory::id_field;
 use super::error::{ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
+use super::schema::CursorText;
 use super::views::Page;
 use crate::callbacks::endpoints::{EndpointChange, EndpointWithSecret, NewEndpoint};
 use crate::domain::callbacks::{
     Attempt, Delivery, DeliveryStatus, DisabledReason, Endpoint, EndpointStatus, EndpointUrl, EventOwner, EventType,
-    EventTypes, OwnerKind,
+    EventTypes, MAX_URL_LEN, OwnerKind,
 };
 use crate::domain::ids::{EndpointId, EventId, FacilityId, RegionId};
 use crate::domain::time::UnixMs;
@@ -38,8 +39,49 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 fn url_field(raw: &str) -> Result<EndpointUrl, Error> {
+    if !is_url_text(raw) {
+        return Err(Error::invalid(
+            "url",
+            "INVALID_URL",
+            "must be an http:// or https:// URL: a host name, an optional port, then a path or query of \
+             printable ASCII without `#`, `@` or spaces",
+        ));
+    }
     EndpointUrl::parse(raw).map_err(|error| Error::invalid("url", "INVALID_URL", error))
 }
+
+/// The shape of an endpoint URL as the document states it ([`URL_PATTERN`]): the scheme, a
+/// host name of letters, digits, dots and dashes, an optional port, then a path or query of
+/// printable ASCII without `#` (no fragment), `@` (no credentials) or spaces. What the
+/// callback rules then check (a port in range, where the host points) comes on top.
+fn is_url_text(raw: &str) -> bool {
+    let lower = raw.get(..8).unwrap_or(raw).to_ascii_lowercase();
+    let Some(rest) = ["http://", "https://"].iter().find(|s| lower.starts_with(**s)).map(|s| &raw[s.len()..]) else {
+        return false;
+    };
+    let host_end = rest.find([':', '/', '?']).unwrap_or(rest.len());
+    let (host, rest) = rest.split_at(host_end);
+    let host_ok = host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && host.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && host.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    let rest = match rest.strip_prefix(':') {
+        Some(port_and_rest) => {
+            let port_end = port_and_rest.find(['/', '?']).unwrap_or(port_and_rest.len());
+            let (port, rest) = port_and_rest.split_at(port_end);
+            if !(1..=5).contains(&port.len()) || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return false;
+            }
+            rest
+        }
+        None => rest,
+    };
+    let tail_ok = rest.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'#' && b != b'@');
+    raw.len() <= MAX_URL_LEN && host_ok && tail_ok
+}
+
+/// [`is_url_text`] as a regular expression.
+pub const URL_PATTERN: &str =
+    "^[hH][tT][tT][pP]([sS])?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?([/?][!\"$-?A-~]*)?$";
 
 fn event_types_field(raw: &[String]) -> Result<EventTypes, Error> {
     EventTypes::parse(raw).map_err(|error| Error::invalid("event_types", "INVALID_EVENT_TYPES", error))
@@ -198,21 +240,86 @@ impl From<Attempt> for AttemptView {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
+/// An endpoint for a facility (`facility_id`) or for a subsidy office (`office_region_id`,
+/// its region node): exactly one of the two.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEndpoint {
-    /// The owning facility; give this or `office_region_id`.
     pub facility_id: Option<String>,
-    /// The owning subsidy office (its region node); give this or `facility_id`.
     pub office_region_id: Option<String>,
-    /// An http:// or https:// URL without credentials, at most 2048 characters.
-    #[schema(example = "https://billing.example.cn/carepay/callbacks")]
     pub url: String,
-    #[schema(example = json!(["payment.succeeded", "refund.succeeded"]))]
     pub event_types: Vec<String>,
     /// Also sign with Ed25519 (`v1a`); the public key is then in the endpoint.
     #[serde(default)]
     pub ed25519: bool,
+}
+
+impl utoipa::PartialSchema for CreateEndpoint {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use super::schema::{null, object, one_of, reference};
+        let owned_by = |owner: &str, other: &str, id: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            object()
+                .property(owner, id)
+                .property(other, null())
+                .property("url", reference::<UrlText>())
+                .property("event_types", event_types_schema())
+                .property(
+                    "ed25519",
+                    utoipa::openapi::schema::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Boolean)
+                        .description(Some("Also sign with Ed25519 (`v1a`); the public key is then in the endpoint.")),
+                )
+                .required(owner)
+                .required("url")
+                .required("event_types")
+        };
+        one_of([
+            owned_by("facility_id", "office_region_id", reference::<FacilityId>())
+                .description(Some("A facility's endpoint.")),
+            owned_by("office_region_id", "facility_id", reference::<RegionId>())
+                .description(Some("A subsidy office's endpoint (its region node).")),
+        ])
+    }
+}
+
+impl ToSchema for CreateEndpoint {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        super::schema::register::<FacilityId>(schemas);
+        super::schema::register::<RegionId>(schemas);
+        super::schema::register::<UrlText>(schemas);
+        super::schema::register::<EventType>(schemas);
+    }
+}
+
+/// At least one event type; repeats count once.
+fn event_types_schema() -> utoipa::openapi::schema::ArrayBuilder {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(super::schema::reference::<EventType>())
+        .min_items(Some(1))
+        .examples([serde_json::json!(["payment.succeeded", "refund.succeeded"])])
+}
+
+struct UrlText;
+
+impl utoipa::PartialSchema for UrlText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(MAX_URL_LEN))
+            .pattern(Some(URL_PATTERN))
+            .description(Some(
+                "An http:// or https:// URL without credentials or fragment, at most 2048 characters, whose host \
+                 resolves to a public address.",
+            ))
+            .examples(["https://billing.example.cn/carepay/callbacks"])
+            .into()
+    }
+}
+
+impl ToSchema for UrlText {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("EndpointUrl")
+    }
 }
 
 /// Register an endpoint. The answer carries its `whsec_` secret, shown this once.
@@ -240,10 +347,13 @@ async fn create_endpoint(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointListParams {
-    /// Only this facility's endpoints.
+    /// Only this facility's endpoints (not with `office_region_id`).
+    #[param(value_type = Option<FacilityId>, inline)]
     pub facility_id: Option<String>,
-    /// Only this subsidy office's endpoints.
+    /// Only this subsidy office's endpoints (not with `facility_id`).
+    #[param(value_type = Option<RegionId>, inline)]
     pub office_region_id: Option<String>,
+    #[param(value_type = Option<CursorText>, inline)]
     pub after: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -265,7 +375,7 @@ async fn list_endpoints(
     Ok(Json(Page::new(endpoints, limit, |e| e.id.to_string(), EndpointView::from)))
 }
 
-#[utoipa::path(get, path = "/v1/callback-endpoints/{id}", tag = "callbacks", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/callback-endpoints/{id}", tag = "callbacks", params(("id" = inline(EndpointId), Path)),
     responses((status = 200, body = EndpointView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_endpoint(
@@ -279,14 +389,23 @@ async fn get_endpoint(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeEndpoint {
+    #[schema(value_type = Option<UrlText>)]
     pub url: Option<String>,
+    #[schema(schema_with = optional_event_types)]
     pub event_types: Option<Vec<String>>,
     /// `true` re-enables a disabled endpoint (its failure count starts again); `false`
     /// disables it. Replay what it missed with `replay-failed`.
     pub enabled: Option<bool>,
 }
 
-#[utoipa::path(patch, path = "/v1/callback-endpoints/{id}", tag = "callbacks", params(("id" = String, Path)),
+fn optional_event_types() -> utoipa::openapi::schema::Schema {
+    use super::schema::null;
+    utoipa::openapi::schema::Schema::OneOf(
+        utoipa::openapi::schema::OneOfBuilder::new().item(null()).item(event_types_schema()).build(),
+    )
+}
+
+#[utoipa::path(patch, path = "/v1/callback-endpoints/{id}", tag = "callbacks", params(("id" = inline(EndpointId), Path)),
     request_body = ChangeEndpoint,
     responses((status = 200, body = EndpointView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -309,13 +428,14 @@ async fn change_endpoint(
 pub struct RotateSecret {
     /// How long the old secret keeps signing alongside the new one (default one day, at
     /// most seven).
+    #[schema(minimum = 0, maximum = 604_800)]
     pub overlap_seconds: Option<i64>,
 }
 
 /// Replace the `whsec_` secret (shown this once). During the overlap every callback carries
 /// both signatures, space-separated, so receivers switch without losing one.
 #[utoipa::path(post, path = "/v1/callback-endpoints/{id}/rotate-secret", tag = "callbacks",
-    params(("id" = String, Path)), request_body = RotateSecret,
+    params(("id" = inline(EndpointId), Path)), request_body = RotateSecret,
     responses((status = 200, body = EndpointWithSecretView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn rotate_secret(
@@ -334,7 +454,7 @@ pub struct PublicKeyView {
     pub public_key: String,
 }
 
-#[utoipa::path(get, path = "/v1/callback-endpoints/{id}/public-key", tag = "callbacks", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/callback-endpoints/{id}/public-key", tag = "callbacks", params(("id" = inline(EndpointId), Path)),
     responses((status = 200, body = PublicKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn public_key(
@@ -351,15 +471,19 @@ async fn public_key(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryListParams {
-    /// Only deliveries in this state: pending, succeeded or failed.
+    /// Only deliveries in this state.
+    #[param(value_type = Option<DeliveryStatus>, inline)]
     pub status: Option<String>,
+    #[param(value_type = Option<CursorText>, inline)]
     pub after: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
 /// The events sent (or to be sent) to this endpoint and where each stands.
 #[utoipa::path(get, path = "/v1/callback-endpoints/{id}/deliveries", tag = "callbacks",
-    params(("id" = String, Path), DeliveryListParams),
+    params(("id" = inline(EndpointId), Path), DeliveryListParams),
     responses((status = 200, body = Page<DeliveryView>), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn list_deliveries(
@@ -387,15 +511,19 @@ async fn list_deliveries(
 #[serde(deny_unknown_fields)]
 pub struct AttemptListParams {
     /// Only the attempts of this event.
+    #[param(value_type = Option<EventId>, inline)]
     pub event_id: Option<String>,
+    #[param(value_type = Option<CursorText>, inline)]
     pub after: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
 /// Every HTTP attempt to this endpoint, oldest first: status, latency, response excerpt,
 /// next attempt.
 #[utoipa::path(get, path = "/v1/callback-endpoints/{id}/attempts", tag = "callbacks",
-    params(("id" = String, Path), AttemptListParams),
+    params(("id" = inline(EndpointId), Path), AttemptListParams),
     responses((status = 200, body = Page<AttemptView>), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn list_attempts(
@@ -414,6 +542,7 @@ async fn list_attempts(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayEvent {
+    #[schema(value_type = EventId)]
     pub event_id: String,
 }
 
@@ -425,7 +554,7 @@ pub struct ReplayView {
 
 /// Send one event to this endpoint again (same `webhook-id`, fresh retry schedule).
 #[utoipa::path(post, path = "/v1/callback-endpoints/{id}/replay", tag = "callbacks",
-    params(("id" = String, Path)), request_body = ReplayEvent,
+    params(("id" = inline(EndpointId), Path)), request_body = ReplayEvent,
     responses((status = 202, body = ReplayView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn replay_event(
@@ -443,13 +572,13 @@ async fn replay_event(
 #[serde(deny_unknown_fields)]
 pub struct ReplayFailed {
     /// Replay failed deliveries of events created at or after this time (RFC 3339).
-    #[schema(example = "2026-11-28T00:00:00+08:00")]
+    #[schema(value_type = super::schema::InstantText)]
     pub since: String,
 }
 
 /// Queue again every failed delivery to this endpoint since a time.
 #[utoipa::path(post, path = "/v1/callback-endpoints/{id}/replay-failed", tag = "callbacks",
-    params(("id" = String, Path)), request_body = ReplayFailed,
+    params(("id" = inline(EndpointId), Path)), request_body = ReplayFailed,
     responses((status = 202, body = ReplayView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn replay_failed(
@@ -461,4 +590,45 @@ async fn replay_failed(
     let since = instant_field("since", &body.since)?;
     let queued = state.app.replay_failed(&caller, &id, since).await?;
     Ok((StatusCode::ACCEPTED, Json(ReplayView { queued })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_pattern_states_exactly_what_the_url_shape_check_accepts() {
+        let pattern = regex::Regex::new(URL_PATTERN).unwrap();
+        let samples = [
+            "https://billing.example.cn/carepay/callbacks",
+            "http://127.0.0.1:9/hook",
+            "HTTPS://a",
+            "https://a.b-c.d:8443?x=1&y=2",
+            "https://a/%20",
+            "https://or0>L!Y=",
+            "https://user@a/",
+            "https://a/#frag",
+            "https://a/ b",
+            "https://-a/",
+            "https://a-/",
+            "https://a:/",
+            "https://a:123456/",
+            "ftp://a/",
+            "https://",
+            "https://a/\u{0}",
+            "https://例子.cn/",
+            "http:/a",
+        ];
+        for sample in samples {
+            assert_eq!(pattern.is_match(sample), is_url_text(sample), "{sample:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_url_pattern_and_the_shape_check_agree(raw in "(https?|HTTP)://[a-z0-9.:/?#@ -]{0,12}") {
+            let pattern = regex::Regex::new(URL_PATTERN).unwrap();
+            proptest::prop_assert_eq!(pattern.is_match(&raw), is_url_text(&raw), "{:?}", raw);
+        }
+    }
 }

@@ -11,10 +11,11 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
+use super::schema::{CursorText, NameText};
 use super::views::{FacilityView, OrganisationView, Page, RegionView};
 use crate::directory::{FacilityChange, NewFacility, NewOrganisation, NewRegion, PageRequest};
 use crate::domain::directory::{FacilityKind, Name, RegionLevel, WalletId};
-use crate::domain::ids::{FacilityId, OrganisationId, RegionId};
+use crate::domain::ids::{Cursor, FacilityId, OrganisationId, RegionId};
 use crate::error::Error;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Return items after this id (the previous page's `next_after`).
+    #[param(value_type = Option<CursorText>, inline)]
     pub after: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -49,17 +51,29 @@ impl ListParams {
 pub const MAX_PAGE_SIZE: u32 = 200;
 
 /// A page request from `after` and `limit` query parameters; a `limit` outside 1 to 200 is
-/// refused rather than silently changed.
+/// refused rather than silently changed, and so is a cursor no page ever handed out.
 pub fn page_request(after: Option<String>, limit: Option<u32>) -> Result<PageRequest, ApiError> {
-    if limit.is_some_and(|limit| !(1..=MAX_PAGE_SIZE).contains(&limit)) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_QUERY",
-            format!("limit: must be between 1 and {MAX_PAGE_SIZE}"),
-        )
-        .with_field("limit"));
-    }
+    let limit = page_limit(limit)?;
+    let after = after.as_deref().map(cursor_param).transpose()?;
     Ok(PageRequest { after, limit })
+}
+
+/// A `limit` query parameter: 1 to [`MAX_PAGE_SIZE`].
+pub fn page_limit(limit: Option<u32>) -> Result<Option<u32>, ApiError> {
+    if limit.is_some_and(|limit| !(1..=MAX_PAGE_SIZE).contains(&limit)) {
+        return Err(query_error("limit", format!("must be between 1 and {MAX_PAGE_SIZE}")));
+    }
+    Ok(limit)
+}
+
+/// An `after` query parameter: a cursor as [`Cursor::parse`] reads it.
+pub fn cursor_param(raw: &str) -> Result<Cursor, ApiError> {
+    Cursor::parse(raw).map_err(|error| query_error("after", error.to_string()))
+}
+
+/// A query parameter that is present but not of its form: 400, naming it.
+pub fn query_error(field: &'static str, detail: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", format!("{field}: {detail}")).with_field(field)
 }
 
 pub(crate) fn name_field(field: &str, raw: &str) -> Result<Name, Error> {
@@ -74,16 +88,44 @@ pub(crate) fn id_field<T>(
     parse(raw).map_err(|error| Error::invalid(field, "INVALID_ID", error))
 }
 
-#[derive(Deserialize, ToSchema)]
+/// A district (no parent; needs an all-regions token), or a town under a district or a
+/// village under a town.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRegion {
-    /// The parent region; omit to create a district (needs an all-regions token).
-    #[schema(pattern = "^reg_[0-9a-f]{32}$")]
     pub parent_id: Option<String>,
     pub level: RegionLevel,
-    #[schema(example = "松陵街道")]
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     pub name: String,
+}
+
+impl utoipa::PartialSchema for CreateRegion {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use super::schema::{object, one_of, reference, strings};
+        one_of([
+            object()
+                .description(Some("A district: the top of the tree, without a parent."))
+                .property("parent_id", super::schema::null())
+                .property("level", strings(["district"]))
+                .property("name", reference::<NameText>())
+                .required("level")
+                .required("name"),
+            object()
+                .description(Some("A town under a district, or a village under a town."))
+                .property("parent_id", reference::<RegionId>())
+                .property("level", strings(["town", "village"]))
+                .property("name", reference::<NameText>())
+                .required("parent_id")
+                .required("level")
+                .required("name"),
+        ])
+    }
+}
+
+impl ToSchema for CreateRegion {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        super::schema::register::<NameText>(schemas);
+        super::schema::register::<RegionId>(schemas);
+    }
 }
 
 #[utoipa::path(post, path = "/v1/regions", tag = "directory", request_body = CreateRegion,
@@ -117,7 +159,7 @@ async fn list_regions(
     Ok(Json(Page::new(regions, limit, |r| r.id.to_string(), RegionView::from)))
 }
 
-#[utoipa::path(get, path = "/v1/regions/{id}", tag = "directory", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/regions/{id}", tag = "directory", params(("id" = inline(RegionId), Path)),
     responses((status = 200, body = RegionView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_region(
@@ -131,10 +173,9 @@ async fn get_region(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganisation {
-    #[schema(pattern = "^reg_[0-9a-f]{32}$")]
+    #[schema(value_type = RegionId)]
     pub region_id: String,
-    #[schema(example = "吴江颐家养老服务有限公司")]
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    #[schema(value_type = NameText, example = "吴江颐家养老服务有限公司")]
     pub name: String,
 }
 
@@ -168,7 +209,7 @@ async fn list_organisations(
     Ok(Json(Page::new(organisations, limit, |o| o.id.to_string(), OrganisationView::from)))
 }
 
-#[utoipa::path(get, path = "/v1/organisations/{id}", tag = "directory", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/organisations/{id}", tag = "directory", params(("id" = inline(OrganisationId), Path)),
     responses((status = 200, body = OrganisationView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_organisation(
@@ -182,16 +223,15 @@ async fn get_organisation(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateFacility {
-    #[schema(pattern = "^reg_[0-9a-f]{32}$")]
+    #[schema(value_type = RegionId)]
     pub region_id: String,
-    #[schema(pattern = "^org_[0-9a-f]{32}$")]
+    #[schema(value_type = Option<OrganisationId>)]
     pub organisation_id: Option<String>,
-    #[schema(example = "松陵镇中心敬老院")]
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    #[schema(value_type = NameText, example = "松陵镇中心敬老院")]
     pub name: String,
     pub kind: FacilityKind,
     /// The facility's e-CNY merchant wallet: 16 digits.
-    #[schema(example = "0021000000000001", pattern = "^[0-9]{16}$")]
+    #[schema(value_type = super::schema::WalletIdText)]
     pub merchant_wallet_id: String,
 }
 
@@ -233,7 +273,7 @@ async fn list_facilities(
     Ok(Json(Page::new(facilities, limit, |f| f.id.to_string(), FacilityView::from)))
 }
 
-#[utoipa::path(get, path = "/v1/facilities/{id}", tag = "directory", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/facilities/{id}", tag = "directory", params(("id" = inline(FacilityId), Path)),
     responses((status = 200, body = FacilityView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_facility(
@@ -249,10 +289,10 @@ async fn get_facility(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeFacility {
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    #[schema(value_type = Option<NameText>)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>, pattern = "^org_[0-9a-f]{32}$")]
+    #[schema(value_type = Option<OrganisationId>)]
     pub organisation_id: Option<Option<String>>,
 }
 
@@ -261,7 +301,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
-#[utoipa::path(patch, path = "/v1/facilities/{id}", tag = "directory", params(("id" = String, Path)),
+#[utoipa::path(patch, path = "/v1/facilities/{id}", tag = "directory", params(("id" = inline(FacilityId), Path)),
     request_body = ChangeFacility,
     responses((status = 200, body = FacilityView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]

@@ -12,9 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::directory::id_field;
+use super::directory::{id_field, name_field, page_limit};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
+use super::schema::{AmountText, DateText, NameText, NonZeroAmountText, PayeeNameText, PeriodText, WalletIdText};
 use super::upload_stream::{self, SpoolError};
 use crate::disbursement::{NewProgramme, Rejection, Upload, UploadRequest};
 use crate::domain::batch::{Batch, BatchStatus, BatchStep, Line, LineStatus, Period, Programme, Progress};
@@ -22,6 +23,7 @@ use crate::domain::directory::WalletId;
 use crate::domain::disbursement::{Column, ControlTotals};
 use crate::domain::ids::{BatchId, ProgrammeId, RegionId};
 use crate::domain::money::Amount;
+use crate::domain::text::{self, FreeText};
 use crate::error::Error;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -55,23 +57,27 @@ fn wallet_field(field: &str, raw: &str) -> Result<WalletId, Error> {
 #[serde(deny_unknown_fields)]
 pub struct CreateProgramme {
     /// The owning subsidy office (a region node).
+    #[schema(value_type = RegionId)]
     pub region_id: String,
-    #[schema(example = "2026 高龄津贴")]
+    #[schema(value_type = NameText, example = "2026 高龄津贴")]
     pub name: String,
     /// The funding wallet transfers are paid from (16 digits).
+    #[schema(value_type = WalletIdText)]
     pub funding_wallet_id: String,
-    #[schema(example = "1000000.00")]
+    #[schema(value_type = NonZeroAmountText, example = "1000000.00")]
     pub budget: String,
-    #[schema(example = "500.00")]
+    #[schema(value_type = NonZeroAmountText, example = "500.00")]
     pub per_payment_cap: String,
-    #[schema(example = "500.00")]
+    #[schema(value_type = NonZeroAmountText, example = "500.00")]
     pub per_period_cap: String,
     /// Merchant wallets the money may be spent at (e.g. designated canteens); empty for any.
     #[serde(default)]
+    #[schema(value_type = Vec<WalletIdText>)]
     pub designated_merchants: Vec<String>,
-    #[schema(example = "2026-01-01")]
+    #[schema(value_type = DateText, example = "2026-01-01")]
     pub starts_on: String,
-    #[schema(example = "2026-12-31")]
+    /// On or after `starts_on`.
+    #[schema(value_type = DateText, example = "2026-12-31")]
     pub ends_on: String,
 }
 
@@ -130,7 +136,7 @@ async fn create_programme(
         .collect::<Result<_, _>>()?;
     let new = NewProgramme {
         region_id: id_field("region_id", &body.region_id, RegionId::parse)?,
-        name: body.name,
+        name: name_field("name", &body.name)?,
         funding_wallet_id: wallet_field("funding_wallet_id", &body.funding_wallet_id)?,
         budget: amount_field("budget", &body.budget)?,
         per_payment_cap: amount_field("per_payment_cap", &body.per_payment_cap)?,
@@ -149,7 +155,7 @@ struct ProgrammePath {
 }
 
 #[utoipa::path(get, path = "/v1/subsidy-programmes/{id}", tag = "disbursement",
-    params(("id" = String, Path, description = "prg_...")),
+    params(("id" = inline(ProgrammeId), Path)),
     responses((status = 200, body = ProgrammeView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_programme(
@@ -162,14 +168,41 @@ async fn get_programme(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UploadParams {
-    /// The month paid for, `YYYY-MM`.
+    /// The month paid for, `YYYY-MM`, within the programme's dates.
+    #[param(value_type = PeriodText, inline)]
     pub period: String,
     /// Control total: the number of beneficiary lines in the file.
     pub line_count: u64,
     /// Control total: the sum of the amounts, yuan.
+    #[param(value_type = AmountText, inline)]
     pub total: String,
+}
+
+/// What an `Idempotency-Key` may be: printable ASCII, 1 to 128 characters, no space at either
+/// end (HTTP drops those).
+pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]([ -~]{0,126}[!-~])?$";
+
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> Result<String, Error> {
+    let raw = headers.get("idempotency-key").ok_or_else(|| {
+        Error::invalid("Idempotency-Key", "IDEMPOTENCY_KEY_REQUIRED", "send an Idempotency-Key header")
+    })?;
+    let bytes = raw.as_bytes();
+    let printable = |b: &u8| (0x20..=0x7e).contains(b);
+    let shaped = (1..=128).contains(&bytes.len())
+        && bytes.iter().all(printable)
+        && bytes.first().is_some_and(|b| *b != b' ')
+        && bytes.last().is_some_and(|b| *b != b' ');
+    if !shaped {
+        return Err(Error::invalid(
+            "Idempotency-Key",
+            "INVALID_IDEMPOTENCY_KEY",
+            "1 to 128 printable ASCII characters, no space at either end",
+        ));
+    }
+    Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
 #[derive(Serialize, ToSchema)]
@@ -259,6 +292,28 @@ pub struct BatchRejectedView {
     pub errors_listed_limit: usize,
 }
 
+/// Why an upload was refused with 422: the file's problems, or (as on every route) one field
+/// of the request (`period`, `Idempotency-Key`, ...).
+pub struct UploadRefusal;
+
+impl utoipa::PartialSchema for UploadRefusal {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use super::schema::reference;
+        let any_of = utoipa::openapi::schema::AnyOfBuilder::new()
+            .item(reference::<BatchRejectedView>())
+            .item(reference::<Problem>())
+            .build();
+        utoipa::openapi::schema::Schema::AnyOf(any_of).into()
+    }
+}
+
+impl ToSchema for UploadRefusal {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        super::schema::register::<BatchRejectedView>(schemas);
+        super::schema::register::<Problem>(schemas);
+    }
+}
+
 fn rejected_response(rejection: Rejection) -> Response {
     let listed = rejection.errors.len();
     let view = BatchRejectedView {
@@ -291,10 +346,11 @@ fn rejected_response(rejection: Rejection) -> Response {
 /// without BOM, or GB18030); `Idempotency-Key` makes a repeated upload return the same batch.
 /// Any problem refuses the whole file (422 with every problem counted) and stores nothing.
 #[utoipa::path(post, path = "/v1/subsidy-programmes/{id}/batches", tag = "disbursement",
-    params(("id" = String, Path, description = "prg_..."), UploadParams,
-           ("Idempotency-Key" = String, Header, description = "client-chosen, unique per uploader")),
+    params(("id" = inline(ProgrammeId), Path), UploadParams,
+           ("Idempotency-Key" = String, Header, description = "client-chosen, unique per uploader",
+            pattern = "^[!-~]([ -~]{0,126}[!-~])?$")),
     request_body(content = String, content_type = "text/csv"),
-    responses((status = 201, body = BatchView), (status = 422, body = BatchRejectedView, content_type = "application/problem+json"),
+    responses((status = 201, body = BatchView), (status = 422, body = UploadRefusal, content_type = "application/problem+json"),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn upload_batch(
@@ -306,11 +362,7 @@ async fn upload_batch(
     body: Body,
 ) -> ApiResult<Response> {
     let programme_id = ProgrammeId::parse(&path.id).map_err(|_| Error::OutOfScope)?;
-    let idempotency_key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| Error::invalid("Idempotency-Key", "IDEMPOTENCY_KEY_REQUIRED", "send an Idempotency-Key header"))?
-        .to_owned();
+    let idempotency_key = idempotency_key(&headers)?;
     let request = UploadRequest {
         programme_id,
         period: Period::parse(&params.period).map_err(|e| Error::invalid("period", "INVALID_PERIOD", e))?,
@@ -356,7 +408,7 @@ fn batch_id(raw: &str) -> Result<BatchId, Error> {
 
 /// A batch with its progress: lines and amounts by state.
 #[utoipa::path(get, path = "/v1/subsidy-batches/{id}", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_...")),
+    params(("id" = inline(BatchId), Path)),
     responses((status = 200, body = BatchView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_batch(
@@ -386,7 +438,7 @@ impl From<BatchStep> for StepView {
 
 /// Every step of a batch: who moved it, and when.
 #[utoipa::path(get, path = "/v1/subsidy-batches/{id}/history", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_...")),
+    params(("id" = inline(BatchId), Path)),
     responses((status = 200, body = Vec<StepView>), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn batch_history(
@@ -399,17 +451,21 @@ async fn batch_history(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LineParams {
-    /// Lines after this sequence number.
+    /// Lines after this sequence number (the last `seq` of the previous page).
     #[serde(default)]
+    #[param(maximum = 9_223_372_036_854_775_807_u64)]
     pub after: u64,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
+/// One beneficiary line of a batch, as the office sees it (personal data masked).
 #[derive(Serialize, ToSchema)]
-pub struct LineView {
+pub struct BatchLineView {
     pub seq: u64,
     pub file_line: u64,
     /// Masked (`张*`): the full name is in the office's result file.
@@ -427,9 +483,9 @@ pub struct LineView {
     pub reissued_as_seq: Option<u64>,
 }
 
-impl From<Line> for LineView {
+impl From<Line> for BatchLineView {
     fn from(l: Line) -> Self {
-        LineView {
+        BatchLineView {
             seq: l.seq,
             file_line: l.file_line,
             name: l.name_masked,
@@ -448,22 +504,26 @@ impl From<Line> for LineView {
 
 /// A page of a batch's lines, in sequence order.
 #[utoipa::path(get, path = "/v1/subsidy-batches/{id}/lines", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_..."), LineParams),
-    responses((status = 200, body = Vec<LineView>), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    params(("id" = inline(BatchId), Path), LineParams),
+    responses((status = 200, body = Vec<BatchLineView>), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn batch_lines(
     State(state): State<AppState>,
     Caller(caller): Caller,
     StrictPath(path): StrictPath<BatchPath>,
     StrictQuery(params): StrictQuery<LineParams>,
-) -> ApiResult<Json<Vec<LineView>>> {
-    let lines = state.app.batch_lines(&caller, &batch_id(&path.id)?, params.after, params.limit.unwrap_or(50)).await?;
-    Ok(Json(lines.into_iter().map(LineView::from).collect()))
+) -> ApiResult<Json<Vec<BatchLineView>>> {
+    let limit = page_limit(params.limit)?.unwrap_or(50);
+    if i64::try_from(params.after).is_err() {
+        return Err(super::directory::query_error("after", format!("must be at most {}", i64::MAX)));
+    }
+    let lines = state.app.batch_lines(&caller, &batch_id(&path.id)?, params.after, limit).await?;
+    Ok(Json(lines.into_iter().map(BatchLineView::from).collect()))
 }
 
 /// Approve a draft (subsidy approver in the programme's region, never the uploader).
 #[utoipa::path(post, path = "/v1/subsidy-batches/{id}/approve", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_...")),
+    params(("id" = inline(BatchId), Path)),
     responses((status = 200, body = BatchView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn approve_batch(
@@ -476,7 +536,7 @@ async fn approve_batch(
 
 /// Start an approved batch, or resume a paused one.
 #[utoipa::path(post, path = "/v1/subsidy-batches/{id}/run", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_...")),
+    params(("id" = inline(BatchId), Path)),
     responses((status = 200, body = BatchView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn run_batch(
@@ -489,7 +549,7 @@ async fn run_batch(
 
 /// Pause a running batch: no new transfers start; those sent are still resolved.
 #[utoipa::path(post, path = "/v1/subsidy-batches/{id}/pause", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_...")),
+    params(("id" = inline(BatchId), Path)),
     responses((status = 200, body = BatchView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn pause_batch(
@@ -502,7 +562,7 @@ async fn pause_batch(
 
 /// Cancel a draft or approved batch (never a running one).
 #[utoipa::path(post, path = "/v1/subsidy-batches/{id}/cancel", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_...")),
+    params(("id" = inline(BatchId), Path)),
     responses((status = 200, body = BatchView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn cancel_batch(
@@ -523,25 +583,29 @@ struct LinePath {
 #[serde(deny_unknown_fields)]
 pub struct Reissue {
     /// The corrected name (the wallet holder's).
+    #[schema(value_type = PayeeNameText)]
     pub payee_name: String,
     /// The corrected wallet id (16 digits).
+    #[schema(value_type = WalletIdText)]
     pub wallet_id: String,
 }
 
 /// Re-issue a failed line after correction: a new line, linked to the old one.
 #[utoipa::path(post, path = "/v1/subsidy-batches/{id}/lines/{seq}/reissue", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_..."), ("seq" = u64, Path, description = "the failed line")),
+    params(("id" = inline(BatchId), Path), ("seq" = u64, Path, description = "the failed line")),
     request_body = Reissue,
-    responses((status = 201, body = LineView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    responses((status = 201, body = BatchLineView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn reissue_line(
     State(state): State<AppState>,
     Caller(caller): Caller,
     StrictPath(path): StrictPath<LinePath>,
     StrictJson(body): StrictJson<Reissue>,
-) -> ApiResult<(StatusCode, Json<LineView>)> {
+) -> ApiResult<(StatusCode, Json<BatchLineView>)> {
+    let payee_name = FreeText::parse(&body.payee_name, text::PAYEE_NAME)
+        .map_err(|error| Error::invalid("payee_name", "INVALID_NAME", error))?;
     let wallet = wallet_field("wallet_id", &body.wallet_id)?;
-    let line = state.app.reissue_line(&caller, &batch_id(&path.id)?, path.seq, &body.payee_name, &wallet).await?;
+    let line = state.app.reissue_line(&caller, &batch_id(&path.id)?, path.seq, &payee_name, &wallet).await?;
     Ok((StatusCode::CREATED, Json(line.into())))
 }
 
@@ -557,7 +621,7 @@ pub struct RevealedCitizenId {
 /// programme's office). Every reveal is recorded in the audit trail; the answer must not be
 /// cached (`Cache-Control: no-store`).
 #[utoipa::path(post, path = "/v1/subsidy-batches/{id}/lines/{seq}/reveal", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_..."), ("seq" = u64, Path, description = "the line")),
+    params(("id" = inline(BatchId), Path), ("seq" = u64, Path, description = "the line")),
     responses((status = 200, body = RevealedCitizenId), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn reveal_citizen_id(
@@ -575,7 +639,7 @@ async fn reveal_citizen_id(
 
 /// The result file: CSV in the encoding the office uploaded, ID numbers masked.
 #[utoipa::path(get, path = "/v1/subsidy-batches/{id}/result", tag = "disbursement",
-    params(("id" = String, Path, description = "bat_...")),
+    params(("id" = inline(BatchId), Path)),
     responses((status = 200, body = String, content_type = "text/csv"), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn batch_result(

@@ -62,6 +62,10 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.problem.code
     }
+
+    pub fn detail(&self) -> &str {
+        &self.problem.detail
+    }
 }
 
 impl From<Error> for ApiError {

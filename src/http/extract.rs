@@ -34,7 +34,37 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
             ));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
-        parse_json(&bytes).map(StrictJson)
+        parse_client_json(&bytes).map(StrictJson)
+    }
+}
+
+/// A client's JSON body. JSON has one kind of number: `1267.0` is the integer 1267 to JSON
+/// Schema and to most clients' encoders (a JavaScript client sends whole floats so), so a
+/// whole number written with a fraction or exponent is read as the integer it is.
+fn parse_client_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match parse_json(bytes) {
+        Err(error) if error.is_whole_float_mismatch() => {
+            let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| error)?;
+            whole_floats_as_integers(&mut value);
+            serde_path_to_error::deserialize(value).map_err(json_error)
+        }
+        other => other,
+    }
+}
+
+fn whole_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) if number.is_f64() => {
+            let float = number.as_f64().unwrap_or(f64::NAN);
+            // Within ±2^53 a float holds every whole number exactly.
+            if float.fract() == 0.0 && float.abs() <= 9_007_199_254_740_992.0 {
+                *number = serde_json::Number::from(float as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(whole_floats_as_integers),
+        _ => {}
     }
 }
 
@@ -58,6 +88,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         )
     })?;
     Ok(value)
+}
+
+impl ApiError {
+    /// Whether a body was refused only for a float where an integer belongs.
+    fn is_whole_float_mismatch(&self) -> bool {
+        self.code() == "INVALID_FIELD" && self.detail().contains("invalid type: floating point")
+    }
 }
 
 fn json_error(error: serde_path_to_error::Error<serde_json::Error>) -> ApiError {

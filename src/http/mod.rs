@@ -11,9 +11,11 @@ pub mod disbursement;
 pub mod error;
 pub mod extract;
 pub mod lanes;
+pub mod head_limits;
 pub mod notifications;
 pub mod ops;
 pub mod reconciliation;
+pub mod schema;
 pub mod terminals;
 pub mod tokens;
 pub mod upload_stream;
@@ -61,6 +63,8 @@ pub struct HttpSettings {
     pub trusted_proxies: client_addr::TrustedProxies,
     /// How the web console (`/console`) is served.
     pub console: crate::console::ConsoleSettings,
+    /// Longest request target and most header bytes (414 / 431 past them).
+    pub head: head_limits::HeadLimits,
 }
 
 impl Default for HttpSettings {
@@ -76,6 +80,7 @@ impl Default for HttpSettings {
             max_connections: 4_096,
             trusted_proxies: client_addr::TrustedProxies::default(),
             console: crate::console::ConsoleSettings::default(),
+            head: head_limits::HeadLimits::default(),
         }
     }
 }
@@ -180,6 +185,7 @@ pub fn router(app: App, settings: &HttpSettings) -> Router {
                 request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or_default();
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
         }))
+        .layer(middleware::from_fn_with_state(settings.head, head_limits::bound_head))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))

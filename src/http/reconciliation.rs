@@ -15,9 +15,14 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
+use super::schema::{DateText, NoteText, SignedAmountText, WalletIdText};
+use crate::domain::access::Principal;
+use crate::domain::directory::{RegionPath, WalletId};
 use crate::domain::ids::DiscrepancyId;
+use crate::domain::money::Amount;
 use crate::domain::reconciliation::Summary;
 use crate::domain::statement::Yuan;
+use crate::domain::text::{self, FreeText};
 use crate::error::Error;
 use crate::reconciliation::Source;
 use crate::store::reconciliation::{Discrepancy, ResultLine, RunRow, StoredFile};
@@ -131,8 +136,10 @@ fn run_view(run: RunRow, day_status: String) -> Result<RunView, Error> {
     })
 }
 
+/// One line of a reconciliation result: a statement line, a carepay record, or both, and
+/// how they compare.
 #[derive(Serialize, ToSchema)]
-pub struct LineView {
+pub struct ResultLineView {
     pub seq: i64,
     pub category: String,
     /// The fields that differ between the two sides.
@@ -156,9 +163,9 @@ fn yuan(fen: Option<i64>) -> Option<String> {
     fen.map(|fen| Yuan(fen).to_string())
 }
 
-impl From<ResultLine> for LineView {
+impl From<ResultLine> for ResultLineView {
     fn from(line: ResultLine) -> Self {
-        LineView {
+        ResultLineView {
             seq: line.seq,
             category: line.category,
             fields: line.fields,
@@ -268,8 +275,18 @@ struct DayPath {
     date: String,
 }
 
+/// A wallet's day as a path names it. A malformed wallet id or date names no day: the
+/// caller is told what it is told about a wallet that does not exist (and nothing malformed
+/// reaches the store).
+fn day_path(caller: &Principal, path: DayPath) -> Result<DayPath, Error> {
+    if WalletId::parse(&path.wallet_id).is_err() || !crate::domain::time::is_calendar_date(&path.date) {
+        return crate::app::within_scope(caller, None::<RegionPath>, "wallet", |path| path).map(|_| path);
+    }
+    Ok(path)
+}
+
 #[utoipa::path(post, path = "/v1/reconciliation/days/{wallet_id}/{date}/run", tag = "reconciliation",
-    params(("wallet_id" = String, Path), ("date" = String, Path, description = "YYYY-MM-DD")),
+    params(("wallet_id" = inline(WalletIdText), Path), ("date" = inline(DateText), Path)),
     responses((status = 200, body = RunView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn run_day(
@@ -277,13 +294,14 @@ async fn run_day(
     Caller(caller): Caller,
     StrictPath(path): StrictPath<DayPath>,
 ) -> ApiResult<Json<RunView>> {
+    let path = day_path(&caller, path)?;
     state.app.run_reconciliation(&caller, &path.wallet_id, &path.date).await?;
     let (run, status) = state.app.reconciliation_day(&caller, &path.wallet_id, &path.date).await?;
     Ok(Json(run_view(run, status)?))
 }
 
 #[utoipa::path(get, path = "/v1/reconciliation/days/{wallet_id}/{date}", tag = "reconciliation",
-    params(("wallet_id" = String, Path), ("date" = String, Path, description = "YYYY-MM-DD")),
+    params(("wallet_id" = inline(WalletIdText), Path), ("date" = inline(DateText), Path)),
     responses((status = 200, body = RunView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_day(
@@ -291,31 +309,48 @@ async fn get_day(
     Caller(caller): Caller,
     StrictPath(path): StrictPath<DayPath>,
 ) -> ApiResult<Json<RunView>> {
+    let path = day_path(&caller, path)?;
     let (run, status) = state.app.reconciliation_day(&caller, &path.wallet_id, &path.date).await?;
     Ok(Json(run_view(run, status)?))
 }
 
+/// How a day's result lines are answered.
+#[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LinesFormat {
+    /// Paged JSON.
+    #[default]
+    Json,
+    /// The whole result as one CSV download.
+    Csv,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LinesParams {
     /// `json` (default, paged) or `csv` (the whole result as a download).
-    pub format: Option<String>,
+    #[param(inline)]
+    pub format: Option<LinesFormat>,
     /// The last `seq` of the previous page.
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct LinesPage {
-    pub items: Vec<LineView>,
+    pub items: Vec<ResultLineView>,
     /// Pass as `after` for the next page; absent on the last one.
     pub next_after: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/reconciliation/days/{wallet_id}/{date}/lines", tag = "reconciliation",
-    params(("wallet_id" = String, Path), ("date" = String, Path), LinesParams),
-    responses((status = 200, body = LinesPage), (status = 200, description = "CSV download", content_type = "text/csv"),
+    params(("wallet_id" = inline(WalletIdText), Path), ("date" = inline(DateText), Path), LinesParams),
+    responses((status = 200, description = "A page of lines (`format=json`), or every line as CSV (`format=csv`)",
+            content((LinesPage = "application/json"), (String = "text/csv"))),
         (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn day_lines(
@@ -324,9 +359,13 @@ async fn day_lines(
     StrictPath(path): StrictPath<DayPath>,
     StrictQuery(params): StrictQuery<LinesParams>,
 ) -> ApiResult<Response> {
-    match params.format.as_deref().unwrap_or("json") {
-        "json" => {
-            let limit = params.limit.unwrap_or(50).clamp(1, state.app.limits.max_page_size);
+    let path = day_path(&caller, path)?;
+    let limit = super::directory::page_limit(params.limit)?.unwrap_or(50);
+    if params.after.is_some_and(|after| after < 0) {
+        return Err(super::directory::query_error("after", String::from("must not be negative")));
+    }
+    match params.format.unwrap_or_default() {
+        LinesFormat::Json => {
             let lines = state
                 .app
                 .reconciliation_lines(&caller, &path.wallet_id, &path.date, params.after.unwrap_or(0), limit)
@@ -334,9 +373,10 @@ async fn day_lines(
             let next_after = (lines.len() == usize::try_from(limit).unwrap_or(usize::MAX))
                 .then(|| lines.last().map(|l| l.seq))
                 .flatten();
-            Ok(Json(LinesPage { items: lines.into_iter().map(LineView::from).collect(), next_after }).into_response())
+            Ok(Json(LinesPage { items: lines.into_iter().map(ResultLineView::from).collect(), next_after })
+                .into_response())
         }
-        "csv" => {
+        LinesFormat::Csv => {
             let mut csv = String::from(CSV_HEADER);
             let mut after = 0;
             loop {
@@ -345,7 +385,7 @@ async fn day_lines(
                 let Some(last) = lines.last() else { break };
                 after = last.seq;
                 for line in lines {
-                    push_csv_line(&mut csv, &LineView::from(line));
+                    push_csv_line(&mut csv, &ResultLineView::from(line));
                 }
             }
             let disposition = format!("attachment; filename=\"reconciliation-{}-{}.csv\"", path.wallet_id, path.date);
@@ -358,14 +398,13 @@ async fn day_lines(
             )
                 .into_response())
         }
-        _ => Err(Error::invalid("format", "INVALID_FORMAT", "json or csv").into()),
     }
 }
 
 pub(crate) const CSV_HEADER: &str = "seq,category,fields,line_no,out_no,operator_ref,statement_kind,statement_status,\
 statement_amount,statement_fee,settled_at,carepay_kind,carepay_status,carepay_amount,carepay_fee,carepay_business_day\r\n";
 
-pub(crate) fn push_csv_line(out: &mut String, line: &LineView) {
+pub(crate) fn push_csv_line(out: &mut String, line: &ResultLineView) {
     let opt = |value: &Option<String>| value.clone().unwrap_or_default();
     let fields = [
         line.seq.to_string(),
@@ -408,15 +447,28 @@ pub(crate) fn push_csv_line(out: &mut String, line: &LineView) {
     out.push_str("\r\n");
 }
 
+/// Which discrepancies of a day are listed.
+#[derive(Clone, Copy, Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscrepancyFilter {
+    /// Only those still to resolve.
+    #[default]
+    Open,
+    /// Open and resolved.
+    All,
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DiscrepancyParams {
     /// `open` (default) or `all`.
-    pub status: Option<String>,
+    #[param(inline)]
+    pub status: Option<DiscrepancyFilter>,
 }
 
 #[utoipa::path(get, path = "/v1/reconciliation/days/{wallet_id}/{date}/discrepancies", tag = "reconciliation",
-    params(("wallet_id" = String, Path), ("date" = String, Path), DiscrepancyParams),
+    params(("wallet_id" = inline(WalletIdText), Path), ("date" = inline(DateText), Path), DiscrepancyParams),
     responses((status = 200, body = Vec<DiscrepancyView>), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn day_discrepancies(
@@ -425,29 +477,55 @@ async fn day_discrepancies(
     StrictPath(path): StrictPath<DayPath>,
     StrictQuery(params): StrictQuery<DiscrepancyParams>,
 ) -> ApiResult<Json<Vec<DiscrepancyView>>> {
-    let only_open = match params.status.as_deref().unwrap_or("open") {
-        "open" => true,
-        "all" => false,
-        _ => return Err(Error::invalid("status", "INVALID_STATUS", "open or all").into()),
-    };
+    let path = day_path(&caller, path)?;
+    let only_open = matches!(params.status.unwrap_or_default(), DiscrepancyFilter::Open);
     let found = state.app.discrepancies(&caller, &path.wallet_id, &path.date, only_open).await?;
     Ok(Json(found.into_iter().map(DiscrepancyView::from).collect()))
 }
 
-#[derive(Deserialize, ToSchema)]
+/// `adjusted` with an `adjustment` (signed yuan posted to the wallet's ledger account,
+/// `"-1.00"` takes money out, against `reconciliation:adjustments`), or `operator_error`,
+/// `timing` or `other` without one; always with a note.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveDiscrepancy {
-    /// `adjusted`, `operator_error`, `timing` or `other`.
     pub resolution: String,
-    #[schema(example = "operator error, ticket #4711")]
     pub note: String,
-    /// For `adjusted`: signed yuan posted to the wallet's ledger account ("-1.00" takes
-    /// money out) against `reconciliation:adjustments`.
     pub adjustment: Option<String>,
 }
 
+impl utoipa::PartialSchema for ResolveDiscrepancy {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use super::schema::{null, object, one_of, reference, strings};
+        one_of([
+            object()
+                .description(Some("Corrected in carepay's ledger."))
+                .property("resolution", strings(["adjusted"]))
+                .property("note", reference::<NoteText>())
+                .property("adjustment", reference::<SignedAmountText>())
+                .required("resolution")
+                .required("note")
+                .required("adjustment"),
+            object()
+                .description(Some("Explained without a correction."))
+                .property("resolution", strings(["operator_error", "timing", "other"]))
+                .property("note", reference::<NoteText>())
+                .property("adjustment", null())
+                .required("resolution")
+                .required("note"),
+        ])
+    }
+}
+
+impl ToSchema for ResolveDiscrepancy {
+    fn schemas(schemas: &mut Vec<(String, utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>)>) {
+        super::schema::register::<NoteText>(schemas);
+        super::schema::register::<SignedAmountText>(schemas);
+    }
+}
+
 #[utoipa::path(post, path = "/v1/reconciliation/discrepancies/{id}/resolve", tag = "reconciliation",
-    params(("id" = String, Path)), request_body = ResolveDiscrepancy,
+    params(("id" = inline(DiscrepancyId), Path)), request_body = ResolveDiscrepancy,
     responses((status = 200, body = DiscrepancyView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn resolve_discrepancy(
@@ -457,20 +535,21 @@ async fn resolve_discrepancy(
     StrictJson(body): StrictJson<ResolveDiscrepancy>,
 ) -> ApiResult<Json<DiscrepancyView>> {
     let id = DiscrepancyId::parse(&id).map_err(|_| Error::NotFound { what: "discrepancy" })?;
+    let note =
+        FreeText::parse(&body.note, text::NOTE).map_err(|error| Error::invalid("note", "INVALID_NOTE", error))?;
     let adjustment_fen = body
         .adjustment
         .as_deref()
         .map(|raw| {
-            crate::domain::statement::parse_signed_yuan_fen(raw)
-                .ok_or_else(|| Error::invalid("adjustment", "INVALID_AMOUNT", "signed yuan with two decimals"))
+            Amount::parse_signed_nonzero_fen(raw).map_err(|error| Error::invalid("adjustment", "INVALID_AMOUNT", error))
         })
         .transpose()?;
-    let resolved = state.app.resolve_discrepancy(&caller, &id, &body.resolution, &body.note, adjustment_fen).await?;
+    let resolved = state.app.resolve_discrepancy(&caller, &id, &body.resolution, &note, adjustment_fen).await?;
     Ok(Json(resolved.into()))
 }
 
 #[utoipa::path(post, path = "/v1/reconciliation/days/{wallet_id}/{date}/close", tag = "reconciliation",
-    params(("wallet_id" = String, Path), ("date" = String, Path)),
+    params(("wallet_id" = inline(WalletIdText), Path), ("date" = inline(DateText), Path)),
     responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn close_day(
@@ -478,6 +557,7 @@ async fn close_day(
     Caller(caller): Caller,
     StrictPath(path): StrictPath<DayPath>,
 ) -> ApiResult<StatusCode> {
+    let path = day_path(&caller, path)?;
     state.app.close_reconciliation_day(&caller, &path.wallet_id, &path.date).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,6 +12,7 @@ use super::AppState;
 use super::directory::{id_field, name_field};
 use super::error::{ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
+use super::schema::{CursorText, NameText, PublicKeyText};
 use super::views::{Page, TerminalView};
 use crate::directory::NewTerminal;
 use crate::domain::directory::{PublicKey, TerminalStatus};
@@ -34,13 +35,12 @@ fn public_key_field(raw: &str) -> Result<PublicKey, Error> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterTerminal {
-    #[schema(pattern = "^fac_[0-9a-f]{32}$")]
+    #[schema(value_type = FacilityId)]
     pub facility_id: String,
-    #[schema(example = "食堂收银台 1")]
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    #[schema(value_type = NameText, example = "食堂收银台 1")]
     pub label: String,
     /// Base64 of the terminal's raw 32-byte Ed25519 public key.
-    #[schema(example = "AJleQ5YNwqtksahmYC5WevsvFkaBDD3c5JzFeyVyrfw=", pattern = "^[A-Za-z0-9+/]{43}=$")]
+    #[schema(value_type = PublicKeyText)]
     pub public_key: String,
 }
 
@@ -66,8 +66,9 @@ async fn register_terminal(
 #[serde(deny_unknown_fields)]
 pub struct TerminalListParams {
     /// Only this facility's terminals.
-    #[param(pattern = "^fac_[0-9a-f]{32}$")]
+    #[param(value_type = Option<FacilityId>, inline)]
     pub facility_id: Option<String>,
+    #[param(value_type = Option<CursorText>, inline)]
     pub after: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
@@ -90,7 +91,7 @@ async fn list_terminals(
     Ok(Json(Page::new(terminals, limit, |t| t.id.to_string(), TerminalView::from)))
 }
 
-#[utoipa::path(get, path = "/v1/terminals/{id}", tag = "terminals", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/terminals/{id}", tag = "terminals", params(("id" = inline(crate::domain::ids::TerminalId), Path)),
     responses((status = 200, body = TerminalView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_terminal(
@@ -102,7 +103,7 @@ async fn get_terminal(
 }
 
 /// Stop a terminal transacting at once; its signed requests are refused until resumed.
-#[utoipa::path(post, path = "/v1/terminals/{id}/suspend", tag = "terminals", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/terminals/{id}/suspend", tag = "terminals", params(("id" = inline(crate::domain::ids::TerminalId), Path)),
     responses((status = 200, body = TerminalView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn suspend_terminal(
@@ -113,7 +114,7 @@ async fn suspend_terminal(
     Ok(Json(state.app.set_terminal_status(&caller, &id, TerminalStatus::Suspended).await?.into()))
 }
 
-#[utoipa::path(post, path = "/v1/terminals/{id}/resume", tag = "terminals", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/terminals/{id}/resume", tag = "terminals", params(("id" = inline(crate::domain::ids::TerminalId), Path)),
     responses((status = 200, body = TerminalView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn resume_terminal(
@@ -128,12 +129,12 @@ async fn resume_terminal(
 #[serde(deny_unknown_fields)]
 pub struct RotateKey {
     /// Base64 of the new raw 32-byte Ed25519 public key.
-    #[schema(pattern = "^[A-Za-z0-9+/]{43}=$")]
+    #[schema(value_type = PublicKeyText)]
     pub public_key: String,
 }
 
 /// Replace the terminal's key; the old key is refused from now on and cannot be reused.
-#[utoipa::path(post, path = "/v1/terminals/{id}/rotate-key", tag = "terminals", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/terminals/{id}/rotate-key", tag = "terminals", params(("id" = inline(crate::domain::ids::TerminalId), Path)),
     request_body = RotateKey,
     responses((status = 200, body = TerminalView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]

@@ -12,6 +12,7 @@ use super::AppState;
 use super::directory::{ListParams, id_field, name_field};
 use super::error::{ApiResult, Problem};
 use super::extract::{Caller, StrictJson, StrictPath, StrictQuery};
+use super::schema::NameText;
 use super::views::{IssuedTokenView, Page, TokenView};
 use crate::access::NewToken;
 use crate::domain::ids::{RegionId, TokenId};
@@ -27,10 +28,9 @@ pub struct IssueToken {
     pub role: Role,
     /// Confine the token to this region and below. Required unless the caller itself sees
     /// every region.
-    #[schema(pattern = "^reg_[0-9a-f]{32}$")]
+    #[schema(value_type = Option<RegionId>)]
     pub region_id: Option<String>,
-    #[schema(example = "张会计的工作站")]
-    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
+    #[schema(value_type = NameText, example = "张会计的工作站")]
     pub label: String,
     /// Days until the token expires (1 to 3650); omit for a token that does not expire.
     #[schema(minimum = 1, maximum = 3650)]
@@ -74,7 +74,7 @@ async fn list_tokens(
     Ok(Json(Page::new(tokens, limit, |t| t.id.to_string(), TokenView::from)))
 }
 
-#[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = inline(crate::domain::ids::TokenId), Path)),
     responses((status = 200, body = TokenView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn get_token(
@@ -86,7 +86,7 @@ async fn get_token(
 }
 
 /// Revoke a token: every instance refuses it from the next request on.
-#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = inline(crate::domain::ids::TokenId), Path)),
     responses((status = 200, body = TokenView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 async fn revoke_token(

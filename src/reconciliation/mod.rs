@@ -29,6 +29,7 @@ use crate::domain::reconciliation::{
 };
 use crate::domain::role::Action;
 use crate::domain::statement::{ReadError, StatementHeader, StatementTotals, open_statement};
+use crate::domain::text::FreeText;
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
@@ -521,15 +522,12 @@ impl App {
         principal: &Principal,
         id: &DiscrepancyId,
         resolution: &str,
-        note: &str,
+        note: &FreeText,
         adjustment_fen: Option<i64>,
     ) -> Result<Discrepancy> {
         require(principal, Action::Reconcile)?;
         if !RESOLUTIONS.contains(&resolution) {
             return Err(Error::invalid("resolution", "INVALID_RESOLUTION", RESOLUTIONS.join(", ")));
-        }
-        if note.trim().is_empty() || note.chars().count() > 500 {
-            return Err(Error::invalid("note", "INVALID_NOTE", "a note of 1 to 500 characters is required"));
         }
         let beyond_any_amount =
             adjustment_fen.is_some_and(|fen| fen.unsigned_abs() > crate::domain::money::Amount::MAX_FEN.unsigned_abs());
@@ -568,7 +566,14 @@ impl App {
                 "adjustment_fen": adjustment_fen,
             }),
         };
-        let resolution = Resolution { resolution, note, adjustment_fen, actor, now: UnixMs::now(), audit: Some(audit) };
+        let resolution = Resolution {
+            resolution,
+            note: note.as_str(),
+            adjustment_fen,
+            actor,
+            now: UnixMs::now(),
+            audit: Some(audit),
+        };
         self.store.resolve_discrepancy(&discrepancy, &resolution).await.map_err(|error| match error {
             RunStoreError::Store(StoreError::GuardFailed) => {
                 Error::Conflict { code: "ALREADY_RESOLVED", detail: String::from("someone resolved it first") }

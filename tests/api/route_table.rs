@@ -34,23 +34,23 @@ const REVEAL: &[&str] = &["subsidy_clerk", "subsidy_approver"];
 /// Who manages a subsidy office's callback endpoints (and so reaches the routes) but not a facility's.
 const OFFICE_ONLY: &[&str] = &["subsidy_clerk", "subsidy_approver"];
 
-const WALLET_B: &str = "0021000000000002";
+pub(crate) const WALLET_B: &str = "0021000000000002";
 const MISSING_WALLET: &str = "0021999999999999";
 
 /// Objects in town B, which outsiders (town A) must not see and insiders (town B) may.
 #[derive(Default)]
-struct World {
-    town_a: String,
-    town_b: String,
-    org_b: String,
-    facility_b: String,
-    terminal_b: String,
-    victim_token_b: String,
-    endpoint_b: String,
-    programme_b: String,
-    batch_b: String,
-    discrepancy_b: String,
-    statement_b: Vec<u8>,
+pub(crate) struct World {
+    pub(crate) town_a: String,
+    pub(crate) town_b: String,
+    pub(crate) org_b: String,
+    pub(crate) facility_b: String,
+    pub(crate) terminal_b: String,
+    pub(crate) victim_token_b: String,
+    pub(crate) endpoint_b: String,
+    pub(crate) programme_b: String,
+    pub(crate) batch_b: String,
+    pub(crate) discrepancy_b: String,
+    pub(crate) statement_b: Vec<u8>,
 }
 
 enum Body {
@@ -413,7 +413,7 @@ async fn send(app: &TestApp, method: &Method, path: &str, token: &str, body: &Bo
     Answer { status: response.status(), text: response.text().await.unwrap() }
 }
 
-async fn world(app: &TestApp) -> World {
+pub(crate) async fn world(app: &TestApp) -> World {
     let root = &app.root_token;
     let district = app.create_region(root, None, "district", "吴江区").await;
     let town_a = app.create_region(root, Some(&district), "town", "松陵街道").await;
