@@ -312,7 +312,7 @@ fn parse_checkpoints(given: &[String]) -> anyhow::Result<Vec<crate::domain::audi
     given
         .iter()
         .map(|text| {
-            crate::domain::audit::GivenCheckpoint::parse(text)
+            crate::domain::audit::GivenCheckpoint::parse(text.trim())
                 .map_err(|error| anyhow::anyhow!("--checkpoint {text}: {error}"))
         })
         .collect()

@@ -229,9 +229,14 @@ pub enum GivenCheckpoint {
 }
 
 impl GivenCheckpoint {
+    /// The written form: a record number (within what `i64` holds), 64 lowercase hex digits,
+    /// and optionally a 64-byte signature in unpadded base64url (86 characters, the last
+    /// carrying two bits and four zero bits).
+    pub const PATTERN: &'static str = "^(0|[1-9][0-9]{0,17}):[0-9a-f]{64}(:[A-Za-z0-9_-]{85}[AQgw])?$";
+
     pub fn parse(text: &str) -> Result<GivenCheckpoint, &'static str> {
         const SHAPE: &str = "a checkpoint is SEQ:HASH or SEQ:HASH:SIGNATURE as carepay publishes it";
-        let mut parts = text.trim().split(':');
+        let mut parts = text.split(':');
         let (Some(seq), Some(hash)) = (parts.next(), parts.next()) else { return Err(SHAPE) };
         let signature = parts.next();
         if parts.next().is_some() {

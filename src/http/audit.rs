@@ -261,6 +261,7 @@ fn export_chunk(
 pub struct AuditVerifyParams {
     /// A head kept from earlier (an export's `Audit-Checkpoint`, or a log line's): `SEQ:HASH`
     /// or `SEQ:HASH:SIGNATURE`. The record it names must still be there with that hash.
+    #[param(value_type = Option<super::schema::CheckpointText>, inline)]
     pub checkpoint: Option<String>,
 }
 

@@ -241,6 +241,7 @@ pub struct UploadParams {
     /// The wallet (16 digits) this statement is meant for. A file whose header names another
     /// wallet is then refused with `STATEMENT_WRONG_WALLET`; without it, the header's wallet
     /// must be one the caller can reach (`STATEMENT_WALLET_OUT_OF_SCOPE` otherwise).
+    #[param(value_type = Option<WalletIdText>, inline)]
     pub wallet_id: Option<String>,
 }
 
@@ -264,7 +265,14 @@ async fn upload_statement(
             Error::invalid("content-type", "UNSUPPORTED_MEDIA_TYPE", "send text/csv or application/gzip").into()
         );
     }
-    let file = state.app.import_statement(&caller, body, Source::Upload, params.wallet_id.as_deref()).await?;
+    let meant_for = params
+        .wallet_id
+        .as_deref()
+        .map(WalletId::parse)
+        .transpose()
+        .map_err(|error| super::directory::query_error("wallet_id", error.to_string()))?;
+    let file =
+        state.app.import_statement(&caller, body, Source::Upload, meant_for.as_ref().map(WalletId::as_str)).await?;
     Ok((StatusCode::CREATED, Json(file.into())))
 }
 

@@ -132,6 +132,12 @@ wire_schema!(
     string().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))).examples(["2026-11-28T00:00:00+08:00"])
 );
 wire_schema!(
+    /// An audit checkpoint as carepay publishes it.
+    CheckpointText,
+    "Checkpoint",
+    string().pattern(Some(crate::domain::audit::GivenCheckpoint::PATTERN)).max_length(Some(170))
+);
+wire_schema!(
     /// A listing position: a previous page's `next_after`.
     CursorText,
     "Cursor",
@@ -218,6 +224,23 @@ mod tests {
             PublicKey::PATTERN,
             &[key, off_padding, " AJleQ5YNwqtksahmYC5WevsvFkaBDD3c5JzFeyVyrfw=", "AAAA", ""],
             |s| PublicKey::parse(s).is_ok(),
+        );
+        let hash = "ab".repeat(32);
+        let signature = "A".repeat(86);
+        agree(
+            crate::domain::audit::GivenCheckpoint::PATTERN,
+            &[
+                &format!("0:{hash}"),
+                &format!("42:{hash}:{signature}"),
+                &format!("042:{hash}"),
+                &format!("-1:{hash}"),
+                &format!(" 42:{hash}"),
+                &format!("42:{}", "AB".repeat(32)),
+                &format!("42:{hash}:{}", &signature[..85]),
+                &format!("42:{hash}:"),
+                &format!("42:{hash}:{}0", &signature[..85]),
+            ],
+            |s| crate::domain::audit::GivenCheckpoint::parse(s).is_ok(),
         );
         let mut headers = axum::http::HeaderMap::new();
         let long = "k".repeat(129);
