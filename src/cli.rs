@@ -276,17 +276,19 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 fn operator_signer(operator: &OperatorConfig, clock: &Clock) -> anyhow::Result<Signer> {
     match &operator.operator_signing_key_file {
         Some(path) => {
-            let seed = std::fs::read_to_string(path)
+            let secret = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --operator-signing-key-file {}", path.display()))?;
-            Signer::from_seed_base64(&operator.operator_key_id, seed.trim(), clock.clone())
-                .map_err(|error| anyhow::anyhow!("--operator-signing-key-file {}: {error:?}", path.display()))
+            let algorithm = operator.operator_signing_algorithm;
+            Signer::from_secret_base64(algorithm, &operator.operator_key_id, secret.trim(), clock.clone()).map_err(
+                |error| anyhow::anyhow!("--operator-signing-key-file {} ({algorithm}): {error}", path.display()),
+            )
         }
         None if operator.operator_url.is_some() => {
             anyhow::bail!(
                 "--operator-signing-key-file (CAREPAY_OPERATOR_SIGNING_KEY_FILE) is required with --operator-url"
             )
         }
-        None => Signer::generate(&operator.operator_key_id, clock.clone())
+        None => Signer::generate_with(operator.operator_signing_algorithm, &operator.operator_key_id, clock.clone())
             .map_err(|error| anyhow::anyhow!("cannot generate a signing key: {error:?}")),
     }
 }

@@ -259,16 +259,23 @@ pub struct OperatorConfig {
     #[arg(long, env = "CAREPAY_OPERATOR_URL")]
     pub operator_url: Option<String>,
 
-    /// The operator's public signing key(s) as KEY_ID=BASE64 (Ed25519); repeat or separate
-    /// with commas. Required with --operator-url.
+    /// The operator's public signing key(s) as KEY_ID=BASE64 (Ed25519) or KEY_ID=sm2-sm3:BASE64
+    /// (SM2, 65-byte uncompressed point); repeat or separate with commas. Each key id is bound
+    /// to its algorithm; keys of both may be trusted at once. Required with --operator-url.
     #[arg(long = "operator-public-key", env = "CAREPAY_OPERATOR_PUBLIC_KEYS", value_delimiter = ',',
-          value_parser = crate::operator::setup::parse_public_key)]
+          value_parser = crate::operator::signing::parse_key_entry)]
     pub operator_public_keys: Vec<(String, crate::operator::signing::PublicKey)>,
 
-    /// File holding the base64 32-byte Ed25519 seed carepay signs operator requests with.
+    /// File holding the base64 32-byte secret carepay signs operator requests with: an Ed25519
+    /// seed, or with `--operator-signing-algorithm sm2-sm3` the SM2 private key big-endian.
     /// When unset, a fresh key is generated at start (fine for the in-process sandbox).
     #[arg(long, env = "CAREPAY_OPERATOR_SIGNING_KEY_FILE")]
     pub operator_signing_key_file: Option<PathBuf>,
+
+    /// What carepay signs operator requests with: `ed25519` (the spec's) or `sm2-sm3`.
+    #[arg(long, env = "CAREPAY_OPERATOR_SIGNING_ALGORITHM", default_value = "ed25519",
+          value_parser = parse_signing_algorithm)]
+    pub operator_signing_algorithm: crate::operator::signing::SignatureAlgorithm,
 
     /// The key id the operator knows carepay's signing key by.
     #[arg(long, env = "CAREPAY_OPERATOR_KEY_ID", default_value = "carepay-1")]
@@ -299,6 +306,15 @@ pub struct OperatorConfig {
     #[arg(long, env = "CAREPAY_TERMINAL_CACHE_TTL_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub terminal_cache_ttl_ms: u64,
+}
+
+/// An algorithm carepay can sign with (it verifies ECDSA P-256 but does not sign with it).
+fn parse_signing_algorithm(raw: &str) -> Result<crate::operator::signing::SignatureAlgorithm, String> {
+    use crate::operator::signing::SignatureAlgorithm;
+    match raw.parse()? {
+        SignatureAlgorithm::EcdsaP256Sha256 => Err(String::from("carepay signs with ed25519 or sm2-sm3")),
+        algorithm => Ok(algorithm),
+    }
 }
 
 impl OperatorConfig {

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, StatusCode};
 use carepay::operator::client::{OperatorClient, OperatorSettings};
 use carepay::operator::clock::Clock;
-use carepay::operator::signing::{Algorithm, PublicKey, Signer, Verifier};
+use carepay::operator::signing::{Signer, Verifier};
 use carepay::operator::types::{ErrorBody, TradeStatus};
 
 use crate::helpers::*;
@@ -63,9 +63,7 @@ async fn unsigned_and_foreign_key_requests_are_refused_with_a_signed_401() {
 
     let stranger = Arc::new(Signer::generate(CLIENT_KEY_ID, Clock::system()).unwrap());
     let verifier = Arc::new(Verifier::new(Clock::system()));
-    verifier
-        .add_key(operator.sandbox.key_id(), PublicKey::new(Algorithm::Ed25519, operator.sandbox.public_key()).unwrap())
-        .unwrap();
+    verifier.add_key(&operator.sandbox.key_id(), operator.sandbox.verifying_key()).unwrap();
     let client = OperatorClient::new(
         OperatorSettings { base_url: operator.base_url.clone(), ..test_settings() },
         stranger,
@@ -81,9 +79,7 @@ async fn answers_signed_by_an_untrusted_key_are_unknown_not_success() {
     let operator = spawn_operator().await;
     let verifier = Arc::new(Verifier::new(Clock::system()));
     let other = Signer::generate("someone-else", Clock::system()).unwrap();
-    verifier
-        .add_key(operator.sandbox.key_id(), PublicKey::new(Algorithm::Ed25519, other.public_key().to_vec()).unwrap())
-        .unwrap();
+    verifier.add_key(&operator.sandbox.key_id(), other.verifying_key()).unwrap();
     let client = OperatorClient::new(
         OperatorSettings { base_url: operator.base_url.clone(), ..test_settings() },
         operator.client_signer.clone(),
@@ -115,9 +111,7 @@ async fn an_answer_whose_body_does_not_match_its_signature_is_unknown() {
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let verifier = Arc::new(Verifier::new(clock.clone()));
-    verifier
-        .add_key("fake-op", PublicKey::new(Algorithm::Ed25519, operator_signer.public_key().to_vec()).unwrap())
-        .unwrap();
+    verifier.add_key("fake-op", operator_signer.verifying_key()).unwrap();
     let client_signer = Arc::new(Signer::generate("carepay", clock).unwrap());
     let client = OperatorClient::new(OperatorSettings { base_url, ..test_settings() }, client_signer, verifier);
     let error = client.pay_by_code(&code_payment("P-tampered", 100, &payer_code(1, "0000"))).await.unwrap_err();
