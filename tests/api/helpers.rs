@@ -10,7 +10,7 @@ use carepay::operator::clock::Clock;
 use carepay::operator::sandbox::notify::NotifySettings;
 use carepay::operator::sandbox::{Sandbox, SandboxConfig};
 use carepay::operator::setup::OperatorTarget;
-use carepay::operator::signing::Signer;
+use carepay::operator::signing::{SignatureAlgorithm, Signer};
 use carepay::payments::PaymentSettings;
 use carepay::payments::worker::WorkerSettings;
 use carepay::rate_limit::Rate;
@@ -122,17 +122,32 @@ pub fn test_sandbox_config() -> SandboxConfig {
 }
 
 pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp {
+    spawn_app_signing_with(db, settings, SignatureAlgorithm::Ed25519, SignatureAlgorithm::Ed25519).await
+}
+
+/// A test server whose operator requests are signed with `carepay_algorithm` and whose
+/// in-process sandbox signs its answers and notifications with `operator_algorithm`.
+pub async fn spawn_app_signing_with(
+    db: TestDatabase,
+    settings: HttpSettings,
+    carepay_algorithm: SignatureAlgorithm,
+    operator_algorithm: SignatureAlgorithm,
+) -> TestApp {
     let store = db.store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
     // The wall clock, which the demo may move to put in its past days (the app's and the
     // operator's time move together, as in `carepay demo`).
     let clock = Clock::adjustable();
-    let signer = Signer::generate("carepay-test", clock.clone()).expect("signing key");
+    let signer = Signer::generate_with(carepay_algorithm, "carepay-test", clock.clone()).expect("signing key");
     let operator = OperatorSettings { timeout_ms: 1_000, ..OperatorSettings::default() };
     let notify_url = format!("{address}{}", carepay::http::notifications::NOTIFICATIONS_PATH);
     let setup = carepay::operator::setup::connect(
-        OperatorTarget::InProcess(SandboxConfig { clock: clock.clone(), ..test_sandbox_config() }),
+        OperatorTarget::InProcess(SandboxConfig {
+            clock: clock.clone(),
+            signing_algorithm: operator_algorithm,
+            ..test_sandbox_config()
+        }),
         signer,
         operator,
         Some(notify_url),

@@ -17,6 +17,7 @@ mod group_commit;
 mod keys;
 mod ledger;
 mod log_hygiene;
+mod operator_sm2;
 mod ops;
 mod payments;
 mod qr_orders;
