@@ -125,6 +125,12 @@ pub enum BenchCommand {
         /// Without it, only SQLite is measured.
         #[arg(long)]
         postgres_url: Option<String>,
+        /// Signatures and verifications timed per algorithm (Ed25519 and SM2) before the runs.
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        signature_iterations: u64,
+        /// What carepay and the in-process operator sign operator messages with in the runs.
+        #[arg(long, default_value = "ed25519")]
+        operator_signing_algorithm: crate::operator::signing::SignatureAlgorithm,
     },
     /// Signed callback deliveries per second to a receiver on loopback, draining a backlog.
     Callbacks {
@@ -476,11 +482,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", issued.secret.expose());
             Ok(())
         }
-        Command::Bench { command: BenchCommand::Pay { terminals, duration_s, postgres_url } } => {
+        Command::Bench {
+            command:
+                BenchCommand::Pay { terminals, duration_s, postgres_url, signature_iterations, operator_signing_algorithm },
+        } => {
             let options = crate::payments::bench::BenchOptions {
                 terminals: usize::try_from(terminals)?,
                 duration_s,
                 postgres_url,
+                signature_iterations: usize::try_from(signature_iterations)?,
+                operator_algorithm: operator_signing_algorithm,
             };
             println!("{}", crate::payments::bench::run(options).await?);
             Ok(())
