@@ -389,6 +389,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // before anything is served.
             let clock = if demo { Clock::adjustable() } else { Clock::system() };
             let signer = operator_signer(&operator, &clock)?;
+            // The public half, for the operator to trust (`KEY_ID=ALG:BASE64`).
+            tracing::info!(
+                key_id = signer.key_id(),
+                algorithm = %signer.algorithm(),
+                public_key = %signer.public_key_base64(),
+                "operator requests are signed with this key"
+            );
             let target = match &operator.operator_url {
                 None => OperatorTarget::InProcess(SandboxConfig { clock: clock.clone(), ..SandboxConfig::default() }),
                 Some(url) => {
