@@ -534,3 +534,42 @@ impl ReconciliationConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod operator_key_tests {
+    use clap::Parser as _;
+
+    use super::OperatorConfig;
+    use crate::operator::signing::SignatureAlgorithm;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        operator: OperatorConfig,
+    }
+
+    const SM2_KEY: &str = "BAn53zEeVCGhUN19Fh5LxcZyF5+tGDP8B2uwj/NW81AgzOpJDOJndaUtxupxjMGqYArtBfvzXghKZjL2By2prRM=";
+    const ED25519_KEY: &str = "AJleQ5YNwqtksahmYC5WevsvFkaBDD3c5JzFeyVyrfw=";
+
+    #[test]
+    fn operator_keys_of_both_algorithms_are_named_and_bad_ones_stop_the_start() {
+        let keys = format!("bank-ed={ED25519_KEY},bank-sm2=sm2-sm3:{SM2_KEY}");
+        let cli =
+            Cli::try_parse_from(["carepay", "--operator-public-key", &keys, "--operator-signing-algorithm", "sm2-sm3"])
+                .unwrap();
+        let algorithms: Vec<_> =
+            cli.operator.operator_public_keys.iter().map(|(id, key)| (id.as_str(), key.algorithm())).collect();
+        assert_eq!(algorithms, [("bank-ed", SignatureAlgorithm::Ed25519), ("bank-sm2", SignatureAlgorithm::Sm2Sm3)]);
+        assert_eq!(cli.operator.operator_signing_algorithm, SignatureAlgorithm::Sm2Sm3);
+        assert_eq!(
+            Cli::try_parse_from(["carepay"]).unwrap().operator.operator_signing_algorithm,
+            SignatureAlgorithm::Ed25519
+        );
+
+        let refused = |args: &[&str]| Cli::try_parse_from([&["carepay"], args].concat()).err().unwrap().to_string();
+        let mismatched = refused(&["--operator-public-key", &format!("bank=sm2-sm3:{ED25519_KEY}")]);
+        assert!(mismatched.contains("--operator-public-key") && mismatched.contains("wrong length"), "{mismatched}");
+        let verify_only = refused(&["--operator-signing-algorithm", "ecdsa-p256-sha256"]);
+        assert!(verify_only.contains("--operator-signing-algorithm"), "{verify_only}");
+    }
+}
