@@ -126,6 +126,12 @@ pub enum BenchCommand {
         /// Without it, only SQLite is measured.
         #[arg(long)]
         postgres_url: Option<String>,
+        /// Signatures and verifications timed per algorithm (Ed25519 and SM2) before the runs.
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        signature_iterations: u64,
+        /// What carepay and the in-process operator sign operator messages with in the runs.
+        #[arg(long, default_value = "ed25519")]
+        operator_signing_algorithm: crate::operator::signing::SignatureAlgorithm,
     },
     /// Signed callback deliveries per second to a receiver on loopback, draining a backlog.
     Callbacks {
@@ -277,17 +283,19 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 fn operator_signer(operator: &OperatorConfig, clock: &Clock) -> anyhow::Result<Signer> {
     match &operator.operator_signing_key_file {
         Some(path) => {
-            let seed = std::fs::read_to_string(path)
+            let secret = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --operator-signing-key-file {}", path.display()))?;
-            Signer::from_seed_base64(&operator.operator_key_id, seed.trim(), clock.clone())
-                .map_err(|error| anyhow::anyhow!("--operator-signing-key-file {}: {error:?}", path.display()))
+            let algorithm = operator.operator_signing_algorithm;
+            Signer::from_secret_base64(algorithm, &operator.operator_key_id, secret.trim(), clock.clone()).map_err(
+                |error| anyhow::anyhow!("--operator-signing-key-file {} ({algorithm}): {error}", path.display()),
+            )
         }
         None if operator.operator_url.is_some() => {
             anyhow::bail!(
                 "--operator-signing-key-file (CAREPAY_OPERATOR_SIGNING_KEY_FILE) is required with --operator-url"
             )
         }
-        None => Signer::generate(&operator.operator_key_id, clock.clone())
+        None => Signer::generate_with(operator.operator_signing_algorithm, &operator.operator_key_id, clock.clone())
             .map_err(|error| anyhow::anyhow!("cannot generate a signing key: {error:?}")),
     }
 }
@@ -384,6 +392,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             // before anything is served.
             let clock = if demo { Clock::adjustable() } else { Clock::system() };
             let signer = operator_signer(&operator, &clock)?;
+            // The public half, for the operator to trust (`KEY_ID=ALG:BASE64`).
+            tracing::info!(
+                key_id = signer.key_id(),
+                algorithm = %signer.algorithm(),
+                public_key = %signer.public_key_base64(),
+                "operator requests are signed with this key"
+            );
             let target = match &operator.operator_url {
                 None => OperatorTarget::InProcess(SandboxConfig { clock: clock.clone(), ..SandboxConfig::default() }),
                 Some(url) => OperatorTarget::Remote {
@@ -482,11 +497,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", issued.secret.expose());
             Ok(())
         }
-        Command::Bench { command: BenchCommand::Pay { terminals, duration_s, postgres_url } } => {
+        Command::Bench {
+            command:
+                BenchCommand::Pay { terminals, duration_s, postgres_url, signature_iterations, operator_signing_algorithm },
+        } => {
             let options = crate::payments::bench::BenchOptions {
                 terminals: usize::try_from(terminals)?,
                 duration_s,
                 postgres_url,
+                signature_iterations: usize::try_from(signature_iterations)?,
+                operator_algorithm: operator_signing_algorithm,
             };
             println!("{}", crate::payments::bench::run(options).await?);
             Ok(())

@@ -427,16 +427,23 @@ pub struct OperatorConfig {
     #[arg(long, env = "CAREPAY_OPERATOR_ALLOW_PLAIN_HTTP")]
     pub operator_allow_plain_http: bool,
 
-    /// The operator's public signing key(s) as KEY_ID=BASE64 (Ed25519); repeat or separate
-    /// with commas. Required with --operator-url.
+    /// The operator's public signing key(s) as KEY_ID=BASE64 (Ed25519) or KEY_ID=sm2-sm3:BASE64
+    /// (SM2, 65-byte uncompressed point); repeat or separate with commas. Each key id is bound
+    /// to its algorithm; keys of both may be trusted at once. Required with --operator-url.
     #[arg(long = "operator-public-key", env = "CAREPAY_OPERATOR_PUBLIC_KEYS", value_delimiter = ',',
-          value_parser = crate::operator::setup::parse_public_key)]
+          value_parser = crate::operator::signing::parse_key_entry)]
     pub operator_public_keys: Vec<(String, crate::operator::signing::PublicKey)>,
 
-    /// File holding the base64 32-byte Ed25519 seed carepay signs operator requests with.
+    /// File holding the base64 32-byte secret carepay signs operator requests with: an Ed25519
+    /// seed, or with `--operator-signing-algorithm sm2-sm3` the SM2 private key big-endian.
     /// When unset, a fresh key is generated at start (fine for the in-process sandbox).
     #[arg(long, env = "CAREPAY_OPERATOR_SIGNING_KEY_FILE")]
     pub operator_signing_key_file: Option<PathBuf>,
+
+    /// What carepay signs operator requests with: `ed25519` (the spec's) or `sm2-sm3`.
+    #[arg(long, env = "CAREPAY_OPERATOR_SIGNING_ALGORITHM", default_value = "ed25519",
+          value_parser = parse_signing_algorithm)]
+    pub operator_signing_algorithm: crate::operator::signing::SignatureAlgorithm,
 
     /// The key id the operator knows carepay's signing key by.
     #[arg(long, env = "CAREPAY_OPERATOR_KEY_ID", default_value = "carepay-1")]
@@ -467,6 +474,15 @@ pub struct OperatorConfig {
     #[arg(long, env = "CAREPAY_TERMINAL_CACHE_TTL_MS", default_value_t = 60_000,
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub terminal_cache_ttl_ms: u64,
+}
+
+/// An algorithm carepay can sign with (it verifies ECDSA P-256 but does not sign with it).
+fn parse_signing_algorithm(raw: &str) -> Result<crate::operator::signing::SignatureAlgorithm, String> {
+    use crate::operator::signing::SignatureAlgorithm;
+    match raw.parse()? {
+        SignatureAlgorithm::EcdsaP256Sha256 => Err(String::from("carepay signs with ed25519 or sm2-sm3")),
+        algorithm => Ok(algorithm),
+    }
 }
 
 impl OperatorConfig {
@@ -705,5 +721,44 @@ impl ReconciliationConfig {
             retry_after_ms: i64::try_from(self.reconcile_retry_minutes).unwrap_or(30) * 60_000,
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod operator_key_tests {
+    use clap::Parser as _;
+
+    use super::OperatorConfig;
+    use crate::operator::signing::SignatureAlgorithm;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        operator: OperatorConfig,
+    }
+
+    const SM2_KEY: &str = "BAn53zEeVCGhUN19Fh5LxcZyF5+tGDP8B2uwj/NW81AgzOpJDOJndaUtxupxjMGqYArtBfvzXghKZjL2By2prRM=";
+    const ED25519_KEY: &str = "AJleQ5YNwqtksahmYC5WevsvFkaBDD3c5JzFeyVyrfw=";
+
+    #[test]
+    fn operator_keys_of_both_algorithms_are_named_and_bad_ones_stop_the_start() {
+        let keys = format!("bank-ed={ED25519_KEY},bank-sm2=sm2-sm3:{SM2_KEY}");
+        let cli =
+            Cli::try_parse_from(["carepay", "--operator-public-key", &keys, "--operator-signing-algorithm", "sm2-sm3"])
+                .unwrap();
+        let algorithms: Vec<_> =
+            cli.operator.operator_public_keys.iter().map(|(id, key)| (id.as_str(), key.algorithm())).collect();
+        assert_eq!(algorithms, [("bank-ed", SignatureAlgorithm::Ed25519), ("bank-sm2", SignatureAlgorithm::Sm2Sm3)]);
+        assert_eq!(cli.operator.operator_signing_algorithm, SignatureAlgorithm::Sm2Sm3);
+        assert_eq!(
+            Cli::try_parse_from(["carepay"]).unwrap().operator.operator_signing_algorithm,
+            SignatureAlgorithm::Ed25519
+        );
+
+        let refused = |args: &[&str]| Cli::try_parse_from([&["carepay"], args].concat()).err().unwrap().to_string();
+        let mismatched = refused(&["--operator-public-key", &format!("bank=sm2-sm3:{ED25519_KEY}")]);
+        assert!(mismatched.contains("--operator-public-key") && mismatched.contains("wrong length"), "{mismatched}");
+        let verify_only = refused(&["--operator-signing-algorithm", "ecdsa-p256-sha256"]);
+        assert!(verify_only.contains("--operator-signing-algorithm"), "{verify_only}");
     }
 }

@@ -106,8 +106,8 @@ pub fn operator_notification(data: &[u8]) {
 fn notification_verifies(data: &[u8]) -> bool {
     use crate::operator::clock::Clock;
     use crate::operator::signing::{
-        Algorithm, HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, PublicKey, SignatureHeaders,
-        Verifier,
+        HEADER_KEY_ID, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, PublicKey, SignatureAlgorithm,
+        SignatureHeaders, Verifier,
     };
 
     let (values, body) = headers_and_body(data);
@@ -120,7 +120,7 @@ fn notification_verifies(data: &[u8]) -> bool {
     let Ok(signature) = SignatureHeaders::from_header_map(&headers) else { return false };
     // The spec's notification vector is signed at 1795900001.
     let verifier = Verifier::new(Clock::manual(1_795_900_001_000));
-    let key = PublicKey::new(Algorithm::Ed25519, test_public_key()).expect("a 32-byte key");
+    let key = PublicKey::new(SignatureAlgorithm::Ed25519, test_public_key()).expect("a 32-byte key");
     verifier.add_key("test", key).expect("a fresh verifier takes a key");
     if verifier.verify_response(&signature, body).is_err() {
         return false;

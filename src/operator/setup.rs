@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use super::client::{OperatorClient, OperatorSettings};
 use super::clock::Clock;
 use super::sandbox::{Sandbox, SandboxConfig};
-use super::signing::{Algorithm, PublicKey, Signer, Verifier};
+use super::signing::{PublicKey, Signer, Verifier};
 use crate::app::OperatorLink;
 
 /// Which operator to talk to.
@@ -59,13 +59,6 @@ pub fn remote_base_url(raw: &str, allow_plain_http: bool) -> Result<String, Stri
     Ok(String::from(url).trim_end_matches('/').to_owned())
 }
 
-/// Parse `KEY_ID=BASE64` (an Ed25519 public key).
-pub fn parse_public_key(raw: &str) -> Result<(String, PublicKey), String> {
-    let (key_id, key) = raw.split_once('=').ok_or("expected KEY_ID=BASE64")?;
-    let key = PublicKey::from_base64(Algorithm::Ed25519, key).map_err(|error| format!("{error:?}"))?;
-    Ok((key_id.to_owned(), key))
-}
-
 /// Connect. `signer` signs carepay's requests; `notify_url` is where an in-process sandbox
 /// sends its notifications (a remote operator is configured on its own side).
 pub async fn connect(
@@ -80,14 +73,11 @@ pub async fn connect(
         OperatorTarget::InProcess(config) => {
             let sandbox = Sandbox::try_new(config).map_err(|error| anyhow::anyhow!("sandbox key: {error:?}"))?;
             sandbox
-                .register_client_ed25519_key(signer.key_id(), signer.public_key())
+                .register_client_key(signer.key_id(), signer.verifying_key())
                 .map_err(|error| anyhow::anyhow!("registering carepay's key with the sandbox: {error:?}"))?;
             sandbox.set_notify_url(notify_url);
             verifier
-                .add_key(
-                    sandbox.key_id(),
-                    PublicKey::new(Algorithm::Ed25519, sandbox.public_key()).map_err(|e| anyhow::anyhow!("{e:?}"))?,
-                )
+                .add_key(&sandbox.key_id(), sandbox.verifying_key())
                 .map_err(|error| anyhow::anyhow!("{error:?}"))?;
             let listener =
                 tokio::net::TcpListener::bind("127.0.0.1:0").await.context("binding the sandbox operator")?;

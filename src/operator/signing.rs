@@ -6,14 +6,19 @@
 //! requests sign `METHOD`, `PATH_WITH_QUERY`, `TIMESTAMP`, `NONCE`, `BODY`; responses and
 //! notifications sign `TIMESTAMP`, `NONCE`, `BODY`.
 //!
-//! [`Signer`] signs with Ed25519. [`Verifier`] holds several public keys by key id (keys
-//! rotate) and accepts Ed25519 and ECDSA P-256/SHA-256 (ASN.1 DER) signatures; it refuses an
-//! unknown key id, a bad signature, a timestamp more than [`MAX_CLOCK_SKEW_S`] from its clock
-//! and a nonce already seen within that window.
+//! [`Signer`] signs with one key of a [`SignatureAlgorithm`]: Ed25519 (the spec's), or SM2 with
+//! SM3 (`sm2-sm3`, the name the spec reserves; the profile is defined in README.md, "SM2
+//! profile": GB/T 32918.2 with the default user id [`SM2_USER_ID`], ASN.1 DER signatures,
+//! uncompressed SEC1 public keys). [`Verifier`] holds several public keys by key id (keys
+//! rotate, and during a migration keys of both algorithms are trusted at once), each bound to
+//! its algorithm, and accepts Ed25519, ECDSA P-256/SHA-256 (ASN.1 DER) and SM2 signatures; it
+//! refuses an unknown key id, a signature labelled with another algorithm than its key's, a bad
+//! signature, a timestamp more than [`MAX_CLOCK_SKEW_S`] from its clock and a nonce already
+//! seen within that window.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -40,40 +45,86 @@ const NONCE_MIN_CHARS: usize = 16;
 const NONCE_MAX_CHARS: usize = 64;
 /// Unix seconds fit in 12 digits for the next 30,000 years; longer is garbage.
 const TIMESTAMP_MAX_DIGITS: usize = 12;
-/// Base64 of a DER ECDSA P-256 signature is under 100 chars; this leaves room and no more.
+/// Base64 of a DER ECDSA P-256 or SM2 signature (at most 72 bytes) is under 100 chars; this
+/// leaves room and no more.
 const SIGNATURE_HEADER_MAX_CHARS: usize = 256;
 const KEY_ID_MAX_CHARS: usize = 128;
 
-/// Signature algorithms of the spec (`sm2-sm3` is reserved and refused).
+/// The signature algorithms of the operator contract: the spec's two, and `sm2-sm3`, which the
+/// spec reserves and carepay implements as its SM2 profile. A key is bound to one of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Algorithm {
+pub enum SignatureAlgorithm {
     Ed25519,
     EcdsaP256Sha256,
+    /// SM2 signatures (GB/T 32918.2) over SM3 (GB/T 32905) with the default user id.
+    Sm2Sm3,
 }
 
-impl Algorithm {
+impl SignatureAlgorithm {
+    /// The `alg` of `Operator-Signature: <alg>:<base64>`.
     pub fn as_str(self) -> &'static str {
         match self {
-            Algorithm::Ed25519 => "ed25519",
-            Algorithm::EcdsaP256Sha256 => "ecdsa-p256-sha256",
+            SignatureAlgorithm::Ed25519 => "ed25519",
+            SignatureAlgorithm::EcdsaP256Sha256 => "ecdsa-p256-sha256",
+            SignatureAlgorithm::Sm2Sm3 => "sm2-sm3",
         }
     }
 
-    pub fn parse(raw: &str) -> Option<Algorithm> {
+    pub fn parse(raw: &str) -> Option<SignatureAlgorithm> {
         match raw {
-            "ed25519" => Some(Algorithm::Ed25519),
-            "ecdsa-p256-sha256" => Some(Algorithm::EcdsaP256Sha256),
+            "ed25519" => Some(SignatureAlgorithm::Ed25519),
+            "ecdsa-p256-sha256" => Some(SignatureAlgorithm::EcdsaP256Sha256),
+            "sm2-sm3" => Some(SignatureAlgorithm::Sm2Sm3),
             _ => None,
         }
     }
 
+    /// Raw public key bytes: 32 for Ed25519, 65 (uncompressed SEC1 `04||X||Y`) for the curves.
     fn public_key_len(self) -> usize {
         match self {
-            Algorithm::Ed25519 => 32,
-            Algorithm::EcdsaP256Sha256 => 65,
+            SignatureAlgorithm::Ed25519 => 32,
+            SignatureAlgorithm::EcdsaP256Sha256 | SignatureAlgorithm::Sm2Sm3 => 65,
         }
     }
 }
+
+impl fmt::Display for SignatureAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for SignatureAlgorithm {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SignatureAlgorithm {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<SignatureAlgorithm, D::Error> {
+        let raw = String::deserialize(deserializer)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::str::FromStr for SignatureAlgorithm {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<SignatureAlgorithm, String> {
+        SignatureAlgorithm::parse(raw)
+            .ok_or_else(|| format!("unknown signature algorithm {raw:?} (ed25519, ecdsa-p256-sha256 or sm2-sm3)"))
+    }
+}
+
+/// The user id (`ID_A`) of SM2's `Z_A` in the profile: GB/T 32918.2's default, 16 bytes, so
+/// `ENTL_A` is 128 bits.
+pub const SM2_USER_ID: &str = "1234567812345678";
+
+/// Signing attempts with fresh randomness after the deterministic SM2 nonce proved unusable
+/// (GB/T 32918.2 A5/A6: `r = 0`, `r + k = n` or `s = 0`, each about 2^-256 likely).
+const SM2_SIGN_ATTEMPTS: usize = 8;
+/// Random draws of an SM2 private key before giving up (one fails about once in 2^32).
+const SM2_KEYGEN_ATTEMPTS: usize = 8;
 
 /// Why a signature was refused. [`SignatureError::reason`] is stable.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -125,6 +176,10 @@ pub enum KeyError {
     Rejected(String),
     #[error("key id must be 1-{KEY_ID_MAX_CHARS} printable ASCII characters")]
     KeyId,
+    #[error("unknown signature algorithm (ed25519, ecdsa-p256-sha256 or sm2-sm3)")]
+    UnknownAlgorithm,
+    #[error("carepay verifies {0} signatures but does not sign with it")]
+    SigningUnsupported(SignatureAlgorithm),
 }
 
 /// The four signature headers of one message.
@@ -236,10 +291,116 @@ pub fn new_nonce() -> String {
     hex::encode(bytes)
 }
 
-/// Signs with an Ed25519 key. `Debug` shows the key id and public key only.
+/// A private key of one [`SignatureAlgorithm`], ready to sign.
+enum SigningKey {
+    Ed25519(Ed25519KeyPair),
+    Sm2Sm3 {
+        key: Box<sm2::dsa::SigningKey>,
+        /// Uncompressed SEC1, `04||X||Y`.
+        public_key: Box<[u8]>,
+    },
+}
+
+impl SigningKey {
+    /// `secret` is the 32-byte Ed25519 seed, or the SM2 private key `d` as 32 big-endian bytes
+    /// (`1 <= d <= n - 2`, GB/T 32918.1).
+    fn from_secret(algorithm: SignatureAlgorithm, secret: &[u8]) -> Result<SigningKey, KeyError> {
+        if secret.len() != 32 {
+            return Err(KeyError::Length);
+        }
+        match algorithm {
+            SignatureAlgorithm::Ed25519 => Ed25519KeyPair::from_seed_unchecked(secret)
+                .map(SigningKey::Ed25519)
+                .map_err(|e| KeyError::Rejected(e.to_string())),
+            SignatureAlgorithm::Sm2Sm3 => {
+                let rejected = || KeyError::Rejected(String::from("not an SM2 private key in [1, n-2]"));
+                let key = sm2::dsa::SigningKey::from_slice(SM2_USER_ID, secret).map_err(|_| rejected())?;
+                // d = n - 1 is a scalar but no key: signing divides by 1 + d.
+                let d: sm2::Scalar = **key.as_nonzero_scalar();
+                if bool::from((d + sm2::Scalar::ONE).is_zero()) {
+                    return Err(rejected());
+                }
+                let public_key = key.verifying_key().to_sec1_bytes();
+                Ok(SigningKey::Sm2Sm3 { key: Box::new(key), public_key })
+            }
+            SignatureAlgorithm::EcdsaP256Sha256 => Err(KeyError::SigningUnsupported(algorithm)),
+        }
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        match self {
+            SigningKey::Ed25519(_) => SignatureAlgorithm::Ed25519,
+            SigningKey::Sm2Sm3 { .. } => SignatureAlgorithm::Sm2Sm3,
+        }
+    }
+
+    fn public_key(&self) -> &[u8] {
+        match self {
+            SigningKey::Ed25519(key_pair) => key_pair.public_key().as_ref(),
+            SigningKey::Sm2Sm3 { public_key, .. } => public_key,
+        }
+    }
+
+    /// The raw signature: Ed25519's 64 bytes, or SM2's `SEQUENCE { r INTEGER, s INTEGER }` in DER.
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        match self {
+            SigningKey::Ed25519(key_pair) => key_pair.sign(message).as_ref().to_vec(),
+            SigningKey::Sm2Sm3 { key, .. } => sm2_sign(key, message).to_der().to_vec(),
+        }
+    }
+}
+
+/// SM2 signs with a nonce derived from the key and the message (RFC 6979 with SM3), so the same
+/// message signs the same, as Ed25519 does. The standard's rare "pick another k" falls back to
+/// nonces hedged with system randomness.
+fn sm2_sign(key: &sm2::dsa::SigningKey, message: &[u8]) -> sm2::dsa::Signature {
+    use sm2::dsa::signature::{RandomizedSigner as _, Signer as _};
+    if let Ok(signature) = key.try_sign(message) {
+        return signature;
+    }
+    for _ in 0..SM2_SIGN_ATTEMPTS {
+        if let Ok(signature) = key.try_sign_with_rng(&mut SystemRng, message) {
+            return signature;
+        }
+    }
+    // Eight more unusable nonces in a row (about 2^-2000), or no random source: not something to
+    // continue past, as with a nonce in `new_nonce`.
+    panic!("SM2 signing found no usable nonce");
+}
+
+/// The system's secure random source, for the SM2 crate's randomness traits.
+struct SystemRng;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the system random source failed")]
+struct NoRandomSource;
+
+impl sm2::dsa::signature::rand_core::TryRng for SystemRng {
+    type Error = NoRandomSource;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        let mut bytes = [0u8; 4];
+        self.try_fill_bytes(&mut bytes)?;
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        let mut bytes = [0u8; 8];
+        self.try_fill_bytes(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        SystemRandom::new().fill(dst).map_err(|_| NoRandomSource)
+    }
+}
+
+impl sm2::dsa::signature::rand_core::TryCryptoRng for SystemRng {}
+
+/// Signs with one key: Ed25519 or SM2/SM3. `Debug` shows the key id and public key only.
 pub struct Signer {
     key_id: String,
-    key_pair: Ed25519KeyPair,
+    key: SigningKey,
     clock: Clock,
 }
 
@@ -247,6 +408,7 @@ impl fmt::Debug for Signer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signer")
             .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm())
             .field("public_key", &self.public_key_base64())
             .field("private_key", &"[redacted]")
             .finish()
@@ -254,47 +416,91 @@ impl fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// A signer from a 32-byte Ed25519 seed.
+    /// An Ed25519 signer from a 32-byte seed.
     pub fn from_seed(key_id: &str, seed: &[u8], clock: Clock) -> Result<Signer, KeyError> {
+        Signer::from_secret(SignatureAlgorithm::Ed25519, key_id, seed, clock)
+    }
+
+    /// An Ed25519 signer from the base64 of a 32-byte seed (surrounding whitespace ignored, so
+    /// a key file may end with a newline).
+    pub fn from_seed_base64(key_id: &str, seed_base64: &str, clock: Clock) -> Result<Signer, KeyError> {
+        Signer::from_secret_base64(SignatureAlgorithm::Ed25519, key_id, seed_base64, clock)
+    }
+
+    /// A signer of `algorithm` from its 32-byte secret: the Ed25519 seed, or the SM2 private
+    /// key `d` big-endian.
+    pub fn from_secret(
+        algorithm: SignatureAlgorithm,
+        key_id: &str,
+        secret: &[u8],
+        clock: Clock,
+    ) -> Result<Signer, KeyError> {
         if !valid_key_id(key_id) {
             return Err(KeyError::KeyId);
         }
-        if seed.len() != 32 {
-            return Err(KeyError::Length);
-        }
-        let key_pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| KeyError::Rejected(e.to_string()))?;
-        Ok(Signer { key_id: key_id.to_owned(), key_pair, clock })
+        let key = SigningKey::from_secret(algorithm, secret)?;
+        Ok(Signer { key_id: key_id.to_owned(), key, clock })
     }
 
-    /// A signer from the base64 of a 32-byte seed (surrounding whitespace ignored, so a
-    /// key file may end with a newline).
-    pub fn from_seed_base64(key_id: &str, seed_base64: &str, clock: Clock) -> Result<Signer, KeyError> {
-        let seed = BASE64.decode(seed_base64.trim()).map_err(|_| KeyError::Base64)?;
-        Signer::from_seed(key_id, &seed, clock)
+    /// [`Signer::from_secret`] from base64 (surrounding whitespace ignored).
+    pub fn from_secret_base64(
+        algorithm: SignatureAlgorithm,
+        key_id: &str,
+        secret_base64: &str,
+        clock: Clock,
+    ) -> Result<Signer, KeyError> {
+        let secret = BASE64.decode(secret_base64.trim()).map_err(|_| KeyError::Base64)?;
+        Signer::from_secret(algorithm, key_id, &secret, clock)
     }
 
-    /// A signer with a new random key.
+    /// An Ed25519 signer with a new random key.
     pub fn generate(key_id: &str, clock: Clock) -> Result<Signer, KeyError> {
-        let mut seed = [0u8; 32];
-        SystemRandom::new().fill(&mut seed).map_err(|_| KeyError::Rejected(String::from("no random source")))?;
-        Signer::from_seed(key_id, &seed, clock)
+        Signer::generate_with(SignatureAlgorithm::Ed25519, key_id, clock)
+    }
+
+    /// A signer of `algorithm` with a new random key.
+    pub fn generate_with(algorithm: SignatureAlgorithm, key_id: &str, clock: Clock) -> Result<Signer, KeyError> {
+        let mut last = KeyError::SigningUnsupported(algorithm);
+        // A random 32 bytes is an Ed25519 seed; it is an SM2 key unless it is 0 or at least
+        // n - 1, which the loop draws again.
+        for _ in 0..SM2_KEYGEN_ATTEMPTS {
+            let mut secret = [0u8; 32];
+            SystemRandom::new().fill(&mut secret).map_err(|_| KeyError::Rejected(String::from("no random source")))?;
+            match Signer::from_secret(algorithm, key_id, &secret, clock.clone()) {
+                Ok(signer) => return Ok(signer),
+                Err(error @ KeyError::Rejected(_)) => last = error,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last)
     }
 
     pub fn key_id(&self) -> &str {
         &self.key_id
     }
 
+    pub fn algorithm(&self) -> SignatureAlgorithm {
+        self.key.algorithm()
+    }
+
+    /// The raw public key: 32 bytes (Ed25519) or 65 bytes `04||X||Y` (SM2).
     pub fn public_key(&self) -> &[u8] {
-        self.key_pair.public_key().as_ref()
+        self.key.public_key()
     }
 
     pub fn public_key_base64(&self) -> String {
         BASE64.encode(self.public_key())
     }
 
-    /// `ed25519:<base64>` over `message`.
+    /// The public key a verifier needs to trust this signer, bound to its algorithm.
+    pub fn verifying_key(&self) -> PublicKey {
+        // A signer's own public key is well formed for its algorithm.
+        PublicKey::new(self.algorithm(), self.public_key().to_vec()).expect("a signer's public key parses")
+    }
+
+    /// `<alg>:<base64>` over `message`.
     pub fn signature_value(&self, message: &[u8]) -> String {
-        format!("{}:{}", Algorithm::Ed25519.as_str(), BASE64.encode(self.key_pair.sign(message).as_ref()))
+        format!("{}:{}", self.algorithm().as_str(), BASE64.encode(self.key.sign(message)))
     }
 
     /// Signs a request now, with a fresh nonce.
@@ -334,40 +540,144 @@ impl Signer {
     }
 }
 
-/// A public key a verifier trusts, with the algorithm it signs with.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A public key a verifier trusts, bound to the algorithm it signs with.
+#[derive(Clone)]
 pub struct PublicKey {
-    pub algorithm: Algorithm,
-    pub bytes: Vec<u8>,
+    /// The raw key, as it travels: 32 bytes, or 65 bytes uncompressed SEC1.
+    bytes: Vec<u8>,
+    key: VerifyingKey,
 }
 
+/// What verifying takes for each algorithm: `ring` parses its keys per call; an SM2 key is
+/// parsed once, with its `Z_A` (an SM3 over the curve and the point) computed once.
+#[derive(Clone)]
+enum VerifyingKey {
+    Ed25519,
+    EcdsaP256Sha256,
+    Sm2Sm3(Box<sm2::dsa::VerifyingKey>),
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicKey").field("algorithm", &self.algorithm()).field("key", &self.to_base64()).finish()
+    }
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, other: &PublicKey) -> bool {
+        self.algorithm() == other.algorithm() && self.bytes == other.bytes
+    }
+}
+
+impl Eq for PublicKey {}
+
 impl PublicKey {
-    pub fn new(algorithm: Algorithm, bytes: Vec<u8>) -> Result<PublicKey, KeyError> {
+    /// An SM2 key must be an uncompressed point (`04||X||Y`) on sm2p256v1.
+    pub fn new(algorithm: SignatureAlgorithm, bytes: Vec<u8>) -> Result<PublicKey, KeyError> {
         if bytes.len() != algorithm.public_key_len() {
             return Err(KeyError::Length);
         }
-        Ok(PublicKey { algorithm, bytes })
+        let key = match algorithm {
+            SignatureAlgorithm::Ed25519 => VerifyingKey::Ed25519,
+            SignatureAlgorithm::EcdsaP256Sha256 => VerifyingKey::EcdsaP256Sha256,
+            SignatureAlgorithm::Sm2Sm3 => {
+                let rejected = || KeyError::Rejected(String::from("not an uncompressed point on sm2p256v1"));
+                if bytes.first() != Some(&0x04) {
+                    return Err(rejected());
+                }
+                let key = sm2::dsa::VerifyingKey::from_sec1_bytes(SM2_USER_ID, &bytes).map_err(|_| rejected())?;
+                VerifyingKey::Sm2Sm3(Box::new(key))
+            }
+        };
+        Ok(PublicKey { bytes, key })
     }
 
     /// Base64 of the raw key, as the spec ships keys.
-    pub fn from_base64(algorithm: Algorithm, raw_base64: &str) -> Result<PublicKey, KeyError> {
+    pub fn from_base64(algorithm: SignatureAlgorithm, raw_base64: &str) -> Result<PublicKey, KeyError> {
         let bytes = BASE64.decode(raw_base64.trim()).map_err(|_| KeyError::Base64)?;
         PublicKey::new(algorithm, bytes)
     }
 
-    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        let algorithm: &dyn signature::VerificationAlgorithm = match self.algorithm {
-            Algorithm::Ed25519 => &signature::ED25519,
-            Algorithm::EcdsaP256Sha256 => &signature::ECDSA_P256_SHA256_ASN1,
+    /// `[ALG:]BASE64`: a raw key, Ed25519 unless prefixed with its algorithm (`sm2-sm3:`,
+    /// `ecdsa-p256-sha256:`, `ed25519:`). Base64 has no `:`, so the prefix is unambiguous.
+    pub fn parse_labelled(raw: &str) -> Result<PublicKey, KeyError> {
+        match raw.trim().split_once(':') {
+            None => PublicKey::from_base64(SignatureAlgorithm::Ed25519, raw),
+            Some((algorithm, key)) => {
+                let algorithm = SignatureAlgorithm::parse(algorithm).ok_or(KeyError::UnknownAlgorithm)?;
+                PublicKey::from_base64(algorithm, key)
+            }
+        }
+    }
+
+    pub fn algorithm(&self) -> SignatureAlgorithm {
+        match self.key {
+            VerifyingKey::Ed25519 => SignatureAlgorithm::Ed25519,
+            VerifyingKey::EcdsaP256Sha256 => SignatureAlgorithm::EcdsaP256Sha256,
+            VerifyingKey::Sm2Sm3(_) => SignatureAlgorithm::Sm2Sm3,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn to_base64(&self) -> String {
+        BASE64.encode(&self.bytes)
+    }
+
+    /// Whether `signature` (the raw bytes after the `<alg>:` label, base64-decoded) signs
+    /// `message` under this key. [`Verifier`] adds the key id, window and replay checks.
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        let algorithm: &dyn signature::VerificationAlgorithm = match &self.key {
+            VerifyingKey::Ed25519 => &signature::ED25519,
+            VerifyingKey::EcdsaP256Sha256 => &signature::ECDSA_P256_SHA256_ASN1,
+            VerifyingKey::Sm2Sm3(key) => {
+                use sm2::dsa::signature::Verifier as _;
+                // Strict DER, nothing after it; r and s in [1, n-1].
+                return sm2::dsa::Signature::from_der(signature)
+                    .is_ok_and(|signature| key.verify(message, &signature).is_ok());
+            }
         };
         UnparsedPublicKey::new(algorithm, &self.bytes).verify(message, signature).is_ok()
+    }
+}
+
+/// `KEY_ID=[ALG:]BASE64`, how keys are named on command lines (`--operator-public-key`, the
+/// sandbox's `--client-public-key`).
+pub fn parse_key_entry(raw: &str) -> Result<(String, PublicKey), String> {
+    let (key_id, key) = raw.split_once('=').ok_or("expected KEY_ID=BASE64 or KEY_ID=ALG:BASE64")?;
+    if !valid_key_id(key_id) {
+        return Err(KeyError::KeyId.to_string());
+    }
+    let key = PublicKey::parse_labelled(key).map_err(|error| format!("key {key_id}: {error}"))?;
+    Ok((key_id.to_owned(), key))
+}
+
+/// A signer that can be replaced while in use (a key rotation, a migration to another
+/// algorithm); each message is signed whole by the signer that was current when it began.
+#[derive(Clone, Debug)]
+pub struct RotatingSigner(Arc<RwLock<Arc<Signer>>>);
+
+impl RotatingSigner {
+    pub fn new(signer: Signer) -> RotatingSigner {
+        RotatingSigner(Arc::new(RwLock::new(Arc::new(signer))))
+    }
+
+    pub fn current(&self) -> Arc<Signer> {
+        Arc::clone(&self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Signs with `signer` from now on.
+    pub fn replace(&self, signer: Signer) {
+        *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(signer);
     }
 }
 
 /// Checks signatures against several keys by key id, a clock and a replay cache.
 #[derive(Debug)]
 pub struct Verifier {
-    keys: RwLock<HashMap<String, PublicKey>>,
+    keys: RwLock<HashMap<String, Arc<PublicKey>>>,
     clock: Clock,
     replay: Mutex<ReplayCache>,
 }
@@ -387,7 +697,7 @@ impl Verifier {
         if !valid_key_id(key_id) {
             return Err(KeyError::KeyId);
         }
-        self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key_id.to_owned(), key);
+        self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(key_id.to_owned(), Arc::new(key));
         Ok(())
     }
 
@@ -425,10 +735,10 @@ impl Verifier {
             .ok_or(SignatureError::UnknownKeyId)?;
         let (algorithm, signature_base64) =
             headers.signature.split_once(':').ok_or(SignatureError::MalformedHeader(HEADER_SIGNATURE))?;
-        let algorithm = Algorithm::parse(algorithm).ok_or(SignatureError::UnsupportedAlgorithm)?;
+        let algorithm = SignatureAlgorithm::parse(algorithm).ok_or(SignatureError::UnsupportedAlgorithm)?;
         // The key decides the algorithm; a header naming another one is refused so that no
         // key is ever used with an algorithm it was not registered for.
-        if algorithm != key.algorithm {
+        if algorithm != key.algorithm() {
             return Err(SignatureError::AlgorithmMismatch);
         }
         let signature =
@@ -437,7 +747,7 @@ impl Verifier {
         if (now_s - headers.timestamp_s).abs() > MAX_CLOCK_SKEW_S {
             return Err(SignatureError::StaleTimestamp);
         }
-        if !key.verify(message, &signature) {
+        if !key.verifies(message, &signature) {
             return Err(SignatureError::BadSignature);
         }
         // Only a verified message may take a place in the cache, so forged messages cannot
@@ -523,7 +833,7 @@ mod tests {
 
     fn spec_verifier(clock: Clock) -> Verifier {
         let verifier = Verifier::new(clock);
-        verifier.add_key("k1", PublicKey::from_base64(Algorithm::Ed25519, PUBLIC_KEY).unwrap()).unwrap();
+        verifier.add_key("k1", PublicKey::from_base64(SignatureAlgorithm::Ed25519, PUBLIC_KEY).unwrap()).unwrap();
         verifier
     }
 
@@ -630,10 +940,15 @@ mod tests {
             verifier.verify_request(&unknown, "POST", "/v1/payments/code", body),
             Err(SignatureError::UnknownKeyId)
         );
+        let unknown_algorithm = request_headers("rsa-sha256:AAAA");
+        assert_eq!(
+            verifier.verify_request(&unknown_algorithm, "POST", "/v1/payments/code", body),
+            Err(SignatureError::UnsupportedAlgorithm)
+        );
         let sm2 = request_headers("sm2-sm3:AAAA");
         assert_eq!(
             verifier.verify_request(&sm2, "POST", "/v1/payments/code", body),
-            Err(SignatureError::UnsupportedAlgorithm)
+            Err(SignatureError::AlgorithmMismatch)
         );
         let ecdsa = request_headers(&REQUEST_SIGNATURE.replace("ed25519:", "ecdsa-p256-sha256:"));
         assert_eq!(
@@ -653,7 +968,9 @@ mod tests {
         let old = spec_signer(clock.clone());
         let new = Signer::generate("k2", clock.clone()).unwrap();
         let verifier = spec_verifier(clock.clone());
-        verifier.add_key("k2", PublicKey::new(Algorithm::Ed25519, new.public_key().to_vec()).unwrap()).unwrap();
+        verifier
+            .add_key("k2", PublicKey::new(SignatureAlgorithm::Ed25519, new.public_key().to_vec()).unwrap())
+            .unwrap();
         for signer in [&old, &new] {
             let headers = signer.sign_response(b"{}");
             assert_eq!(verifier.verify_response(&headers, b"{}"), Ok(()));
@@ -671,7 +988,8 @@ mod tests {
         let key_pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
         let clock = Clock::manual(1_795_900_000_000);
         let verifier = Verifier::new(clock);
-        let public_key = PublicKey::new(Algorithm::EcdsaP256Sha256, key_pair.public_key().as_ref().to_vec()).unwrap();
+        let public_key =
+            PublicKey::new(SignatureAlgorithm::EcdsaP256Sha256, key_pair.public_key().as_ref().to_vec()).unwrap();
         verifier.add_key("bank-p256", public_key).unwrap();
         let message = response_message(1_795_900_000, "abcdefabcdefabcdef", b"{\"a\":1}");
         let signature = key_pair.sign(&rng, &message).unwrap();
@@ -683,6 +1001,149 @@ mod tests {
         };
         assert_eq!(verifier.verify_response(&headers, b"{\"a\":1}"), Ok(()));
         assert_eq!(verifier.verify_response(&headers, b"{\"a\":2}"), Err(SignatureError::BadSignature));
+    }
+
+    /// The GM/T 0003.5 appendix key (sm2p256v1, default user id).
+    const SM2_SECRET_HEX: &str = "3945208f7b2144b13f36e38ac6d39f95889393692860b51a42fb81ef4df7c5b8";
+    const SM2_PUBLIC_KEY: &str =
+        "BAn53zEeVCGhUN19Fh5LxcZyF5+tGDP8B2uwj/NW81AgzOpJDOJndaUtxupxjMGqYArtBfvzXghKZjL2By2prRM=";
+
+    fn sm2_signer(key_id: &str, clock: Clock) -> Signer {
+        Signer::from_secret(SignatureAlgorithm::Sm2Sm3, key_id, &hex::decode(SM2_SECRET_HEX).unwrap(), clock).unwrap()
+    }
+
+    #[test]
+    fn an_sm2_signer_signs_der_under_its_own_label_and_its_verifier_checks_every_byte() {
+        let clock = Clock::manual(1_795_900_000_000);
+        let signer = sm2_signer("bank-sm2", clock.clone());
+        assert_eq!(signer.algorithm(), SignatureAlgorithm::Sm2Sm3);
+        assert_eq!(signer.public_key_base64(), SM2_PUBLIC_KEY);
+        let verifier = Verifier::new(clock);
+        verifier
+            .add_key("bank-sm2", PublicKey::from_base64(SignatureAlgorithm::Sm2Sm3, SM2_PUBLIC_KEY).unwrap())
+            .unwrap();
+
+        let body = REQUEST_BODY.as_bytes();
+        let headers = signer.sign_request("POST", "/v1/payments/code", body);
+        let (label, encoded) = headers.signature.split_once(':').unwrap();
+        assert_eq!(label, "sm2-sm3");
+        let der = BASE64.decode(encoded).unwrap();
+        assert_eq!(der[0], 0x30, "an ASN.1 SEQUENCE");
+        assert!(headers.signature.len() <= SIGNATURE_HEADER_MAX_CHARS);
+        assert_eq!(verifier.verify_request(&headers, "POST", "/v1/payments/code", body), Ok(()));
+        assert_eq!(
+            verifier.verify_request(&headers, "POST", "/v1/payments/code", body),
+            Err(SignatureError::ReplayedNonce)
+        );
+        let again = signer.sign_request_at("POST", "/v1/payments/code", headers.timestamp_s, &headers.nonce, body);
+        assert_eq!(again.signature, headers.signature, "the nonce k is derived from key and message");
+
+        let fresh = signer.sign_request("POST", "/v1/payments/code", body);
+        let tampered = REQUEST_BODY.replace("12.50", "12.51");
+        assert_eq!(
+            verifier.verify_request(&fresh, "POST", "/v1/payments/code", tampered.as_bytes()),
+            Err(SignatureError::BadSignature)
+        );
+        let response = signer.sign_response(b"{}");
+        assert_eq!(verifier.verify_response(&response, b"{}"), Ok(()));
+        // The raw r||s form is not the profile's encoding.
+        let parsed = sm2::dsa::Signature::from_der(&BASE64.decode(&fresh.signature[8..]).unwrap()).unwrap();
+        let raw =
+            SignatureHeaders { signature: format!("sm2-sm3:{}", BASE64.encode(parsed.to_bytes())), ..fresh.clone() };
+        assert_eq!(verifier.verify_request(&raw, "POST", "/v1/payments/code", body), Err(SignatureError::BadSignature));
+    }
+
+    #[test]
+    fn a_key_of_one_algorithm_never_verifies_under_the_other() {
+        let clock = Clock::manual(1_795_900_000_000);
+        let ed25519 = spec_signer(clock.clone());
+        let sm2 = sm2_signer("bank-sm2", clock.clone());
+        let verifier = spec_verifier(clock.clone());
+        verifier.add_key("bank-sm2", sm2.verifying_key()).unwrap();
+
+        // Both at once, each under its own key id: a migration.
+        for signer in [&ed25519, &sm2] {
+            let headers = signer.sign_response(b"{}");
+            assert_eq!(verifier.verify_response(&headers, b"{}"), Ok(()), "{}", signer.algorithm());
+        }
+        // An SM2 signature presented under the Ed25519 key's id, and the other way round.
+        let sm2_as_k1 = SignatureHeaders { key_id: String::from("k1"), ..sm2.sign_response(b"{}") };
+        assert_eq!(verifier.verify_response(&sm2_as_k1, b"{}"), Err(SignatureError::AlgorithmMismatch));
+        let ed25519_as_sm2 = SignatureHeaders { key_id: String::from("bank-sm2"), ..ed25519.sign_response(b"{}") };
+        assert_eq!(verifier.verify_response(&ed25519_as_sm2, b"{}"), Err(SignatureError::AlgorithmMismatch));
+        // Relabelled to match the key: the bytes are still the other algorithm's.
+        let mut relabelled = sm2.sign_response(b"{}");
+        relabelled.key_id = String::from("k1");
+        relabelled.signature = relabelled.signature.replacen("sm2-sm3:", "ed25519:", 1);
+        assert_eq!(verifier.verify_response(&relabelled, b"{}"), Err(SignatureError::BadSignature));
+        let mut relabelled = ed25519.sign_response(b"{}");
+        relabelled.key_id = String::from("bank-sm2");
+        relabelled.signature = relabelled.signature.replacen("ed25519:", "sm2-sm3:", 1);
+        assert_eq!(verifier.verify_response(&relabelled, b"{}"), Err(SignatureError::BadSignature));
+        // An SM2 key offered as another curve's, or an Ed25519 key as SM2's, does not load.
+        assert_eq!(PublicKey::new(SignatureAlgorithm::Ed25519, sm2.public_key().to_vec()), Err(KeyError::Length));
+        assert_eq!(PublicKey::new(SignatureAlgorithm::Sm2Sm3, ed25519.public_key().to_vec()), Err(KeyError::Length));
+    }
+
+    #[test]
+    fn sm2_keys_are_uncompressed_points_on_the_curve_and_secrets_are_in_range() {
+        let point = BASE64.decode(SM2_PUBLIC_KEY).unwrap();
+        let mut compressed_tag = point.clone();
+        compressed_tag[0] = 0x02;
+        assert!(matches!(PublicKey::new(SignatureAlgorithm::Sm2Sm3, compressed_tag), Err(KeyError::Rejected(_))));
+        let mut off_curve = point.clone();
+        off_curve[64] ^= 1;
+        assert!(matches!(PublicKey::new(SignatureAlgorithm::Sm2Sm3, off_curve), Err(KeyError::Rejected(_))));
+        assert_eq!(PublicKey::new(SignatureAlgorithm::Sm2Sm3, point[1..].to_vec()), Err(KeyError::Length));
+
+        let n_minus = |less: u8| {
+            let mut n = hex::decode("fffffffeffffffffffffffffffffffff7203df6b21c6052b53bbf40939d54123").unwrap();
+            n[31] -= less;
+            n
+        };
+        let secret = |bytes: &[u8]| Signer::from_secret(SignatureAlgorithm::Sm2Sm3, "k", bytes, Clock::system());
+        assert!(matches!(secret(&[0u8; 32]), Err(KeyError::Rejected(_))));
+        assert!(matches!(secret(&n_minus(0)), Err(KeyError::Rejected(_))), "d = n");
+        assert!(matches!(secret(&n_minus(1)), Err(KeyError::Rejected(_))), "d = n - 1 has no inverse of 1 + d");
+        let highest = secret(&n_minus(2)).unwrap();
+        let verifier = Verifier::new(Clock::system());
+        verifier.add_key("k", highest.verifying_key()).unwrap();
+        assert_eq!(verifier.verify_response(&highest.sign_response(b"x"), b"x"), Ok(()));
+        assert_eq!(secret(&[1u8; 31]).err(), Some(KeyError::Length));
+        assert_eq!(
+            Signer::generate_with(SignatureAlgorithm::EcdsaP256Sha256, "k", Clock::system()).err(),
+            Some(KeyError::SigningUnsupported(SignatureAlgorithm::EcdsaP256Sha256))
+        );
+        let generated = Signer::generate_with(SignatureAlgorithm::Sm2Sm3, "k", Clock::system()).unwrap();
+        assert_eq!(generated.public_key().len(), 65);
+    }
+
+    #[test]
+    fn key_entries_name_their_algorithm_or_are_ed25519() {
+        let (id, key) = parse_key_entry(&format!("k1={PUBLIC_KEY}")).unwrap();
+        assert_eq!((id.as_str(), key.algorithm()), ("k1", SignatureAlgorithm::Ed25519));
+        let (id, key) = parse_key_entry(&format!("bank-sm2=sm2-sm3:{SM2_PUBLIC_KEY}")).unwrap();
+        assert_eq!((id.as_str(), key.algorithm()), ("bank-sm2", SignatureAlgorithm::Sm2Sm3));
+        assert_eq!(key.to_base64(), SM2_PUBLIC_KEY);
+        assert_eq!(
+            parse_key_entry(&format!("k1=ed25519:{PUBLIC_KEY}")).unwrap().1.algorithm(),
+            SignatureAlgorithm::Ed25519
+        );
+        assert!(parse_key_entry(&format!("k1=sm2-sm3:{PUBLIC_KEY}")).unwrap_err().contains("wrong length"));
+        assert!(parse_key_entry(&format!("k1=rsa:{PUBLIC_KEY}")).unwrap_err().contains("unknown signature algorithm"));
+        assert!(parse_key_entry(PUBLIC_KEY).is_err());
+        assert!(parse_key_entry(&format!("={PUBLIC_KEY}")).is_err());
+    }
+
+    #[test]
+    fn a_rotating_signer_signs_with_the_key_current_at_each_message() {
+        let clock = Clock::manual(1_795_900_000_000);
+        let rotating = RotatingSigner::new(spec_signer(clock.clone()));
+        let before = rotating.current();
+        rotating.replace(sm2_signer("bank-sm2", clock));
+        assert_eq!(before.algorithm(), SignatureAlgorithm::Ed25519, "a signer in use is not changed under it");
+        assert_eq!(rotating.current().algorithm(), SignatureAlgorithm::Sm2Sm3);
+        assert!(rotating.current().sign_response(b"").signature.starts_with("sm2-sm3:"));
     }
 
     #[test]

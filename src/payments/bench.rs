@@ -2,7 +2,9 @@
 //! against the in-process sandbox operator (instant success), on SQLite and, when given a
 //! server, on PostgreSQL next to `pgbench`'s built-in TPC-B-like script at the same client
 //! count, in one run. Every payment is the full path: signature check, nonce, idempotency
-//! key, payment row, operator call, ledger entry.
+//! key, payment row, operator call, ledger entry. First, in the same run, the operator
+//! signature schemes are timed on their own: microseconds per sign and per verify of an
+//! operator request, Ed25519 next to SM2/SM3.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ use crate::operator::client::OperatorSettings;
 use crate::operator::clock::Clock;
 use crate::operator::sandbox::SandboxConfig;
 use crate::operator::setup::OperatorTarget;
-use crate::operator::signing::Signer;
+use crate::operator::signing::{SignatureAlgorithm, Signer, request_message};
 use crate::store::{PoolSettings, Store};
 
 /// What to run.
@@ -35,6 +37,57 @@ pub struct BenchOptions {
     pub duration_s: u64,
     /// A PostgreSQL server url: scratch databases are created there (and dropped).
     pub postgres_url: Option<String>,
+    /// Signs and verifies per algorithm in the signature measurement.
+    pub signature_iterations: usize,
+    /// What carepay and the in-process operator sign operator messages with in the payment runs.
+    pub operator_algorithm: SignatureAlgorithm,
+}
+
+/// One signature scheme's cost, measured on one thread.
+#[derive(Clone, Debug)]
+pub struct SignatureCost {
+    pub algorithm: SignatureAlgorithm,
+    pub iterations: usize,
+    pub sign_us: f64,
+    pub verify_us: f64,
+}
+
+/// The spec's request vector body: what a terminal payment's operator request looks like.
+const SIGNED_BODY: &[u8] = r#"{"merchant_wallet_id":"0021000000000001","out_trade_no":"P-20261128-0001","amount":"12.50","payer_code":"0100000000000000000","description":"午餐","terminal_id":"trm_01"}"#.as_bytes();
+
+/// Times `iterations` signatures and as many verifications of one operator request message
+/// per algorithm (the verifier's window and replay checks left out: they are the same for both).
+pub fn measure_signatures(iterations: usize) -> anyhow::Result<Vec<SignatureCost>> {
+    let message = request_message("POST", "/v1/payments/code", 1_795_900_000, "n0nce0123456789abcdef", SIGNED_BODY);
+    let mut costs = Vec::new();
+    for algorithm in [SignatureAlgorithm::Ed25519, SignatureAlgorithm::Sm2Sm3] {
+        let signer = Signer::generate_with(algorithm, "carepay-bench", Clock::system())
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let key = signer.verifying_key();
+        let started = Instant::now();
+        let mut signature = String::new();
+        for _ in 0..iterations {
+            signature = std::hint::black_box(signer.signature_value(std::hint::black_box(&message)));
+        }
+        let sign_us = started.elapsed().as_secs_f64() * 1e6 / iterations as f64;
+        let raw = signature
+            .split_once(':')
+            .and_then(|(_, encoded)| {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.decode(encoded).ok()
+            })
+            .context("a labelled base64 signature")?;
+        let started = Instant::now();
+        for _ in 0..iterations {
+            anyhow::ensure!(
+                key.verifies(std::hint::black_box(&message), std::hint::black_box(&raw)),
+                "{algorithm} verifies"
+            );
+        }
+        let verify_us = started.elapsed().as_secs_f64() * 1e6 / iterations as f64;
+        costs.push(SignatureCost { algorithm, iterations, sign_us, verify_us });
+    }
+    Ok(costs)
 }
 
 /// One backend's result.
@@ -51,6 +104,8 @@ pub struct Measured {
 }
 
 pub async fn run(options: BenchOptions) -> anyhow::Result<String> {
+    let iterations = options.signature_iterations.max(1);
+    let signatures = tokio::task::spawn_blocking(move || measure_signatures(iterations)).await??;
     let mut rows = Vec::new();
     let sqlite_path = std::env::temp_dir().join(format!("carepay-bench-{}.db", uuid::Uuid::new_v4().simple()));
     let sqlite = measure_carepay("carepay pay, SQLite", &Store::sqlite_url(&sqlite_path), &options).await;
@@ -65,14 +120,28 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<String> {
         rows.push(measured?);
         rows.push(measure_pgbench(server, &options).await?);
     }
-    Ok(report(&options, &rows))
+    Ok(report(&options, &signatures, &rows))
 }
 
-fn report(options: &BenchOptions, rows: &[Measured]) -> String {
-    let mut out = format!(
-        "{} concurrent terminals (pgbench: same client count), {} s each\n\n| run | completed | errors | per second | avg ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|\n",
-        options.terminals, options.duration_s
+fn report(options: &BenchOptions, signatures: &[SignatureCost], rows: &[Measured]) -> String {
+    let mut out = String::from(
+        "operator request signatures, one thread\n\n| algorithm | iterations | sign µs | verify µs | signs/s | verifies/s |\n|---|---|---|---|---|---|\n",
     );
+    for cost in signatures {
+        out.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} | {:.0} | {:.0} |\n",
+            cost.algorithm,
+            cost.iterations,
+            cost.sign_us,
+            cost.verify_us,
+            1e6 / cost.sign_us,
+            1e6 / cost.verify_us
+        ));
+    }
+    out.push_str(&format!(
+        "\n{} concurrent terminals (pgbench: same client count), {} s each, operator messages signed with {}\n\n| run | completed | errors | per second | avg ms | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|\n",
+        options.terminals, options.duration_s, options.operator_algorithm
+    ));
     let ms = |value: Option<f64>| value.map(|ms| format!("{ms:.2}")).unwrap_or_else(|| String::from("-"));
     for row in rows {
         out.push_str(&format!(
@@ -122,8 +191,13 @@ async fn measure_carepay(label: &str, url: &str, options: &BenchOptions) -> anyh
     store.migrate().await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
-    let signer = Signer::generate("carepay-bench", Clock::system()).map_err(|error| anyhow::anyhow!("{error:?}"))?;
-    let sandbox = SandboxConfig { max_records: 10_000_000, ..SandboxConfig::default() };
+    let signer = Signer::generate_with(options.operator_algorithm, "carepay-bench", Clock::system())
+        .map_err(|error| anyhow::anyhow!("{error:?}"))?;
+    let sandbox = SandboxConfig {
+        max_records: 10_000_000,
+        signing_algorithm: options.operator_algorithm,
+        ..SandboxConfig::default()
+    };
     let setup = crate::operator::setup::connect(
         OperatorTarget::InProcess(sandbox),
         signer,

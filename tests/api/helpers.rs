@@ -11,7 +11,7 @@ use carepay::operator::clock::Clock;
 use carepay::operator::sandbox::notify::NotifySettings;
 use carepay::operator::sandbox::{Sandbox, SandboxConfig};
 use carepay::operator::setup::OperatorTarget;
-use carepay::operator::signing::Signer;
+use carepay::operator::signing::{SignatureAlgorithm, Signer};
 use carepay::payments::PaymentSettings;
 use carepay::payments::worker::WorkerSettings;
 use carepay::rate_limit::Rate;
@@ -138,7 +138,7 @@ pub const TEST_SANDBOX_SEED: [u8; 32] = [11; 32];
 
 pub fn test_sandbox_config() -> SandboxConfig {
     SandboxConfig {
-        signing_seed: Some(TEST_SANDBOX_SEED),
+        signing_secret: Some(TEST_SANDBOX_SEED),
         confirm_delay_ms: 300,
         hang_ms: 3_000,
         notify: NotifySettings { time_scale: 0.01, ..NotifySettings::default() },
@@ -157,20 +157,39 @@ pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp
 }
 
 pub async fn spawn_app_with_limits(db: TestDatabase, settings: HttpSettings, limits: Limits) -> TestApp {
-    spawn_app_configured(db, settings, limits, test_callback_networks()).await
+    spawn_app_configured(db, settings, limits, test_callback_networks(), ED25519_BOTH).await
 }
 
 /// A test server whose callbacks may reach only public addresses and `allowed`, as a
 /// production server with `CAREPAY_CALLBACK_ALLOWED_NETWORKS` would.
 pub async fn spawn_app_allowing(db: TestDatabase, settings: HttpSettings, allowed: Vec<Network>) -> TestApp {
-    spawn_app_configured(db, settings, test_limits(), allowed).await
+    spawn_app_configured(db, settings, test_limits(), allowed, ED25519_BOTH).await
 }
 
+/// Both sides of the operator contract sign with Ed25519, as the spec has it.
+const ED25519_BOTH: (SignatureAlgorithm, SignatureAlgorithm) =
+    (SignatureAlgorithm::Ed25519, SignatureAlgorithm::Ed25519);
+
+/// A test server whose operator requests are signed with `carepay_algorithm` and whose
+/// in-process sandbox signs its answers and notifications with `operator_algorithm`.
+pub async fn spawn_app_signing_with(
+    db: TestDatabase,
+    settings: HttpSettings,
+    carepay_algorithm: SignatureAlgorithm,
+    operator_algorithm: SignatureAlgorithm,
+) -> TestApp {
+    spawn_app_configured(db, settings, test_limits(), test_callback_networks(), (carepay_algorithm, operator_algorithm))
+        .await
+}
+
+/// `algorithms`: what carepay signs its operator requests with, and what the in-process
+/// sandbox signs its answers and notifications with.
 async fn spawn_app_configured(
     db: TestDatabase,
     settings: HttpSettings,
     limits: Limits,
     allowed: Vec<Network>,
+    (carepay_algorithm, operator_algorithm): (SignatureAlgorithm, SignatureAlgorithm),
 ) -> TestApp {
     let store = db.store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
@@ -178,11 +197,15 @@ async fn spawn_app_configured(
     // The wall clock, which the demo may move to put in its past days (the app's and the
     // operator's time move together, as in `carepay demo`).
     let clock = Clock::adjustable();
-    let signer = Signer::generate("carepay-test", clock.clone()).expect("signing key");
+    let signer = Signer::generate_with(carepay_algorithm, "carepay-test", clock.clone()).expect("signing key");
     let operator = OperatorSettings { timeout_ms: 1_000, ..OperatorSettings::default() };
     let notify_url = format!("{address}{}", carepay::http::notifications::NOTIFICATIONS_PATH);
     let setup = carepay::operator::setup::connect(
-        OperatorTarget::InProcess(SandboxConfig { clock: clock.clone(), ..test_sandbox_config() }),
+        OperatorTarget::InProcess(SandboxConfig {
+            clock: clock.clone(),
+            signing_algorithm: operator_algorithm,
+            ..test_sandbox_config()
+        }),
         signer,
         operator,
         Some(notify_url),

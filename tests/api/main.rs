@@ -20,6 +20,7 @@ mod keys;
 mod ledger;
 mod log_hygiene;
 mod openapi_document;
+mod operator_sm2;
 mod ops;
 mod overload;
 mod payments;

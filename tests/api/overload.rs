@@ -166,7 +166,7 @@ async fn next_reply(replies: &mut mpsc::Receiver<RawReply>) -> RawReply {
 
 /// A notification signed with the sandbox operator's key, as the operator sends them.
 async fn post_notification(app: &TestApp) -> StatusCode {
-    let signer = Signer::from_seed(app.sandbox.key_id(), &TEST_SANDBOX_SEED, Clock::system()).expect("sandbox key");
+    let signer = Signer::from_seed(&app.sandbox.key_id(), &TEST_SANDBOX_SEED, Clock::system()).expect("sandbox key");
     let body = serde_json::to_vec(&json!({
         "id": format!("evt_{}", uuid::Uuid::new_v4().simple()),
         "type": "TRADE.SUCCESS",

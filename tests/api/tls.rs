@@ -10,7 +10,7 @@ use carepay::operator::client::OperatorSettings;
 use carepay::operator::clock::Clock;
 use carepay::operator::sandbox::Sandbox;
 use carepay::operator::setup::{OperatorSetup, OperatorTarget};
-use carepay::operator::signing::{Algorithm, PublicKey, Signer};
+use carepay::operator::signing::Signer;
 use carepay::tls::ExtraRoots;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use tokio::net::{TcpListener, TcpStream};
@@ -110,12 +110,12 @@ async fn operator_over_https(ca: &TestCa, trusted: ExtraRoots) -> (Sandbox, Oper
     let port = serve_tls(sandbox.router(), ca.server_config(&["localhost"])).await;
     let clock = Clock::system();
     let signer = Signer::generate("carepay-tls", clock.clone()).unwrap();
-    sandbox.register_client_ed25519_key(signer.key_id(), signer.public_key()).unwrap();
-    let sandbox_key = PublicKey::new(Algorithm::Ed25519, sandbox.public_key()).unwrap();
+    sandbox.register_client_key(signer.key_id(), signer.verifying_key()).unwrap();
+    let sandbox_key = sandbox.verifying_key();
     let setup = carepay::operator::setup::connect(
         OperatorTarget::Remote {
             base_url: format!("https://localhost:{port}/"),
-            public_keys: vec![(sandbox.key_id().to_owned(), sandbox_key)],
+            public_keys: vec![(sandbox.key_id(), sandbox_key)],
             allow_plain_http: false,
         },
         signer,

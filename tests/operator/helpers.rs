@@ -13,7 +13,7 @@ use carepay::operator::client::{OperatorClient, OperatorSettings};
 use carepay::operator::clock::Clock;
 use carepay::operator::sandbox::notify::NotifySettings;
 use carepay::operator::sandbox::{Sandbox, SandboxConfig};
-use carepay::operator::signing::{Algorithm, PublicKey, SignatureHeaders, Signer, Verifier};
+use carepay::operator::signing::{SignatureHeaders, Signer, Verifier};
 use carepay::operator::types::{CodePaymentRequest, Notification};
 use tokio::sync::mpsc;
 
@@ -65,9 +65,9 @@ pub async fn spawn_operator_with(config: SandboxConfig, settings: OperatorSettin
     tokio::spawn(carepay::operator::sandbox::serve(listener, sandbox.clone()));
 
     let client_signer = Arc::new(Signer::generate(CLIENT_KEY_ID, clock.clone()).unwrap());
-    sandbox.register_client_ed25519_key(CLIENT_KEY_ID, client_signer.public_key()).unwrap();
+    sandbox.register_client_key(CLIENT_KEY_ID, client_signer.verifying_key()).unwrap();
     let verifier = Arc::new(Verifier::new(clock.clone()));
-    verifier.add_key(sandbox.key_id(), PublicKey::new(Algorithm::Ed25519, sandbox.public_key()).unwrap()).unwrap();
+    verifier.add_key(&sandbox.key_id(), sandbox.verifying_key()).unwrap();
     let client = OperatorClient::new(
         OperatorSettings { base_url: base_url.clone(), ..settings },
         client_signer.clone(),
@@ -118,7 +118,7 @@ struct ReceiverState {
 pub async fn spawn_receiver(operator: &TestOperator) -> Receiver {
     let verifier = Arc::new(Verifier::new(operator.clock.clone()));
     let sandbox = &operator.sandbox;
-    verifier.add_key(sandbox.key_id(), PublicKey::new(Algorithm::Ed25519, sandbox.public_key()).unwrap()).unwrap();
+    verifier.add_key(&sandbox.key_id(), sandbox.verifying_key()).unwrap();
     let answers = Arc::new(Mutex::new(VecDeque::new()));
     let (sender, arrivals) = mpsc::unbounded_channel();
     let state = ReceiverState { verifier, answers: answers.clone(), arrivals: sender };

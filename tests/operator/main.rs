@@ -10,5 +10,7 @@ mod notifications;
 mod payments;
 mod refunds;
 mod signatures;
+mod sm2_interop;
+mod sm2_vectors;
 mod statements;
 mod transfers;

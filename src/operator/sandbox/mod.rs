@@ -45,8 +45,10 @@
 //!   `404 WALLET_NOT_FOUND` at once.
 //! - Statements are refused with `404 STATEMENT_NOT_READY` until the day has ended in
 //!   Asia/Shanghai. Fees are `fee_rate_ppm` of each payment (default 0).
-//! - Every `/v1` response and every notification is signed with the sandbox's Ed25519 key;
-//!   every `/v1` request must be signed by a registered client key (else `401
+//! - Every `/v1` response and every notification is signed with the sandbox's key (Ed25519 by
+//!   default, or SM2/SM3; `rotate_signing_key` or `POST /sandbox/signing-key` switches it while
+//!   it runs, as an operator migrating to another key or algorithm would); every `/v1` request
+//!   must be signed by a registered client key of either algorithm (else `401
 //!   INVALID_SIGNATURE`, signed too).
 
 pub mod faults;
@@ -73,7 +75,7 @@ use self::statement::{
     EntryKind, EntryStatus, StatementHeader, StatementLine, write_statement, write_statement_with_totals,
 };
 use super::clock::Clock;
-use super::signing::{Algorithm, KeyError, PublicKey, Signer, Verifier};
+use super::signing::{KeyError, PublicKey, RotatingSigner, SignatureAlgorithm, Signer, Verifier};
 use super::types::{CodePaymentResponse, Notification, TradeQueryResponse};
 use crate::domain::money::Amount;
 
@@ -81,8 +83,10 @@ use crate::domain::money::Amount;
 #[derive(Clone)]
 pub struct SandboxConfig {
     pub signing_key_id: String,
-    /// 32-byte Ed25519 seed; a random key when None.
-    pub signing_seed: Option<[u8; 32]>,
+    pub signing_algorithm: SignatureAlgorithm,
+    /// The signing key's 32-byte secret (Ed25519 seed, or SM2 private key big-endian); a random
+    /// key when None.
+    pub signing_secret: Option<[u8; 32]>,
     pub clock: Clock,
     pub notify_url: Option<String>,
     pub notify: NotifySettings,
@@ -107,7 +111,8 @@ impl fmt::Debug for SandboxConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SandboxConfig")
             .field("signing_key_id", &self.signing_key_id)
-            .field("signing_seed", &self.signing_seed.map(|_| "[redacted]"))
+            .field("signing_algorithm", &self.signing_algorithm)
+            .field("signing_secret", &self.signing_secret.map(|_| "[redacted]"))
             .field("clock", &self.clock)
             .field("notify_url", &self.notify_url)
             .field("notify", &self.notify)
@@ -125,7 +130,8 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
             signing_key_id: String::from("sandbox-1"),
-            signing_seed: None,
+            signing_algorithm: SignatureAlgorithm::Ed25519,
+            signing_secret: None,
             clock: Clock::system(),
             notify_url: None,
             notify: NotifySettings::default(),
@@ -152,7 +158,7 @@ pub struct Sandbox {
 #[derive(Debug)]
 struct Inner {
     config: SandboxConfig,
-    signer: Arc<Signer>,
+    signer: RotatingSigner,
     verifier: Verifier,
     books: Mutex<Books>,
     faults: Arc<Faults>,
@@ -169,15 +175,16 @@ impl Sandbox {
 
     pub fn try_new(config: SandboxConfig) -> Result<Sandbox, KeyError> {
         let clock = config.clock.clone();
-        let signer = Arc::new(match config.signing_seed {
-            Some(seed) => Signer::from_seed(&config.signing_key_id, &seed, clock.clone())?,
-            None => Signer::generate(&config.signing_key_id, clock.clone())?,
+        let algorithm = config.signing_algorithm;
+        let signer = RotatingSigner::new(match config.signing_secret {
+            Some(secret) => Signer::from_secret(algorithm, &config.signing_key_id, &secret, clock.clone())?,
+            None => Signer::generate_with(algorithm, &config.signing_key_id, clock.clone())?,
         });
         let faults = Arc::new(Faults::default());
         let notifier = Arc::new(Notifier::new(
             config.notify.clone(),
             config.notify_url.clone(),
-            Arc::clone(&signer),
+            signer.clone(),
             Arc::clone(&faults),
         ));
         let books = Books::new(Rules {
@@ -206,26 +213,35 @@ impl Sandbox {
         routes::router(self.clone())
     }
 
-    pub fn key_id(&self) -> &str {
-        self.inner.signer.key_id()
+    /// The id of the key the sandbox signs with now.
+    pub fn key_id(&self) -> String {
+        self.inner.signer.current().key_id().to_owned()
     }
 
-    /// The raw 32-byte Ed25519 public key carepay must trust.
+    /// The raw public key carepay must trust (32 bytes Ed25519, 65 bytes SM2).
     pub fn public_key(&self) -> Vec<u8> {
-        self.inner.signer.public_key().to_vec()
+        self.inner.signer.current().public_key().to_vec()
     }
 
     pub fn public_key_base64(&self) -> String {
-        self.inner.signer.public_key_base64()
+        self.inner.signer.current().public_key_base64()
+    }
+
+    /// The key the sandbox signs with now, bound to its algorithm.
+    pub fn verifying_key(&self) -> PublicKey {
+        self.inner.signer.current().verifying_key()
+    }
+
+    /// Signs every answer and notification with `signer` from now on (those being signed
+    /// finish with the previous key), as an operator rotating or changing its algorithm does.
+    pub fn rotate_signing_key(&self, signer: Signer) {
+        tracing::info!(key_id = signer.key_id(), algorithm = %signer.algorithm(), "sandbox signing key replaced");
+        self.inner.signer.replace(signer);
     }
 
     /// Trusts a carepay signing key (several may be registered, for rotation).
     pub fn register_client_key(&self, key_id: &str, public_key: PublicKey) -> Result<(), KeyError> {
         self.inner.verifier.add_key(key_id, public_key)
-    }
-
-    pub fn register_client_ed25519_key(&self, key_id: &str, public_key: &[u8]) -> Result<(), KeyError> {
-        self.register_client_key(key_id, PublicKey::new(Algorithm::Ed25519, public_key.to_vec())?)
     }
 
     pub fn set_notify_url(&self, url: Option<String>) {
@@ -248,8 +264,8 @@ impl Sandbox {
         &self.inner.notifier
     }
 
-    pub(crate) fn signer(&self) -> &Signer {
-        &self.inner.signer
+    pub(crate) fn signer(&self) -> Arc<Signer> {
+        self.inner.signer.current()
     }
 
     pub(crate) fn verifier(&self) -> &Verifier {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::faults::{Faults, NotificationFault};
-use crate::operator::signing::Signer;
+use crate::operator::signing::RotatingSigner;
 
 /// The spec's retry schedule: the wait before each retry after a failed attempt.
 pub const RETRY_SCHEDULE_S: [u64; 15] =
@@ -46,7 +46,7 @@ pub struct Notifier {
     settings: NotifySettings,
     url: RwLock<Option<String>>,
     http: reqwest::Client,
-    signer: Arc<Signer>,
+    signer: RotatingSigner,
     faults: Arc<Faults>,
     pending: Arc<Semaphore>,
     /// A notification held back by a `Reorder` fault until the next one has gone.
@@ -56,7 +56,7 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    pub fn new(settings: NotifySettings, url: Option<String>, signer: Arc<Signer>, faults: Arc<Faults>) -> Notifier {
+    pub fn new(settings: NotifySettings, url: Option<String>, signer: RotatingSigner, faults: Arc<Faults>) -> Notifier {
         // `Duration::mul_f64` panics on a negative or non-finite factor; fall back to the spec.
         let mut settings = settings;
         if !(settings.time_scale.is_finite() && settings.time_scale >= 0.0) {
@@ -163,7 +163,8 @@ impl Notifier {
         let Some(url) = self.url() else {
             return false;
         };
-        let signature = self.signer.sign_response(&outgoing.body);
+        // Each attempt is signed afresh (new timestamp and nonce) with the key current then.
+        let signature = self.signer.current().sign_response(&outgoing.body);
         let mut request = self
             .http
             .post(url)

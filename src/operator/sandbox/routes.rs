@@ -19,7 +19,7 @@ use super::faults::{FaultSpec, RequestFaultKind};
 use super::state::{AfterApply, Applied, Refusal};
 use crate::domain::money::Amount;
 use crate::operator::client::HEADER_CONTENT_SHA256;
-use crate::operator::signing::{Algorithm, PublicKey, SignatureHeaders};
+use crate::operator::signing::{PublicKey, SignatureAlgorithm, SignatureHeaders, Signer};
 use crate::operator::types::{
     CodePaymentRequest, ErrorBody, OrderRequest, RefundRequest, ReverseRequest, ReverseResponse, TransferRequest,
 };
@@ -38,6 +38,7 @@ pub fn router(sandbox: Sandbox) -> Router {
         .layer(middleware::from_fn_with_state(sandbox.clone(), operator_layer));
     let admin = Router::new()
         .route("/sandbox/key", get(admin_key))
+        .route("/sandbox/signing-key", post(admin_rotate_signing_key))
         .route("/sandbox/wallets", post(admin_open_wallet))
         .route("/sandbox/wallets/{wallet_id}", get(admin_wallet))
         .route("/sandbox/wallets/{wallet_id}/fund", post(admin_fund))
@@ -294,11 +295,44 @@ const DONE: Done = Done { ok: true };
 #[derive(Serialize)]
 struct KeyView {
     key_id: String,
+    algorithm: SignatureAlgorithm,
     public_key: String,
 }
 
+fn key_view(sandbox: &Sandbox) -> KeyView {
+    let signer = sandbox.signer();
+    KeyView {
+        key_id: signer.key_id().to_owned(),
+        algorithm: signer.algorithm(),
+        public_key: signer.public_key_base64(),
+    }
+}
+
 async fn admin_key(State(sandbox): State<Sandbox>) -> Response {
-    ok_json(&KeyView { key_id: sandbox.key_id().to_owned(), public_key: sandbox.public_key_base64() })
+    ok_json(&key_view(&sandbox))
+}
+
+#[derive(Deserialize)]
+struct SigningKey {
+    key_id: String,
+    algorithm: SignatureAlgorithm,
+    /// Base64 of the 32-byte secret (Ed25519 seed, SM2 private key); a new random key when absent.
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+/// Switches the key every answer and notification is signed with, and shows the new one.
+async fn admin_rotate_signing_key(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
+    admin(parse::<SigningKey>(&body).and_then(|key| {
+        let clock = sandbox.clock().clone();
+        let signer = match &key.secret {
+            Some(secret) => Signer::from_secret_base64(key.algorithm, &key.key_id, secret, clock),
+            None => Signer::generate_with(key.algorithm, &key.key_id, clock),
+        }
+        .map_err(|error| Refusal::new(400, "INVALID_KEY", error.to_string()))?;
+        sandbox.rotate_signing_key(signer);
+        Ok(key_view(&sandbox))
+    }))
 }
 
 #[derive(Deserialize)]
@@ -414,7 +448,7 @@ struct ClientKey {
     key_id: String,
     /// Base64 of the raw key.
     public_key: String,
-    /// `ed25519` (default) or `ecdsa-p256-sha256`.
+    /// `ed25519` (default), `ecdsa-p256-sha256` or `sm2-sm3`.
     #[serde(default)]
     algorithm: Option<String>,
 }
@@ -422,9 +456,9 @@ struct ClientKey {
 async fn admin_client_key(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
     admin(parse::<ClientKey>(&body).and_then(|key| {
         let algorithm = match key.algorithm.as_deref() {
-            None => Algorithm::Ed25519,
+            None => SignatureAlgorithm::Ed25519,
             Some(name) => {
-                Algorithm::parse(name).ok_or_else(|| Refusal::new(400, "INVALID_KEY", "unknown algorithm"))?
+                SignatureAlgorithm::parse(name).ok_or_else(|| Refusal::new(400, "INVALID_KEY", "unknown algorithm"))?
             }
         };
         let invalid = |error: crate::operator::signing::KeyError| Refusal::new(400, "INVALID_KEY", error.to_string());

@@ -1,5 +1,6 @@
 //! `carepay sandbox-operator`: the sandbox as its own process, for running carepay against
-//! it on one machine. Prints its key id and public key so carepay can be told to trust it.
+//! it on one machine. Prints its key id, algorithm and public key so carepay can be told to
+//! trust it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use clap::Args;
 use super::notify::NotifySettings;
 use super::{Sandbox, SandboxConfig};
 use crate::config::LogConfig;
-use crate::operator::signing::{Algorithm, PublicKey};
+use crate::operator::signing::{PublicKey, SignatureAlgorithm};
 
 #[derive(Args, Clone, Debug)]
 pub struct SandboxOperatorArgs {
@@ -23,11 +24,16 @@ pub struct SandboxOperatorArgs {
     #[arg(long, env = "CAREPAY_SANDBOX_NOTIFY_URL")]
     pub notify_url: Option<String>,
     /// A carepay signing key to trust, as KEY_ID=BASE64 of the raw 32-byte Ed25519 public
-    /// key; repeat for rotation.
-    #[arg(long = "client-public-key", value_name = "KEY_ID=BASE64")]
-    pub client_public_keys: Vec<String>,
-    /// File holding the base64 of the sandbox's 32-byte Ed25519 seed (default: a new random
-    /// key per start).
+    /// key, or KEY_ID=sm2-sm3:BASE64 of a 65-byte uncompressed SM2 one; repeat for rotation
+    /// (keys of both algorithms may be trusted at once).
+    #[arg(long = "client-public-key", value_name = "KEY_ID=[ALG:]BASE64",
+          value_parser = crate::operator::signing::parse_key_entry)]
+    pub client_public_keys: Vec<(String, PublicKey)>,
+    /// What the sandbox signs its answers and notifications with: `ed25519` or `sm2-sm3`.
+    #[arg(long, default_value = "ed25519")]
+    pub signing_algorithm: SignatureAlgorithm,
+    /// File holding the base64 of the sandbox's 32-byte secret: the Ed25519 seed, or the SM2
+    /// private key big-endian (default: a new random key per start).
     #[arg(long)]
     pub signing_key_file: Option<PathBuf>,
     /// The sandbox's signing key id.
@@ -48,15 +54,15 @@ pub struct SandboxOperatorArgs {
 
 pub async fn run(args: SandboxOperatorArgs) -> anyhow::Result<()> {
     crate::telemetry::init_logging(args.log.log_format, &args.log.log_filter);
-    let signing_seed = match &args.signing_key_file {
+    let signing_secret = match &args.signing_key_file {
         None => None,
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read --signing-key-file {}", path.display()))?;
-            let seed = BASE64.decode(text.trim()).context("--signing-key-file must hold base64")?;
-            let seed: [u8; 32] =
-                seed.try_into().map_err(|_| anyhow::anyhow!("--signing-key-file must hold a 32-byte Ed25519 seed"))?;
-            Some(seed)
+            let secret = BASE64.decode(text.trim()).context("--signing-key-file must hold base64")?;
+            let secret: [u8; 32] =
+                secret.try_into().map_err(|_| anyhow::anyhow!("--signing-key-file must hold a 32-byte secret"))?;
+            Some(secret)
         }
     };
     if !(args.notify_time_scale.is_finite() && args.notify_time_scale > 0.0) {
@@ -64,21 +70,19 @@ pub async fn run(args: SandboxOperatorArgs) -> anyhow::Result<()> {
     }
     let config = SandboxConfig {
         signing_key_id: args.key_id.clone(),
-        signing_seed,
+        signing_algorithm: args.signing_algorithm,
+        signing_secret,
         notify_url: args.notify_url.clone(),
         notify: NotifySettings { time_scale: args.notify_time_scale, ..NotifySettings::default() },
         fee_rate_ppm: args.fee_rate_ppm,
         confirm_delay_ms: args.confirm_delay_ms,
         ..SandboxConfig::default()
     };
-    let sandbox = Sandbox::try_new(config).map_err(|error| anyhow::anyhow!("--key-id: {error}"))?;
-    for pair in &args.client_public_keys {
-        let (key_id, key) =
-            pair.split_once('=').ok_or_else(|| anyhow::anyhow!("--client-public-key must be KEY_ID=BASE64"))?;
-        let key = PublicKey::from_base64(Algorithm::Ed25519, key)
-            .map_err(|error| anyhow::anyhow!("--client-public-key {key_id}: {error}"))?;
+    let sandbox =
+        Sandbox::try_new(config).map_err(|error| anyhow::anyhow!("--key-id / --signing-key-file: {error}"))?;
+    for (key_id, key) in &args.client_public_keys {
         sandbox
-            .register_client_key(key_id, key)
+            .register_client_key(key_id, key.clone())
             .map_err(|error| anyhow::anyhow!("--client-public-key {key_id}: {error}"))?;
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -86,7 +90,8 @@ pub async fn run(args: SandboxOperatorArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
     println!("sandbox operator listening on http://{}", listener.local_addr()?);
     println!("operator key id: {}", sandbox.key_id());
-    println!("operator public key (ed25519, base64): {}", sandbox.public_key_base64());
+    let signing_key = sandbox.verifying_key();
+    println!("operator public key ({}, base64): {}", signing_key.algorithm(), signing_key.to_base64());
     tracing::info!(address = %listener.local_addr()?, "sandbox operator listening (in-memory: state lasts as long as the process)");
     tokio::select! {
         result = super::serve(listener, sandbox) => result.context("sandbox operator stopped")?,
