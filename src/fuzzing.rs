@@ -193,7 +193,7 @@ pub fn batch_file(data: &[u8]) {
     use crate::domain::line_chunk::{ChunkEncoder, citizen_id_at, decode_chunk};
 
     let cap = Amount::from_fen(200_000).expect("a valid cap");
-    let rules = LineRules { per_payment_cap: cap, max_lines: 10_000 };
+    let rules = LineRules { per_payment_cap: cap, max_transaction_amount: Amount::MAX, max_lines: 10_000 };
     let mut reader = match BatchFileReader::open(data, rules) {
         Ok(reader) => reader,
         Err(errors) => {
@@ -220,7 +220,8 @@ pub fn batch_file(data: &[u8]) {
                 chunk.push(&line);
                 accepted.push(line);
             }
-            Err(errors) => {
+            Err(rejected) => {
+                let errors = rejected.problems;
                 assert!(!errors.is_empty(), "a refused line must say why");
                 error_count += errors.len() as u64;
                 messages.extend(errors.iter().map(ToString::to_string));

@@ -125,6 +125,7 @@ impl App {
         if new.starts_on > new.ends_on {
             return Err(Error::invalid("ends_on", "INVALID_DATE", "a programme ends on or after its first day"));
         }
+        self.check_funding_wallet(principal, &new.funding_wallet_id).await?;
         let programme = Programme {
             id: ProgrammeId::generate(),
             region_id: region.id,
@@ -161,6 +162,32 @@ impl App {
         };
         self.store.insert_programme(&programme, &audit).await?;
         Ok(programme)
+    }
+
+    /// A funding wallet belongs to the regions of the programmes it funds: a caller may fund a
+    /// programme only from a wallet every one of whose programmes is in their scope (a town
+    /// cannot spend another town's or the district's money). A facility's merchant wallet
+    /// receives payments and funds nothing. The first programme to name a wallet places it.
+    async fn check_funding_wallet(&self, principal: &Principal, wallet_id: &WalletId) -> Result<()> {
+        let holders = self.store.wallet_holders(wallet_id).await?;
+        let merchant_region = holders.merchant_of.as_ref().map(|(_, path)| path);
+        if holders.programme_regions.iter().chain(merchant_region).any(|path| !principal.sees(path)) {
+            return Err(Error::OutOfScopeIn {
+                field: String::from("funding_wallet_id"),
+                code: "FUNDING_WALLET_OUT_OF_SCOPE",
+                detail: String::from("the wallet belongs to a region outside yours"),
+            });
+        }
+        if let Some((facility, _)) = holders.merchant_of {
+            return Err(Error::invalid(
+                "funding_wallet_id",
+                "FUNDING_WALLET_IS_MERCHANT",
+                format!(
+                    "the wallet is the merchant wallet of facility {facility}; a programme is funded from a funding wallet"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub async fn programme(&self, principal: &Principal, id: &ProgrammeId) -> Result<Programme> {
@@ -211,7 +238,11 @@ impl App {
         let job = PackJob {
             file,
             batch_id: batch_id.clone(),
-            rules: LineRules { per_payment_cap: programme.per_payment_cap, max_lines: settings.max_batch_lines },
+            rules: LineRules {
+                per_payment_cap: programme.per_payment_cap,
+                max_transaction_amount: self.limits.max_transaction_amount,
+                max_lines: settings.max_batch_lines,
+            },
             per_period_cap: programme.per_period_cap,
             max_listed_errors: settings.max_listed_errors,
             secrets: self.secrets.clone(),

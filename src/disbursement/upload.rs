@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::CITIZEN_ID_DIGEST_PURPOSE;
 use crate::callbacks::secrets::SecretBox;
 use crate::domain::batch::chunk_seal_context;
+use crate::domain::citizen_id::CitizenId;
 use crate::domain::disbursement::{
     BatchEncoding, BatchFileReader, Column, ControlTotals, ErrorList, LineError, LineRules, Problem,
 };
@@ -316,32 +317,41 @@ pub(super) fn pack<R: Read>(job: PackJob<R>, out: &mpsc::Sender<Packed>) -> Resu
         chunk.clear_ids.fill(0);
         send(Packed::Chunk { first_seq, line_count: chunk.line_count, lines: chunk.lines, citizen_ids_sealed })
     };
+    let person_of = |citizen_id: &CitizenId, seq: u64, file_line: u64, amount_fen: i64| {
+        let digest = secrets.keyed_digest_bytes(CITIZEN_ID_DIGEST_PURPOSE, citizen_id.expose_clear_text().as_bytes());
+        FilePerson {
+            digest: digest[..PERSON_DIGEST_BYTES].try_into().expect("digest prefix"),
+            seq,
+            file_line,
+            amount_fen,
+        }
+    };
     while let Some(result) = reader.next_line() {
         let line = match result {
             Ok(line) => line,
-            Err(problems) => {
-                problems.into_iter().for_each(|e| errors.push(e));
+            Err(rejected) => {
+                rejected.problems.into_iter().for_each(|e| errors.push(e));
+                // A refused line whose ID number is good still names a person: a later line
+                // naming them again is reported in the same report. Never stored (seq 0):
+                // the file is refused already.
+                if let Some(citizen_id) = &rejected.citizen_id {
+                    sorter.push(person_of(citizen_id, 0, rejected.line, 0))?;
+                }
                 continue;
             }
         };
         if line.amount > per_period_cap {
             let problem = Problem::OverPeriodCap { cap: per_period_cap };
             errors.push(LineError { line: Some(line.line), column: Some(Column::Amount), problem });
+            // Its amount is reported already; the person still counts for duplicates.
+            sorter.push(person_of(&line.citizen_id, 0, line.line, 0))?;
             continue;
         }
         // Good lines are packed and stored even once the file is known to be refused: the
         // office gets every problem in one go, duplicates and other batches included, and the
         // rollback removes them.
         seq += 1;
-        let digest =
-            secrets.keyed_digest_bytes(CITIZEN_ID_DIGEST_PURPOSE, line.citizen_id.expose_clear_text().as_bytes());
-        let person = FilePerson {
-            digest: digest[..PERSON_DIGEST_BYTES].try_into().expect("digest prefix"),
-            seq,
-            file_line: line.line,
-            amount_fen: line.amount.fen(),
-        };
-        sorter.push(person)?;
+        sorter.push(person_of(&line.citizen_id, seq, line.line, line.amount.fen()))?;
         encoder.push(&line);
         if encoder.line_count() == LINE_CHUNK {
             seal_chunk(&mut encoder, seq)?;
@@ -385,9 +395,15 @@ fn send_people(
     people: &mut Vec<FilePerson>,
     clean: bool,
 ) -> Result<(), PackError> {
-    let entries: Vec<PersonEntry> =
-        people.iter().map(|p| PersonEntry { digest: p.digest, seq: p.seq, amount_fen: p.amount_fen }).collect();
-    let part = encode_people(&entries);
+    // A file with a problem stores no people; its refused lines' people (seq 0, no amount)
+    // are there only to be checked.
+    let part = if clean {
+        let entries: Vec<PersonEntry> =
+            people.iter().map(|p| PersonEntry { digest: p.digest, seq: p.seq, amount_fen: p.amount_fen }).collect();
+        encode_people(&entries)
+    } else {
+        Vec::new()
+    };
     send(Packed::People { people: std::mem::replace(people, Vec::with_capacity(PEOPLE_PART)), part, clean })
 }
 

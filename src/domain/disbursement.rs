@@ -193,6 +193,8 @@ pub enum Problem {
     Amount(AmountError),
     #[error("the amount is over the programme's cap of {cap} yuan per payment")]
     OverPaymentCap { cap: Amount },
+    #[error("the amount is over the service's limit of {limit} yuan per transaction")]
+    OverTransactionLimit { limit: Amount },
     #[error("the person would receive more than the programme's cap of {cap} yuan in this period")]
     OverPeriodCap { cap: Amount },
     #[error("the memo is longer than {max} characters or contains control characters", max = MAX_MEMO_CHARS)]
@@ -229,6 +231,7 @@ impl Problem {
             Problem::InvalidWalletId => "INVALID_WALLET_ID",
             Problem::Amount(err) => err.code(),
             Problem::OverPaymentCap { .. } => "OVER_PAYMENT_CAP",
+            Problem::OverTransactionLimit { .. } => "OVER_TRANSACTION_LIMIT",
             Problem::OverPeriodCap { .. } => "OVER_PERIOD_CAP",
             Problem::InvalidMemo => "INVALID_MEMO",
             Problem::DuplicateInBatch { .. } => "DUPLICATE_IN_BATCH",
@@ -357,7 +360,26 @@ impl ErrorList {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LineRules {
     pub per_payment_cap: Amount,
+    /// The service's limit on any one transaction (`--max-transaction-amount`), over every
+    /// programme's own cap.
+    pub max_transaction_amount: Amount,
     pub max_lines: u64,
+}
+
+/// A line that was refused: its problems (at least one) and, when that field itself was
+/// good, the ID number, so a person named again on a later line is reported as a duplicate in
+/// the same report.
+#[derive(Debug)]
+pub struct RejectedLine {
+    pub problems: Vec<LineError>,
+    pub line: u64,
+    pub citizen_id: Option<CitizenId>,
+}
+
+impl RejectedLine {
+    fn of_line(line: u64, problems: Vec<LineError>) -> RejectedLine {
+        RejectedLine { problems, line, citizen_id: None }
+    }
 }
 
 /// One beneficiary, parsed and checked on its own.
@@ -499,7 +521,7 @@ impl<R: Read> BatchFileReader<R> {
 
     /// The next line: `Some(Ok)` a good line, `Some(Err)` the problems of a bad one (at least
     /// one), `None` at the end. A CSV error that loses the record boundary ends the file.
-    pub fn next_line(&mut self) -> Option<Result<BatchLine, Vec<LineError>>> {
+    pub fn next_line(&mut self) -> Option<Result<BatchLine, RejectedLine>> {
         loop {
             if self.done {
                 return None;
@@ -513,11 +535,8 @@ impl<R: Read> BatchFileReader<R> {
                 Err(err) => {
                     self.done = true;
                     let line = err.position().map(|p| p.line()).unwrap_or(self.lines_seen + 2);
-                    return Some(Err(vec![LineError {
-                        line: Some(line),
-                        column: None,
-                        problem: Problem::MalformedCsv,
-                    }]));
+                    let problem = LineError { line: Some(line), column: None, problem: Problem::MalformedCsv };
+                    return Some(Err(RejectedLine::of_line(line, vec![problem])));
                 }
             }
             // Excel writes rows of empty cells below the data; they are not beneficiaries.
@@ -529,7 +548,10 @@ impl<R: Read> BatchFileReader<R> {
             if self.lines_seen > self.rules.max_lines {
                 self.done = true;
                 let problem = Problem::TooManyLines { max: self.rules.max_lines };
-                return Some(Err(vec![LineError { line: Some(line), column: None, problem }]));
+                return Some(Err(RejectedLine::of_line(
+                    line,
+                    vec![LineError { line: Some(line), column: None, problem }],
+                )));
             }
             let parsed = self.parse_record(line);
             if let Ok(good) = &parsed {
@@ -542,10 +564,10 @@ impl<R: Read> BatchFileReader<R> {
         }
     }
 
-    fn parse_record(&self, line: u64) -> Result<BatchLine, Vec<LineError>> {
+    fn parse_record(&self, line: u64) -> Result<BatchLine, RejectedLine> {
         let at = |column: Option<Column>, problem| LineError { line: Some(line), column, problem };
         if self.record.as_slice().len() > MAX_RECORD_BYTES {
-            return Err(vec![at(None, Problem::LineTooLong)]);
+            return Err(RejectedLine::of_line(line, vec![at(None, Problem::LineTooLong)]));
         }
         // Trailing empty cells (Excel pads rows to the widest one) are not extra fields.
         let mut found = self.record.len();
@@ -555,7 +577,10 @@ impl<R: Read> BatchFileReader<R> {
             found -= 1;
         }
         if found != self.field_count {
-            return Err(vec![at(None, Problem::FieldCount { expected: self.field_count, found })]);
+            return Err(RejectedLine::of_line(
+                line,
+                vec![at(None, Problem::FieldCount { expected: self.field_count, found })],
+            ));
         }
 
         let mut errors = Vec::new();
@@ -597,7 +622,7 @@ impl<R: Read> BatchFileReader<R> {
             }
             WalletId::parse(&raw).map_err(|_| errors.push(at(Some(Column::WalletId), Problem::InvalidWalletId))).ok()
         });
-        let amount = amount.and_then(|raw| match parse_line_amount(&raw, self.rules.per_payment_cap) {
+        let amount = amount.and_then(|raw| match parse_line_amount(&raw, &self.rules) {
             Ok(amount) => Some(amount),
             Err(problem) => {
                 errors.push(at(Some(Column::Amount), problem));
@@ -612,7 +637,7 @@ impl<R: Read> BatchFileReader<R> {
             (Some(name), Some(citizen_id), Some(wallet_id), Some(amount)) if errors.is_empty() => {
                 Ok(BatchLine { line, name, citizen_id, wallet_id, amount, memo })
             }
-            _ => Err(errors),
+            (_, citizen_id, ..) => Err(RejectedLine { problems: errors, line, citizen_id }),
         }
     }
 }
@@ -636,15 +661,18 @@ fn check_name(name: &str) -> Result<(), Problem> {
 
 /// Offices type amounts as yuan with up to two decimals; Excel may add thousands separators,
 /// which are dropped before the strict money parser sees the text.
-fn parse_line_amount(raw: &str, cap: Amount) -> Result<Amount, Problem> {
+fn parse_line_amount(raw: &str, rules: &LineRules) -> Result<Amount, Problem> {
     if raw.is_empty() {
         return Err(Problem::Empty);
     }
     let cleaned: Cow<'_, str> = if raw.contains(',') { Cow::Owned(raw.replace(',', "")) } else { Cow::Borrowed(raw) };
     let amount = Amount::parse(&cleaned).map_err(Problem::Amount)?;
     let amount = amount.ensure_nonzero().map_err(Problem::Amount)?;
-    if amount > cap {
-        return Err(Problem::OverPaymentCap { cap });
+    if amount > rules.max_transaction_amount {
+        return Err(Problem::OverTransactionLimit { limit: rules.max_transaction_amount });
+    }
+    if amount > rules.per_payment_cap {
+        return Err(Problem::OverPaymentCap { cap: rules.per_payment_cap });
     }
     Ok(amount)
 }
@@ -680,8 +708,8 @@ pub fn validate_file<R: Read>(
         }
     };
     while let Some(result) = reader.next_line() {
-        if let Err(problems) = result {
-            problems.into_iter().for_each(|e| errors.push(e));
+        if let Err(rejected) = result {
+            rejected.problems.into_iter().for_each(|e| errors.push(e));
         }
     }
     let actual = reader.good_totals();
@@ -701,7 +729,11 @@ mod tests {
 
     /// A cap of 500.00 yuan per payment, at most 1000 lines.
     fn rules() -> LineRules {
-        LineRules { per_payment_cap: Amount::from_fen(50_000).unwrap(), max_lines: 1000 }
+        LineRules {
+            per_payment_cap: Amount::from_fen(50_000).unwrap(),
+            max_transaction_amount: Amount::MAX,
+            max_lines: 1000,
+        }
     }
 
     fn id(first17: &str) -> String {
@@ -715,7 +747,7 @@ mod tests {
         while let Some(result) = reader.next_line() {
             match result {
                 Ok(line) => good.push(line),
-                Err(errors) => bad.extend(errors),
+                Err(rejected) => bad.extend(rejected.problems),
             }
         }
         (good, bad)
@@ -807,7 +839,11 @@ mod tests {
             "姓名,身份证号,钱包编号,金额,,\n张三,{},0021000000000001,\"1,000.00\",,\n,,,,,\n",
             id("32058419450315002")
         );
-        let rules = LineRules { per_payment_cap: Amount::from_fen(1_000_000).unwrap(), max_lines: 10 };
+        let rules = LineRules {
+            per_payment_cap: Amount::from_fen(1_000_000).unwrap(),
+            max_transaction_amount: Amount::MAX,
+            max_lines: 10,
+        };
         let mut reader = BatchFileReader::open(file.as_bytes(), rules).unwrap();
         assert_eq!(reader.next_line().unwrap().unwrap().amount.fen(), 100_000);
         assert!(reader.next_line().is_none());

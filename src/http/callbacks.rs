@@ -43,7 +43,7 @@ fn url_field(raw: &str) -> Result<EndpointUrl, Error> {
         return Err(Error::invalid(
             "url",
             "INVALID_URL",
-            "must be an http:// or https:// URL: a host name, an optional port, then a path or query of \
+            "must be an http:// or https:// URL: a host name or a bracketed IPv6 address, an optional port, then a path or query of \
              printable ASCII without `#`, `@` or spaces",
         ));
     }
@@ -51,7 +51,8 @@ fn url_field(raw: &str) -> Result<EndpointUrl, Error> {
 }
 
 /// The shape of an endpoint URL as the document states it ([`URL_PATTERN`]): the scheme, a
-/// host name of letters, digits, dots and dashes, an optional port, then a path or query of
+/// host name of letters, digits, dots and dashes (perhaps ending in a dot) or an IPv6 literal
+/// in brackets, an optional port, then a path or query of
 /// printable ASCII without `#` (no fragment), `@` (no credentials) or spaces. What the
 /// callback rules then check (a port in range, where the host points) comes on top.
 fn is_url_text(raw: &str) -> bool {
@@ -59,11 +60,24 @@ fn is_url_text(raw: &str) -> bool {
     let Some(rest) = ["http://", "https://"].iter().find(|s| lower.starts_with(**s)).map(|s| &raw[s.len()..]) else {
         return false;
     };
-    let host_end = rest.find([':', '/', '?']).unwrap_or(rest.len());
+    // An IPv6 literal in brackets, or a name (a fully qualified one may end in a dot).
+    let host_end = if rest.starts_with('[') {
+        rest.find(']').map_or(rest.len(), |end| end + 1)
+    } else {
+        rest.find([':', '/', '?']).unwrap_or(rest.len())
+    };
     let (host, rest) = rest.split_at(host_end);
-    let host_ok = host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        && host.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && host.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric());
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(literal) => {
+            !literal.is_empty() && literal.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        }
+        None => {
+            let name = host.strip_suffix('.').unwrap_or(host);
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+                && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+                && name.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+        }
+    };
     let rest = match rest.strip_prefix(':') {
         Some(port_and_rest) => {
             let port_end = port_and_rest.find(['/', '?']).unwrap_or(port_and_rest.len());
@@ -80,8 +94,7 @@ fn is_url_text(raw: &str) -> bool {
 }
 
 /// [`is_url_text`] as a regular expression.
-pub const URL_PATTERN: &str =
-    "^[hH][tT][tT][pP]([sS])?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?([/?][!\"$-?A-~]*)?$";
+pub const URL_PATTERN: &str = "^[hH][tT][tT][pP]([sS])?://(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?\\.?)(:[0-9]{1,5})?([/?][!\"$-?A-~]*)?$";
 
 fn event_types_field(raw: &[String]) -> Result<EventTypes, Error> {
     EventTypes::parse(raw).map_err(|error| Error::invalid("event_types", "INVALID_EVENT_TYPES", error))
@@ -604,6 +617,15 @@ mod tests {
             "http://127.0.0.1:9/hook",
             "HTTPS://a",
             "https://a.b-c.d:8443?x=1&y=2",
+            "http://[::1]/hook",
+            "http://[::ffff:127.0.0.1]:8080/",
+            "https://[2001:db8::1]",
+            "http://[]/",
+            "http://[::1/",
+            "http://[g::1]/",
+            "http://LocalHost./hook",
+            "http://a../",
+            "http://./",
             "https://a/%20",
             "https://or0>L!Y=",
             "https://user@a/",
@@ -626,7 +648,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn the_url_pattern_and_the_shape_check_agree(raw in "(https?|HTTP)://[a-z0-9.:/?#@ -]{0,12}") {
+        fn the_url_pattern_and_the_shape_check_agree(raw in "(https?|HTTP)://[a-z0-9.:/?#@\\[\\] -]{0,12}") {
             let pattern = regex::Regex::new(URL_PATTERN).unwrap();
             proptest::prop_assert_eq!(pattern.is_match(&raw), is_url_text(&raw), "{:?}", raw);
         }

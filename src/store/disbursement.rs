@@ -22,7 +22,7 @@ use crate::domain::batch::{
 use crate::domain::citizen_id::mask_name;
 use crate::domain::directory::{RegionPath, WalletId};
 use crate::domain::disbursement::BatchEncoding;
-use crate::domain::ids::{BatchId, ProgrammeId, RegionId, TokenId};
+use crate::domain::ids::{BatchId, FacilityId, ProgrammeId, RegionId, TokenId};
 use crate::domain::line_chunk::{StoredLine, decode_chunk};
 use crate::domain::money::Amount;
 use crate::domain::time::UnixMs;
@@ -387,7 +387,86 @@ pub struct NewBatch<'a> {
     pub now: UnixMs,
 }
 
+/// What a moved line's event needs of its batch.
+#[derive(Clone, Debug)]
+struct BatchOfLine {
+    programme: ProgrammeId,
+    region: RegionId,
+    period: String,
+}
+
+/// A line's final outcome as the office's `transfer.succeeded` / `transfer.failed` callback:
+/// the line by batch, sequence number and line of the uploaded file, the operator's numbers,
+/// the amount and, for a failure, the operator's code and what to do. Nothing of the person
+/// (the office's own file says who is on which line). A line changes once to a final state (a re-issue is a new line), so its version
+/// is 1.
+fn transfer_event(
+    row: &AnyRow,
+    batch_id: &str,
+    batch: &BatchOfLine,
+    line_amount: Amount,
+) -> Result<crate::callbacks::NewEvent, sqlx::Error> {
+    use crate::domain::callbacks::{EventOwner, EventType};
+    let status: String = row.try_get("status")?;
+    let out_transfer_no: String = row.try_get("out_transfer_no")?;
+    let fail_code: Option<String> = row.try_get("fail_code")?;
+    let succeeded_at_ms: Option<i64> = row.try_get("succeeded_at_ms")?;
+    let succeeded = status == LineStatus::Succeeded.as_str();
+    let mut data = serde_json::json!({
+        "batch_id": batch_id,
+        "seq": row.try_get::<i64, _>("seq")?,
+        "file_line": row.try_get::<i64, _>("file_line")?,
+        "programme_id": batch.programme.as_str(),
+        "period": batch.period,
+        "out_transfer_no": out_transfer_no,
+        "transfer_no": row.try_get::<Option<String>, _>("transfer_no")?,
+        "amount": line_amount.to_string(),
+        "status": status,
+    });
+    if succeeded {
+        data["succeeded_at"] =
+            serde_json::json!(succeeded_at_ms.map(|ms| crate::domain::time::UnixMs(ms).to_rfc3339_shanghai()));
+    } else {
+        let code = fail_code.unwrap_or_default();
+        data["fail_code"] = serde_json::json!(code);
+        data["advice_zh"] = serde_json::json!(crate::domain::batch::TransferFailure::classify(&code).advice_zh());
+    }
+    Ok(crate::callbacks::NewEvent {
+        owner: EventOwner::Office(batch.region.clone()),
+        event_type: if succeeded { EventType::TransferSucceeded } else { EventType::TransferFailed },
+        object_id: out_transfer_no,
+        object_version: 1,
+        data,
+    })
+}
+
+/// Who already holds a wallet: the regions of the programmes it funds, and the facility whose
+/// merchant wallet it is (with that facility's region).
+#[derive(Clone, Debug, Default)]
+pub struct WalletHolders {
+    pub programme_regions: Vec<RegionPath>,
+    pub merchant_of: Option<(FacilityId, RegionPath)>,
+}
+
 impl Store {
+    pub async fn wallet_holders(&self, wallet_id: &WalletId) -> Result<WalletHolders, StoreError> {
+        let programme_regions = sqlx::query_scalar::<_, String>(
+            "SELECT DISTINCT r.path FROM subsidy_programmes p JOIN regions r ON r.id = p.region_id \
+             WHERE p.funding_wallet_id = $1",
+        )
+        .bind(wallet_id.as_str())
+        .fetch_all(self.pool())
+        .await?
+        .into_iter()
+        .map(RegionPath::from_trusted)
+        .collect();
+        let merchant_of = self
+            .facility_by_wallet(wallet_id.as_str())
+            .await?
+            .map(|(facility, path)| (facility, RegionPath::from_trusted(path)));
+        Ok(WalletHolders { programme_regions, merchant_of })
+    }
+
     pub async fn programme(&self, id: &ProgrammeId) -> Result<Option<Programme>, StoreError> {
         let sql = format!(
             "SELECT {PROGRAMME_COLUMNS} FROM subsidy_programmes p JOIN regions r ON r.id = p.region_id WHERE p.id = $1"
@@ -1231,7 +1310,8 @@ impl Store {
                  FROM json_to_recordset($1::json) AS r(out_transfer_no TEXT, status TEXT, transfer_no TEXT, \
                  fail_code TEXT, succeeded_at_ms BIGINT) \
                  WHERE l.out_transfer_no = r.out_transfer_no AND l.status IN ('pending', 'sending') \
-                 RETURNING l.out_transfer_no, l.batch_id, l.amount_fen, l.status"
+                 RETURNING l.out_transfer_no, l.batch_id, l.seq, l.file_line, l.amount_fen, l.status, l.transfer_no, \
+                 l.fail_code, l.succeeded_at_ms"
             }
             super::Backend::Sqlite => {
                 "UPDATE subsidy_lines SET status = r.status, transfer_no = COALESCE(r.transfer_no, subsidy_lines.transfer_no), \
@@ -1241,35 +1321,44 @@ impl Store {
                  value ->> 'transfer_no' AS transfer_no, value ->> 'fail_code' AS fail_code, \
                  value ->> 'succeeded_at_ms' AS succeeded_at_ms FROM json_each($1)) AS r \
                  WHERE subsidy_lines.out_transfer_no = r.out_transfer_no AND subsidy_lines.status IN ('pending', 'sending') \
-                 RETURNING out_transfer_no, batch_id, amount_fen, status"
+                 RETURNING out_transfer_no, batch_id, seq, file_line, amount_fen, status, transfer_no, fail_code, \
+                 succeeded_at_ms"
             }
         };
         let moved_rows =
             sqlx::query(sql).bind(serde_json::Value::Array(rows).to_string()).bind(now.0).fetch_all(&mut *tx).await?;
-        let mut programmes: std::collections::HashMap<String, ProgrammeId> = std::collections::HashMap::new();
+        let mut batches: std::collections::HashMap<String, BatchOfLine> = std::collections::HashMap::new();
         let mut succeeded: Vec<(String, ProgrammeId, Amount)> = Vec::new();
         let mut released: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+        let mut events = Vec::with_capacity(moved_rows.len());
         for row in &moved_rows {
             let batch_id: String = row.try_get("batch_id")?;
-            let programme = match programmes.get(&batch_id) {
-                Some(programme) => programme.clone(),
+            let batch = match batches.get(&batch_id) {
+                Some(batch) => batch.clone(),
                 None => {
-                    let programme: String =
-                        sqlx::query_scalar("SELECT programme_id FROM subsidy_batches WHERE id = $1")
-                            .bind(batch_id.as_str())
-                            .fetch_one(&mut *tx)
-                            .await?;
-                    let programme = ProgrammeId::from_trusted(programme);
-                    programmes.insert(batch_id, programme.clone());
-                    programme
+                    let found = sqlx::query(
+                        "SELECT b.programme_id, p.region_id, b.period FROM subsidy_batches b \
+                         JOIN subsidy_programmes p ON p.id = b.programme_id WHERE b.id = $1",
+                    )
+                    .bind(batch_id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let batch = BatchOfLine {
+                        programme: ProgrammeId::from_trusted(found.try_get("programme_id")?),
+                        region: RegionId::from_trusted(found.try_get("region_id")?),
+                        period: found.try_get("period")?,
+                    };
+                    batches.insert(batch_id.clone(), batch.clone());
+                    batch
                 }
             };
             let line_amount = amount(row, "amount_fen")?;
             if row.try_get::<String, _>("status")? == LineStatus::Succeeded.as_str() {
-                succeeded.push((row.try_get("out_transfer_no")?, programme, line_amount));
+                succeeded.push((row.try_get("out_transfer_no")?, batch.programme.clone(), line_amount));
             } else {
-                *released.entry(programme.as_str().to_owned()).or_default() += line_amount.fen();
+                *released.entry(batch.programme.as_str().to_owned()).or_default() += line_amount.fen();
             }
+            events.push(transfer_event(row, &batch_id, &batch, line_amount)?);
         }
         let entries = succeeded
             .iter()
@@ -1292,6 +1381,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        // The office hears of each outcome with the change itself: no outcome without its
+        // callback, no callback for an outcome rolled back.
+        let events: Vec<&crate::callbacks::NewEvent> = events.iter().collect();
+        super::callbacks::enqueue_many_in(&mut tx, &events, now).await?;
         tx.commit().await?;
         crate::telemetry::transfers_finished(succeeded.len(), moved_rows.len() - succeeded.len());
         Ok(moved_rows.len())

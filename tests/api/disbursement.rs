@@ -79,13 +79,17 @@ pub(crate) async fn upload(
 }
 
 pub(crate) async fn wait_for_status(app: &TestApp, token: &str, batch: &str, status: &str) -> Value {
-    loop {
+    // Ends a test whose batch never gets there (a worker failing every round) instead of
+    // hanging it; never a measure of speed.
+    const MAX_POLLS: usize = 2_400;
+    for _ in 0..MAX_POLLS {
         let reply = app.get(&format!("/v1/subsidy-batches/{batch}"), token).await.expect(StatusCode::OK);
         if reply.body["status"] == status {
             return reply.body;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    panic!("batch {batch} did not become {status}");
 }
 
 pub(crate) fn start_worker(app: &TestApp) {
@@ -97,6 +101,15 @@ pub(crate) fn start_worker(app: &TestApp) {
 async fn a_gb18030_batch_is_paid_once_per_person_with_failures_classified_and_reissued(app: TestApp) {
     let office = office(&app).await;
     start_worker(&app);
+    let receiver = crate::callbacks::receiver::Receiver::accepting().await;
+    crate::callbacks::create_endpoint(
+        &app,
+        &app.root_token,
+        json!({"office_region_id": office.region, "url": receiver.url("/subsidy"),
+               "event_types": ["transfer.succeeded", "transfer.failed"]}),
+    )
+    .await;
+    let _callbacks = crate::callbacks::start_worker(&app, crate::callbacks::fast_settings());
     let ids = [
         citizen_id("32058419450315002"),
         citizen_id("32058419520708008"),
@@ -166,6 +179,47 @@ async fn a_gb18030_batch_is_paid_once_per_person_with_failures_classified_and_re
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+
+    // The office's own system heard of every outcome, each once, the re-issue included.
+    let received = receiver.wait_until("five transfer callbacks", |received| received.len() >= 5).await;
+    let mut outcomes: Vec<(String, u64, String, u64, Value)> = received
+        .iter()
+        .map(|callback| {
+            let body = callback.json();
+            let data = &body["data"];
+            assert_eq!(data["batch_id"], batch_id.as_str(), "{body}");
+            assert_eq!(data["object_id"], data["out_transfer_no"], "{body}");
+            for id in &ids {
+                assert!(!callback.body.contains(id.as_str()), "an ID number in a callback: {body}");
+            }
+            (
+                body["type"].as_str().unwrap().to_owned(),
+                data["seq"].as_u64().unwrap(),
+                data["amount"].as_str().unwrap().to_owned(),
+                data["file_line"].as_u64().unwrap(),
+                data["fail_code"].clone(),
+            )
+        })
+        .collect();
+    outcomes.sort_by_key(|outcome| outcome.1);
+    let failed = |seq, amount: &str, file_line, code: &str| {
+        (String::from("transfer.failed"), seq, amount.to_owned(), file_line, json!(code))
+    };
+    assert_eq!(
+        outcomes,
+        [
+            (String::from("transfer.succeeded"), 1, "300.00".to_owned(), 2, Value::Null),
+            failed(2, "200.00", 3, "NAME_MISMATCH"),
+            failed(3, "100.00", 4, "WALLET_FROZEN"),
+            failed(4, "50.50", 5, "WALLET_NOT_FOUND"),
+            // The re-issue keeps the line of the file it corrects.
+            (String::from("transfer.succeeded"), new_seq, "200.00".to_owned(), 3, Value::Null),
+        ]
+    );
+    let frozen = received.iter().map(|c| c.json()).find(|body| body["data"]["seq"] == 3).unwrap();
+    assert_eq!(frozen["data"]["advice_zh"], "钱包已冻结，请联系运营机构");
+    let paid = received.iter().map(|c| c.json()).find(|body| body["data"]["seq"] == 1).unwrap();
+    assert!(paid["data"]["succeeded_at"].as_str().unwrap().ends_with("+08:00"), "{paid}");
 
     // The operator paid each payable person exactly once.
     assert_eq!(app.sandbox.wallet("0021000000000101").unwrap().balance.fen(), 30_000);
@@ -687,7 +741,135 @@ async fn a_batch_stored_line_by_line_before_chunks_still_runs_and_holds_its_peop
     assert!(app.app.store.verify_ledger().await.unwrap().is_empty());
 }
 
+/// The codes found on each line of a refused upload's report, in report order.
+fn problems_by_line(body: &Value) -> Vec<(u64, String)> {
+    body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a report: {body}"))
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap_or(0), e["code"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+async fn a_person_repeated_after_a_refused_line_is_reported_in_the_same_report(app: TestApp) {
+    let office = office(&app).await;
+    let (first, second) = (person(1), person(2));
+    let mut text = String::from("name,citizen_id,wallet_id,amount\n");
+    // Line 2: a good ID number, no wallet. Line 5 names the same person.
+    text.push_str(&format!("老人1,{first},,100.00\n"));
+    text.push_str(&format!("老人3,{},{},100.00\n", person(3), wallet(3)));
+    // Line 4: over the programme's cap for the period; line 6 names the same person.
+    text.push_str(&format!("老人2,{second},{},600.00\n", wallet(2)));
+    text.push_str(&format!("老人1,{first},{},100.00\n", wallet(1)));
+    text.push_str(&format!("老人2,{second},{},50.00\n", wallet(2)));
+    let (status, body) = upload(&app, &office, "dup-of-bad", text.into_bytes(), 5, "950.00").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let found = problems_by_line(&body);
+    assert_eq!(
+        found,
+        [
+            (2, "EMPTY_FIELD".to_owned()),
+            (4, "OVER_PAYMENT_CAP".to_owned()),
+            (5, "DUPLICATE_IN_BATCH".to_owned()),
+            (6, "DUPLICATE_IN_BATCH".to_owned()),
+        ],
+        "{body}"
+    );
+    assert_eq!(body["errors"][2]["message"], "the same person is already on line 2 of this file", "{body}");
+    assert_eq!(body["errors"][3]["message"], "the same person is already on line 4 of this file", "{body}");
+    assert_eq!(body["errors_total"], 4);
+    // Nothing was stored, the key included: the corrected file goes in under the same key.
+    let (status, body) =
+        upload(&app, &office, "dup-of-bad", file_of([(1, "100.00"), (3, "100.00"), (2, "50.00")]), 3, "250.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["line_count"], 3, "{body}");
+}
+
+/// A server whose limit on any one transaction is 200.00 yuan, below the programme's cap.
+async fn spawn_with_a_200_yuan_transaction_limit(backend: carepay::store::Backend) -> TestApp {
+    let limits = carepay::app::Limits {
+        max_transaction_amount: Amount::parse("200.00").unwrap(),
+        ..crate::helpers::test_limits()
+    };
+    let db = crate::helpers::TestDatabase::new(backend).await;
+    crate::helpers::spawn_app_with_limits(db, crate::helpers::test_http_settings(), limits).await
+}
+
+async fn a_line_over_the_services_transaction_limit_is_refused_at_upload_with_its_line(app: TestApp) {
+    let office = office(&app).await;
+    let (status, body) =
+        upload(&app, &office, "over-limit", file_of([(1, "150.00"), (2, "200.01"), (3, "200.00")]), 3, "550.01").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(problems_by_line(&body), [(3, "OVER_TRANSACTION_LIMIT".to_owned())], "{body}");
+    assert_eq!(body["errors"][0]["column"], "amount", "{body}");
+    assert_eq!(
+        body["errors"][0]["message"], "the amount is over the service's limit of 200.00 yuan per transaction",
+        "{body}"
+    );
+    // Nothing reached the operator, nothing was committed.
+    assert_eq!(app.sandbox.wallet(FUNDING_WALLET).unwrap().balance, yuan("100000.00"));
+    let programme = app.get(&format!("/v1/subsidy-programmes/{}", office.programme), &office.clerk).await;
+    assert_eq!(programme.body["committed"], "0.00", "{}", programme.text);
+    // At the limit is allowed.
+    let (status, body) = upload(&app, &office, "at-limit", file_of([(1, "150.00"), (3, "200.00")]), 2, "350.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+async fn programme_in(app: &TestApp, token: &str, region: &str, wallet: &str) -> crate::helpers::Reply {
+    app.post(
+        "/v1/subsidy-programmes",
+        token,
+        json!({
+            "region_id": region, "name": "护理补贴", "funding_wallet_id": wallet,
+            "budget": "1000.00", "per_payment_cap": "100.00", "per_period_cap": "100.00",
+            "designated_merchants": [], "starts_on": "2026-01-01", "ends_on": "2026-12-31"
+        }),
+    )
+    .await
+}
+
+async fn a_town_cannot_fund_a_programme_from_another_regions_wallet(app: TestApp) {
+    let root = &app.root_token;
+    let district = app.create_region(root, None, "district", "吴江区").await;
+    let town_a = app.create_region(root, Some(&district), "town", "松陵镇").await;
+    let town_b = app.create_region(root, Some(&district), "town", "同里镇").await;
+    let admin_a = app.issue_token(root, "admin", Some(&town_a)).await;
+    let admin_district = app.issue_token(root, "admin", Some(&district)).await;
+    let (wallet_b, wallet_district, merchant_b, merchant_a) =
+        ("0031000000000201", "0031000000000200", "0021000000000201", "0021000000000101");
+    programme_in(&app, root, &town_b, wallet_b).await.expect(StatusCode::CREATED);
+    programme_in(&app, root, &district, wallet_district).await.expect(StatusCode::CREATED);
+    app.create_facility(root, &town_b, "同里食堂", merchant_b).await;
+    app.create_facility(root, &town_a, "松陵食堂", merchant_a).await;
+
+    // Another town's funding wallet, the district's, another town's facility: all outside.
+    for wallet in [wallet_b, wallet_district, merchant_b] {
+        let refused = programme_in(&app, &admin_a, &town_a, wallet)
+            .await
+            .expect_problem(StatusCode::FORBIDDEN, "FUNDING_WALLET_OUT_OF_SCOPE");
+        assert_eq!(refused.body["field"], "funding_wallet_id", "{}", refused.text);
+    }
+    // A facility's merchant wallet funds nothing, even one's own.
+    programme_in(&app, &admin_a, &town_a, merchant_a)
+        .await
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "FUNDING_WALLET_IS_MERCHANT");
+    // None of the refusals created anything: town A still has no programme, and the wallets
+    // keep their places.
+    let fresh = "0031000000000101";
+    let created = programme_in(&app, &admin_a, &town_a, fresh).await.expect(StatusCode::CREATED);
+    assert_eq!(created.body["funding_wallet_id"], fresh);
+    // The town's own wallet again, and the district (which sees both towns) funding a town
+    // programme from its own wallet.
+    programme_in(&app, &admin_a, &town_a, fresh).await.expect(StatusCode::CREATED);
+    programme_in(&app, &admin_district, &town_a, wallet_district).await.expect(StatusCode::CREATED);
+    programme_in(&app, &admin_district, &district, wallet_b).await.expect(StatusCode::CREATED);
+}
+
+backend_tests!(spawn = crate::disbursement::spawn_with_a_200_yuan_transaction_limit; a_line_over_the_services_transaction_limit_is_refused_at_upload_with_its_line);
+
 backend_tests!(
+    a_town_cannot_fund_a_programme_from_another_regions_wallet,
+    a_person_repeated_after_a_refused_line_is_reported_in_the_same_report,
     a_batch_stored_line_by_line_before_chunks_still_runs_and_holds_its_people,
     a_batch_of_several_chunks_lists_counts_and_reveals_lines_across_chunk_boundaries,
     two_concurrent_uploads_naming_the_same_people_make_one_batch,

@@ -379,14 +379,16 @@ async fn a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances(
     app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
     let open = app.get(&format!("{day_path}/discrepancies"), &accountant).await.expect(StatusCode::OK);
     let id = open.body[0]["id"].as_str().unwrap().to_owned();
-    // Beyond what any amount may be: refused, not a failure.
-    app.post(
-        &format!("/v1/reconciliation/discrepancies/{id}/resolve"),
-        &accountant,
-        json!({"resolution": "adjusted", "note": "typo", "adjustment": "-999999999999999.99"}),
-    )
-    .await
-    .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_ADJUSTMENT");
+    // Beyond what any amount may be: refused by the money rule, not a failure.
+    let refused = app
+        .post(
+            &format!("/v1/reconciliation/discrepancies/{id}/resolve"),
+            &accountant,
+            json!({"resolution": "adjusted", "note": "typo", "adjustment": "-999999999999999.99"}),
+        )
+        .await
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_AMOUNT");
+    assert_eq!(refused.body["field"], "adjustment", "{}", refused.text);
     // Far more than the wallet ever received through carepay.
     let resolved = app
         .post(

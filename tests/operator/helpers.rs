@@ -35,7 +35,12 @@ pub fn test_config(clock: Clock) -> SandboxConfig {
         clock,
         confirm_delay_ms: 50,
         hang_ms: 3_000,
-        notify: NotifySettings { time_scale: 0.001, max_pending: 256, attempt_timeout_ms: 2_000 },
+        notify: NotifySettings {
+            time_scale: 0.001,
+            max_pending: 256,
+            attempt_timeout_ms: 2_000,
+            ..NotifySettings::default()
+        },
         ..SandboxConfig::default()
     }
 }

@@ -102,3 +102,69 @@ async fn a_dropped_notification_never_arrives() {
     operator.client.pay_by_code(&code_payment("P-kept", 100, &payer_code(1, "0000"))).await.unwrap();
     assert_eq!(receiver.next().await.notification.resource["out_trade_no"], "P-kept");
 }
+
+/// A receiver that answers each notification after a pause and records how many it was
+/// holding at once.
+struct SlowReceiver {
+    open: std::sync::atomic::AtomicUsize,
+    peak: std::sync::atomic::AtomicUsize,
+    ids: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+async fn slow_receive(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<SlowReceiver>>,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    use std::sync::atomic::Ordering;
+    let open = state.open.fetch_add(1, Ordering::SeqCst) + 1;
+    state.peak.fetch_max(open, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let notification: carepay::operator::types::Notification = serde_json::from_slice(&body).unwrap();
+    state.ids.lock().unwrap().insert(notification.resource["out_trade_no"].as_str().unwrap().to_owned());
+    state.open.fetch_sub(1, Ordering::SeqCst);
+    StatusCode::OK
+}
+
+#[tokio::test]
+async fn a_burst_of_notifications_is_sent_a_few_at_a_time_and_none_is_dropped() {
+    use carepay::operator::clock::Clock;
+    use carepay::operator::sandbox::notify::NotifySettings;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let mut config = test_config(Clock::system());
+    config.notify = NotifySettings { max_concurrent_sends: 4, max_pending: 1_000, ..config.notify };
+    let operator = Arc::new(spawn_operator_with(config, test_settings()).await);
+    let state = Arc::new(SlowReceiver {
+        open: Default::default(),
+        peak: Default::default(),
+        ids: std::sync::Mutex::new(Default::default()),
+    });
+    let app = axum::Router::new().route("/notify", axum::routing::post(slow_receive)).with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/notify", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    operator.sandbox.set_notify_url(Some(url));
+
+    const BURST: usize = 120;
+    let mut payments = tokio::task::JoinSet::new();
+    for n in 0..BURST {
+        let operator = operator.clone();
+        payments.spawn(async move {
+            operator.client.pay_by_code(&code_payment(&format!("P-burst-{n}"), 100, &payer_code(1, "0000"))).await
+        });
+    }
+    while let Some(paid) = payments.join_next().await {
+        paid.unwrap().unwrap();
+    }
+    for _ in 0..MAX_POLLS * 5 {
+        if state.ids.lock().unwrap().len() == BURST {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(state.ids.lock().unwrap().len(), BURST, "every payment's notification arrived");
+    assert_eq!(operator.sandbox.notifier().dropped(), 0);
+    let peak = state.peak.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&peak), "at most 4 notifications were open at once, saw {peak}");
+}

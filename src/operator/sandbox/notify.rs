@@ -4,7 +4,10 @@
 //!
 //! Bounded: at most `max_pending` notifications are being delivered or waiting for a retry
 //! at once; past that new ones are dropped and counted (a real operator would queue them
-//! durably; the sandbox says so instead of growing without bound).
+//! durably; the sandbox says so instead of growing without bound). At most
+//! `max_concurrent_sends` POSTs are open at once, well inside the receiving service's
+//! notification lane, so a burst (a large batch settling) queues here instead of being
+//! answered 503 there.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,13 +27,15 @@ pub struct NotifySettings {
     /// Multiplies every retry wait: 1.0 is the spec; tests use e.g. 0.001 (15 s -> 15 ms).
     pub time_scale: f64,
     pub max_pending: usize,
+    /// POSTs open at once; the others wait their turn (and count against `max_pending`).
+    pub max_concurrent_sends: usize,
     /// One delivery attempt, all told.
     pub attempt_timeout_ms: u64,
 }
 
 impl Default for NotifySettings {
     fn default() -> Self {
-        NotifySettings { time_scale: 1.0, max_pending: 1_024, attempt_timeout_ms: 5_000 }
+        NotifySettings { time_scale: 1.0, max_pending: 65_536, max_concurrent_sends: 32, attempt_timeout_ms: 5_000 }
     }
 }
 
@@ -49,6 +54,7 @@ pub struct Notifier {
     signer: RotatingSigner,
     faults: Arc<Faults>,
     pending: Arc<Semaphore>,
+    sends: Semaphore,
     /// A notification held back by a `Reorder` fault until the next one has gone.
     held: Mutex<Option<(Outgoing, OwnedSemaphorePermit)>>,
     dropped: AtomicU64,
@@ -64,6 +70,7 @@ impl Notifier {
         }
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default();
         let pending = Arc::new(Semaphore::new(settings.max_pending.max(1)));
+        let sends = Semaphore::new(settings.max_concurrent_sends.max(1));
         Notifier {
             settings,
             url: RwLock::new(url),
@@ -71,6 +78,7 @@ impl Notifier {
             signer,
             faults,
             pending,
+            sends,
             held: Mutex::new(None),
             dropped: AtomicU64::new(0),
             attempts: AtomicU64::new(0),
@@ -159,6 +167,10 @@ impl Notifier {
 
     /// One signed POST; true on a 2xx.
     async fn attempt(&self, outgoing: &Outgoing) -> bool {
+        // The semaphore is never closed, so acquiring only waits.
+        let Ok(_send) = self.sends.acquire().await else {
+            return false;
+        };
         self.attempts.fetch_add(1, Ordering::Relaxed);
         let Some(url) = self.url() else {
             return false;
