@@ -73,7 +73,7 @@ pub struct LedgerMismatch {
     pub recomputed: AccountTotals,
 }
 
-fn overdraft_text(policy: OverdraftPolicy) -> &'static str {
+pub(super) fn overdraft_text(policy: OverdraftPolicy) -> &'static str {
     match policy {
         OverdraftPolicy::Allowed => "allowed",
         OverdraftPolicy::Forbidden => "forbidden",

@@ -524,6 +524,28 @@ async fn lock_wallet(conn: &mut AnyConnection, wallet_id: &str, now: UnixMs) -> 
     Ok(())
 }
 
+/// Opens and row-locks the accounts every wallet's run may book against (the operator's fees
+/// and adjustments), in code order, at the start of a run. A run books many entries in one
+/// transaction, so without this two runs of different wallets could take these shared rows in
+/// opposite orders (one books a fee first, the other an adjustment) and deadlock.
+async fn lock_shared_operator_accounts(conn: &mut AnyConnection, now: UnixMs) -> Result<(), StoreError> {
+    let mut shared = [Account::OperatorFees.opening(), Account::OperatorAdjustments.opening()];
+    shared.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+    for (code, policy) in shared {
+        // The no-op update takes the row lock on both backends whether the row is new or not.
+        sqlx::query(
+            "INSERT INTO ledger_accounts (code, overdraft, debits_fen, credits_fen, created_at_ms) \
+             VALUES ($1, $2, 0, 0, $3) ON CONFLICT (code) DO UPDATE SET debits_fen = ledger_accounts.debits_fen",
+        )
+        .bind(code.as_str())
+        .bind(super::ledger::overdraft_text(policy))
+        .bind(now.0)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
 async fn day_is_closed(conn: &mut AnyConnection, wallet_id: &str, business_day: &str) -> Result<bool, StoreError> {
     let status: Option<String> =
         sqlx::query_scalar("SELECT status FROM reconciliation_days WHERE wallet_id = $1 AND business_day = $2")
@@ -818,6 +840,7 @@ impl Store {
         if day_is_closed(&mut tx, run.wallet_id, run.business_day).await? {
             return Err(RunStoreError::DayClosed);
         }
+        lock_shared_operator_accounts(&mut tx, run.now).await?;
         let select = format!("SELECT {RUN_COLUMNS} FROM reconciliation_runs WHERE file_id = $1 AND past_grace = $2");
         let existing = sqlx::query(sqlx::AssertSqlSafe(select))
             .bind(run.file_id.as_str())

@@ -14,6 +14,7 @@ use crate::helpers::TestApp;
 use crate::terminal_client::terminal;
 
 backend_tests!(
+    concurrent_runs_of_many_wallets_book_the_shared_operator_accounts_without_failing,
     a_tampered_statement_is_reported_resolved_and_the_day_closed,
     corrupt_and_foreign_statements_are_refused_whole,
     auditors_read_and_other_regions_see_nothing,
@@ -365,6 +366,37 @@ async fn operator_entries_book_on_a_wallet_without_payments_and_ledger_balances_
     assert_eq!(again.body["run_id"], run.body["run_id"]);
     assert_eq!(wallet_total_fen(&app, WALLET).await, -500_061);
     app.post(&format!("{day_path}/close"), &accountant, json!({})).await.expect(StatusCode::NO_CONTENT);
+}
+
+/// Runs of several wallets at once, each booking a fee and an adjustment into the shared
+/// operator accounts, half of them adjustment first: every run answers 200 and the shared
+/// accounts hold the sum of them all.
+async fn concurrent_runs_of_many_wallets_book_the_shared_operator_accounts_without_failing(app: TestApp) {
+    use carepay::domain::statement::EntryKind;
+    const WALLETS: usize = 8;
+    let region = app.create_region(&app.root_token, None, "district", "吴江区").await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let day = today();
+    let mut paths = Vec::new();
+    for n in 0..WALLETS {
+        let wallet = format!("00210000000007{n:02}");
+        app.create_facility(&app.root_token, &region, &format!("助餐点{n}"), &wallet).await;
+        let (fee_at, adjustment_at) = if n % 2 == 0 { ("00:10:00", "09:00:00") } else { ("09:00:00", "00:10:00") };
+        let lines = [
+            operator_line(&format!("{day} {fee_at}"), &format!("OPFEE{n:010}"), EntryKind::Fee, 10 + n as i64),
+            operator_line(&format!("{day} {adjustment_at}"), &format!("OPADJ{n:010}"), EntryKind::Adjustment, 1_000),
+        ];
+        upload(&app, &accountant, statement_of(&wallet, &day, &lines)).await.expect(StatusCode::CREATED);
+        paths.push(format!("/v1/reconciliation/days/{wallet}/{day}/run"));
+    }
+    let runs = paths.iter().map(|path| app.post(path, &accountant, json!({})));
+    for run in futures_util::future::join_all(runs).await {
+        run.expect(StatusCode::OK);
+    }
+    let fees: i64 = (0..WALLETS as i64).map(|n| 10 + n).sum();
+    assert_eq!(balance_fen(&app, "operator:fees").await, fees);
+    assert_eq!(balance_fen(&app, "operator:adjustments").await, -1_000 * WALLETS as i64);
+    assert_eq!(app.app.store.verify_ledger().await.unwrap(), vec![]);
 }
 
 async fn a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances(app: TestApp) {
