@@ -1,5 +1,6 @@
 //! The `carepay` command line.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -586,7 +587,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Openapi => {
-            println!("{}", crate::http::openapi().to_pretty_json()?);
+            // A reader that stops early (`carepay openapi | head`) is not an error.
+            let document = crate::http::openapi().to_pretty_json()?;
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{document}").and_then(|()| out.flush()) {
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other?,
+            }
             Ok(())
         }
         Command::Reconcile { command: ReconcileCommand::Import { database, reconciliation, keys, file, actor } } => {
@@ -603,5 +610,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::SandboxOperator(args) => crate::operator::sandbox::run::run(args).await,
         Command::Batch(args) => crate::cli_batch::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        // clap's own checks (global and required flags, duplicate names, ...), which
+        // otherwise fire only when that subcommand is first run.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -11,17 +11,22 @@ use serde_json::Value;
 
 /// How often `status --watch` asks for progress.
 const WATCH_INTERVAL_MS: u64 = 1_000;
+/// The longest `Retry-After` `status --watch` waits out before asking again.
+const MAX_RETRY_AFTER_S: u64 = 60;
+/// Answers of "busy, come back later" `status --watch` sits out before giving up.
+const MAX_BUSY_ANSWERS: u32 = 30;
 /// Characters of the progress bar.
 const BAR_WIDTH: usize = 40;
 
 #[derive(Args, Debug)]
 pub struct BatchArgs {
-    /// carepay's base URL.
-    #[arg(long, env = "CAREPAY_URL", default_value = "http://127.0.0.1:8080")]
+    /// carepay's base URL (before or after the batch command).
+    #[arg(long, global = true, env = "CAREPAY_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
-    /// A back-office token (subsidy_clerk to upload, subsidy_approver to approve).
-    #[arg(long, env = "CAREPAY_TOKEN", hide_env_values = true)]
-    token: String,
+    /// A back-office token (subsidy_clerk to upload, subsidy_approver to approve), before or
+    /// after the batch command.
+    #[arg(long, global = true, env = "CAREPAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: BatchCommand,
 }
@@ -42,7 +47,9 @@ pub enum BatchCommand {
         /// Control total: the sum in yuan, e.g. 750.50.
         #[arg(long)]
         total: String,
-        /// Makes a repeated upload return the same batch (default: the file name).
+        /// Makes a repeated upload return the same batch. Default: a digest of the programme,
+        /// the period and the file's content, so the same file sent again is the same batch,
+        /// and next month's file of the same name is a new one.
         #[arg(long)]
         idempotency_key: Option<String>,
         file: PathBuf,
@@ -68,13 +75,12 @@ pub enum BatchCommand {
 pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let base = args.url.trim_end_matches('/').to_owned();
-    let token = args.token;
+    let token = args.token.context("no token: give --token or set CAREPAY_TOKEN")?;
     let action = |batch: &str, verb: &str| format!("{base}/v1/subsidy-batches/{batch}/{verb}");
     match args.command {
         BatchCommand::Upload { programme, period, line_count, total, idempotency_key, file } => {
-            let key = idempotency_key
-                .unwrap_or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
             let bytes = tokio::fs::read(&file).await.with_context(|| format!("cannot read {}", file.display()))?;
+            let key = idempotency_key.unwrap_or_else(|| default_upload_key(&programme, &period, &bytes));
             let url = format!(
                 "{base}/v1/subsidy-programmes/{programme}/batches?period={period}&line_count={line_count}&total={total}"
             );
@@ -92,22 +98,35 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
         BatchCommand::Run { batch } => post(&client, &token, &action(&batch, "run")).await,
         BatchCommand::Pause { batch } => post(&client, &token, &action(&batch, "pause")).await,
         BatchCommand::Cancel { batch } => post(&client, &token, &action(&batch, "cancel")).await,
-        BatchCommand::Status { batch, watch } => loop {
-            let response = client.get(format!("{base}/v1/subsidy-batches/{batch}")).bearer_auth(&token).send().await?;
-            if !response.status().is_success() {
-                return print_answer(response).await;
+        BatchCommand::Status { batch, watch } => {
+            let mut busy_answers = 0u32;
+            loop {
+                let response =
+                    client.get(format!("{base}/v1/subsidy-batches/{batch}")).bearer_auth(&token).send().await?;
+                if watch
+                    && busy_answers < MAX_BUSY_ANSWERS
+                    && let Some(wait) = busy_wait(&response)
+                {
+                    // Asked to come back later (rate limited, overloaded): do as told.
+                    busy_answers += 1;
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                if !response.status().is_success() {
+                    return print_answer(response).await;
+                }
+                let body: Value = response.json().await?;
+                let mut err = std::io::stderr();
+                write!(err, "\r{}", progress_line(&body))?;
+                err.flush()?;
+                let finished = matches!(body["status"].as_str(), Some("completed" | "cancelled"));
+                if !watch || finished {
+                    writeln!(err)?;
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(WATCH_INTERVAL_MS)).await;
             }
-            let body: Value = response.json().await?;
-            let mut err = std::io::stderr();
-            write!(err, "\r{}", progress_line(&body))?;
-            err.flush()?;
-            let finished = matches!(body["status"].as_str(), Some("completed" | "cancelled"));
-            if !watch || finished {
-                writeln!(err)?;
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(WATCH_INTERVAL_MS)).await;
-        },
+        }
         BatchCommand::Result { batch, output } => {
             let response = client.get(action(&batch, "result")).bearer_auth(&token).send().await?;
             if !response.status().is_success() {
@@ -119,6 +138,27 @@ pub async fn run(args: BatchArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The upload key when none is given: what is uploaded, where and for which month.
+fn default_upload_key(programme: &str, period: &str, file: &[u8]) -> String {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [programme.as_bytes(), period.as_bytes()] {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part);
+    }
+    context.update(file);
+    format!("sha256:{}", hex::encode(context.finish()))
+}
+
+/// How long to wait when the answer is 429 or 503 with a `Retry-After` of seconds (capped).
+fn busy_wait(response: &reqwest::Response) -> Option<Duration> {
+    let status = response.status();
+    if status != reqwest::StatusCode::TOO_MANY_REQUESTS && status != reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let seconds: u64 = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(seconds.clamp(1, MAX_RETRY_AFTER_S)))
 }
 
 async fn post(client: &reqwest::Client, token: &str, url: &str) -> anyhow::Result<()> {
@@ -157,7 +197,19 @@ pub fn progress_line(batch: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::progress_line;
+    use super::{default_upload_key, progress_line};
+
+    #[test]
+    fn the_default_upload_key_is_the_content_for_a_programme_and_month() {
+        let key = default_upload_key("prg_1", "2026-11", "姓名\n".as_bytes());
+        assert!(key.starts_with("sha256:") && key.len() == 71 && key.is_ascii(), "{key}");
+        assert_eq!(key, default_upload_key("prg_1", "2026-11", "姓名\n".as_bytes()));
+        assert_ne!(key, default_upload_key("prg_1", "2026-12", "姓名\n".as_bytes()));
+        assert_ne!(key, default_upload_key("prg_2", "2026-11", "姓名\n".as_bytes()));
+        assert_ne!(key, default_upload_key("prg_1", "2026-11", "姓名\r\n".as_bytes()));
+        // The boundary between the parts is part of the digest.
+        assert_ne!(default_upload_key("prg_1", "2026-1", b"1x"), default_upload_key("prg_1", "2026-11", b"x"));
+    }
 
     #[test]
     fn the_progress_bar_counts_settled_lines() {

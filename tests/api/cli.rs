@@ -103,3 +103,15 @@ mod reqwest {
         runtime.block_on(async { ::reqwest::get(url).await.unwrap().text().await.unwrap() })
     }
 }
+
+#[test]
+fn the_openapi_document_can_be_cut_short_by_its_reader() {
+    use std::io::Read as _;
+    let mut child = carepay().arg("openapi").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = [0u8; 64];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    // The pipe is closed here, as `| head` closes it, with most of the document unread.
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&first).contains("openapi"), "{}", String::from_utf8_lossy(&first));
+}

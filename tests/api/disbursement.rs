@@ -865,9 +865,42 @@ async fn a_town_cannot_fund_a_programme_from_another_regions_wallet(app: TestApp
     programme_in(&app, &admin_district, &district, wallet_b).await.expect(StatusCode::CREATED);
 }
 
+/// `carepay batch upload` as a clerk types it: a file named in Chinese, the token after the
+/// subcommand, no key. The same content again is the same batch; the same file name with
+/// other content is a new upload, not refused as a repeat.
+async fn the_command_line_uploads_a_file_named_in_chinese_and_keys_it_by_content(app: TestApp) {
+    let office = office(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("名单.csv");
+    let upload_with_cli = |lines: &str, total: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_carepay"))
+            .args(["batch", "upload", "--programme", &office.programme, "--period", "2026-11"])
+            .args(["--line-count", lines, "--total", total, "--url", &app.address, "--token", &office.clerk])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    std::fs::write(&file, file_of([(1, "100.00")])).unwrap();
+    let first = upload_with_cli("1", "100.00");
+    assert_eq!(first["status"], "draft", "{first}");
+    assert_eq!(upload_with_cli("1", "100.00")["id"], first["id"], "the same file is the same batch");
+    std::fs::write(&file, file_of([(2, "50.00"), (3, "60.00")])).unwrap();
+    let second = upload_with_cli("2", "110.00");
+    assert_ne!(second["id"], first["id"]);
+    assert_eq!(second["line_count"], 2, "{second}");
+}
+
 backend_tests!(spawn = crate::disbursement::spawn_with_a_200_yuan_transaction_limit; a_line_over_the_services_transaction_limit_is_refused_at_upload_with_its_line);
 
 backend_tests!(
+    the_command_line_uploads_a_file_named_in_chinese_and_keys_it_by_content,
     a_town_cannot_fund_a_programme_from_another_regions_wallet,
     a_person_repeated_after_a_refused_line_is_reported_in_the_same_report,
     a_batch_stored_line_by_line_before_chunks_still_runs_and_holds_its_people,
