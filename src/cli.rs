@@ -434,6 +434,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", seeded?);
             }
             tracing::info!(%address, "carepay listening");
+            // What a person starting it wants next, on the terminal whatever the log level.
+            eprintln!(
+                "carepay is running: console http://{address}/console, API document http://{address}/openapi.json"
+            );
 
             let fetch_worker =
                 tokio::spawn(crate::reconciliation::fetch::run_worker(app.clone(), reconciliation.fetch_settings()));

@@ -221,6 +221,8 @@ pub enum PageError {
     Forgery,
     /// A request no console form would send.
     BadRequest(String),
+    /// A console address with no page.
+    NoSuchPage,
 }
 
 impl From<Error> for PageError {
@@ -253,6 +255,11 @@ impl IntoResponse for PageError {
                 String::from("the form was not sent from this console session; reload the page and try again"),
             ),
             PageError::BadRequest(detail) => (StatusCode::BAD_REQUEST, "BAD_REQUEST", detail),
+            PageError::NoSuchPage => (
+                StatusCode::NOT_FOUND,
+                "NO_SUCH_PAGE",
+                String::from("没有这个页面，请从首页进入 / There is no such page; start from the console's home"),
+            ),
         };
         let body = html! {
             (DOCTYPE)

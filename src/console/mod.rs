@@ -19,14 +19,14 @@ pub mod session;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use maud::html;
 
 use crate::domain::role::Action;
 use crate::http::AppState;
-use layout::{Area, LANG_COOKIE, Lang, PageResult, areas_for, page};
+use layout::{Area, LANG_COOKIE, Lang, PageError, PageResult, areas_for, page};
 use session::SignedIn;
 
 /// How the console is served; from config.
@@ -61,6 +61,10 @@ pub fn router(settings: ConsoleSettings) -> Router<AppState> {
         .merge(reconciliation::router())
         .merge(disbursement::router())
         .merge(facility::router())
+        // Below every page above: an unknown console address is a console page, not the API's JSON.
+        .route("/console/{*unknown}", get(|| async { PageError::NoSuchPage }))
+        // A person opening the service's address in a browser lands on the console.
+        .route("/", get(|| async { Redirect::to("/console") }))
         .layer(middleware::from_fn(console_headers))
         .layer(Extension(settings))
 }

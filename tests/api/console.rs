@@ -16,6 +16,7 @@ use crate::helpers::TestApp;
 use crate::terminal_client::terminal;
 
 backend_tests!(
+    the_service_address_leads_to_the_console_and_unknown_console_pages_are_pages,
     every_console_page_answers_each_role_and_scope_as_the_api_does,
     forms_without_a_valid_csrf_token_or_from_another_origin_change_nothing,
     signing_out_and_revoking_the_token_end_the_session_at_once,
@@ -577,4 +578,26 @@ async fn a_wallet_pages_statement_upload_takes_only_that_wallets_file(app: TestA
     let reply = post(statement(WALLET)).await.unwrap();
     assert_eq!(reply.status(), StatusCode::SEE_OTHER);
     assert_eq!(reply.headers()[LOCATION], format!("/console/reconciliation/wallets/{WALLET}/days/{day}").as_str());
+}
+
+async fn the_service_address_leads_to_the_console_and_unknown_console_pages_are_pages(app: TestApp) {
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let root = client.get(format!("{}/", app.address)).send().await.unwrap();
+    assert!(root.status().is_redirection(), "{}", root.status());
+    assert_eq!(root.headers()[LOCATION], "/console");
+
+    let unknown = client.get(format!("{}/console/no-such-page", app.address)).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert!(unknown.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{:?}", unknown.headers());
+    assert!(unknown.headers().contains_key("content-security-policy"));
+    let page = unknown.text().await.unwrap();
+    assert!(
+        page.contains("NO_SUCH_PAGE") && page.contains("没有这个页面") && page.contains("href=\"/console\""),
+        "{page}"
+    );
+
+    // The API keeps its JSON answer.
+    let api = client.get(format!("{}/v1/no-such-route", app.address)).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.json::<serde_json::Value>().await.unwrap()["code"], "NO_SUCH_ROUTE");
 }
