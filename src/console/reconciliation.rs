@@ -467,9 +467,10 @@ async fn resolve(
     let adjustment_fen = if adjustment.is_empty() {
         None
     } else {
+        // The money rule of the API's adjustment, so a page and its route refuse alike.
         Some(
-            crate::domain::statement::parse_signed_yuan_fen(adjustment)
-                .ok_or_else(|| Error::invalid("adjustment", "INVALID_AMOUNT", "signed yuan with two decimals"))?,
+            crate::domain::money::Amount::parse_signed_nonzero_fen(adjustment)
+                .map_err(|error| Error::invalid("adjustment", error.code(), error))?,
         )
     };
     let note = crate::domain::text::FreeText::parse(&form.note, crate::domain::text::NOTE)

@@ -549,7 +549,7 @@ async fn resolve_discrepancy(
         .adjustment
         .as_deref()
         .map(|raw| {
-            Amount::parse_signed_nonzero_fen(raw).map_err(|error| Error::invalid("adjustment", "INVALID_AMOUNT", error))
+            Amount::parse_signed_nonzero_fen(raw).map_err(|error| Error::invalid("adjustment", error.code(), error))
         })
         .transpose()?;
     let resolved = state.app.resolve_discrepancy(&caller, &id, &body.resolution, &note, adjustment_fen).await?;

@@ -419,7 +419,7 @@ async fn a_large_negative_adjustment_resolving_a_discrepancy_books_and_balances(
             json!({"resolution": "adjusted", "note": "typo", "adjustment": "-999999999999999.99"}),
         )
         .await
-        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "INVALID_AMOUNT");
+        .expect_problem(StatusCode::UNPROCESSABLE_ENTITY, "AMOUNT_TOO_LARGE");
     assert_eq!(refused.body["field"], "adjustment", "{}", refused.text);
     // Far more than the wallet ever received through carepay.
     let resolved = app
