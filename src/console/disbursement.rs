@@ -366,7 +366,13 @@ async fn batch(State(state): State<AppState>, signed_in: SignedIn, Path(id): Pat
             p.hint { (lang.t("上传人不能审批自己的批次。", "The uploader cannot approve their own batch.")) }
         }
         h2 { (lang.t("失败明细", "Failed lines")) }
-        @if failed.is_empty() { p.hint #no-failed-lines { (lang.t("没有失败的明细。", "No failed line.")) } }
+        // The list is as of the page's load; while the batch runs, the live script reveals the
+        // hint below once more lines have failed than when the page was drawn.
+        p.hint #failed-lines-stale hidden data-failed-at-load=(progress.failed.lines) {
+            (lang.t("加载本页后又有明细发放失败。", "More lines have failed since this page was loaded. "))
+            a href=(base.as_str()) { (lang.t("刷新页面查看并重发", "Reload to see and re-issue them")) }
+        }
+        @if failed.is_empty() { p.hint #no-failed-lines { (lang.t("本页加载时没有待处理的失败明细。", "No failed line to act on when this page was loaded.")) } }
         @else {
             table #failed-lines {
                 thead { tr {

@@ -219,7 +219,7 @@ async fn facility(
                     tr {
                         td { (t.label.as_str()) br; code { (t.id.as_str()) } }
                         td.terminal-status { @if t.status == TerminalStatus::Active { (lang.t("启用", "active")) } @else { (lang.t("已停用", "suspended")) } }
-                        td { code.key { (t.public_key.as_base64()) } }
+                        td { code.public-key { (t.public_key.as_base64()) } }
                         @if may_manage_terminals {
                             td {
                                 @let step = if t.status == TerminalStatus::Active { "suspend" } else { "resume" };

@@ -217,7 +217,7 @@ struct DiscrepancyFilter {
 fn summary_table(lang: Lang, summary: &Summary) -> Markup {
     html! {
         table.summary {
-            thead { tr { th { (lang.t("类别", "Category")) } th.num { (lang.t("笔数", "Count")) } th.num { (lang.t("金额", "Amount")) } } }
+            thead { tr { th { (lang.t("类别", "Category")) } th.num { (lang.t("笔数", "Count")) } th.num { (lang.t("金额（收入为正，退款与手续费为负）", "Amount (in +, refunds and fees −)")) } } }
             tbody {
                 @for category in &summary.categories {
                     tr { td { (category_label(lang, &category.category)) } td.num { (category.count) } td.num { (yuan(category.amount_fen)) } }

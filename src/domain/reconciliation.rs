@@ -698,7 +698,8 @@ pub struct Summary {
 pub struct CategoryTotal {
     pub category: String,
     pub count: u64,
-    /// Statement amounts where there is a line, carepay's otherwise.
+    /// Signed like the nets (money in positive, refunds and fees negative): statement amounts
+    /// where there is a line, carepay's otherwise.
     pub amount_fen: i64,
 }
 
@@ -713,10 +714,15 @@ impl SummaryBuilder {
     pub fn add(&mut self, outcome: &Outcome, statement: &StatementSide, carepay: &CarepaySide) {
         let line = outcome.line.map(|line| statement.item(line));
         let entry = outcome.entry.map(|entry| carepay.item(entry));
-        let amount_fen = line.map(|item| item.amount_fen).or(entry.map(|entry| entry.amount_fen)).unwrap_or(0);
+        // Signed as the nets are (refunds and fees out, payments in), so a category's amount and
+        // the day's net read alike.
+        let signed_amount_fen = line
+            .map(|item| signed_fen(item.kind, item.amount_fen))
+            .or(entry.map(|entry| signed_fen(entry.kind, entry.amount_fen)))
+            .unwrap_or(0);
         let slot = self.per_category.entry(outcome.category).or_default();
         slot.0 += 1;
-        slot.1 = slot.1.saturating_add(amount_fen);
+        slot.1 = slot.1.saturating_add(signed_amount_fen);
         if outcome.is_discrepancy() {
             self.summary.open_discrepancies += 1;
         }

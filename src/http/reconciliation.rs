@@ -84,6 +84,7 @@ impl From<StoredFile> for StatementFileView {
 pub struct CategoryView {
     pub category: String,
     pub count: u64,
+    /// Signed yuan like the nets: money in positive, refunds and fees negative.
     pub amount: String,
 }
 

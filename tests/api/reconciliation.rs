@@ -94,6 +94,12 @@ async fn a_tampered_statement_is_reported_resolved_and_the_day_closed(app: TestA
     assert_eq!(count("amount_mismatch"), 1, "{}", run.text);
     assert_eq!(run.body["carepay_net"], "50.50");
     assert_eq!(run.body["statement_net"], "50.51");
+    // Every line is in one category, with the statement's signed amount: they add up to its net.
+    let category_fen: i64 = categories
+        .iter()
+        .map(|c| carepay::domain::statement::parse_signed_yuan_fen(c["amount"].as_str().unwrap()).unwrap())
+        .sum();
+    assert_eq!(category_fen, 5_051, "{}", run.text);
     assert_eq!(run.body["day_status"], "open");
 
     // Running the same file again is the same run and books nothing twice.
@@ -350,7 +356,8 @@ async fn operator_entries_book_on_a_wallet_without_payments_and_ledger_balances_
     upload(&app, &accountant, statement).await.expect(StatusCode::CREATED);
     let day_path = format!("/v1/reconciliation/days/{WALLET}/{day}");
     let run = app.post(&format!("{day_path}/run"), &accountant, json!({})).await.expect(StatusCode::OK);
-    assert_eq!(run.body["categories"], json!([{"category": "operator_entry", "count": 2, "amount": "-4999.39"}]));
+    // Signed like the nets: the fee is money out, as is the negative adjustment.
+    assert_eq!(run.body["categories"], json!([{"category": "operator_entry", "count": 2, "amount": "-5000.61"}]));
     assert_eq!(run.body["statement_net"], "-5000.61");
     assert_eq!(run.body["discrepancies_found"], 0);
 

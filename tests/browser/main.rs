@@ -281,7 +281,8 @@ async fn pay_a_batch(app: &TestApp, browser: &Client) {
     worker_app.disbursement.query_delay_ms = 50;
     tokio::spawn(carepay::disbursement::worker::run(worker_app, std::future::pending()));
 
-    let (first, second) = (citizen_id("32058419450315002"), citizen_id("32058419520708008"));
+    let (first, second, third) =
+        (citizen_id("32058419450315002"), citizen_id("32058419520708008"), citizen_id("32058419600101003"));
     let files = tempfile::tempdir().unwrap();
     let bad_path = files.path().join("batch-with-errors.csv");
     let wrong_check = format!("{}{}", &first[..17], if first.ends_with('0') { '1' } else { '0' });
@@ -296,7 +297,7 @@ async fn pay_a_batch(app: &TestApp, browser: &Client) {
     std::fs::write(
         &good_path,
         format!(
-            "姓名,身份证号,钱包编号,金额,备注\r\n张三,{first},0021000000000101,300.00,十一月\r\n李四,{second},0021000000000102,200.00,十一月\r\n"
+            "姓名,身份证号,钱包编号,金额,备注\r\n张三,{first},0021000000000101,300.00,十一月\r\n李四,{second},0021000000000102,200.00,十一月\r\n王五,{third},0021000000000404,50.00,十一月\r\n"
         ),
     )
     .unwrap();
@@ -326,7 +327,7 @@ async fn pay_a_batch(app: &TestApp, browser: &Client) {
     assert!(!browser.source().await.unwrap().contains(&wrong_check), "the refused ID number is shown");
     screenshot(browser, "07-batch-errors-by-line").await;
 
-    upload_batch(good_path, "2", "500.00").await;
+    upload_batch(good_path, "3", "550.00").await;
     let status = browser.wait().at_most(WAIT_LIMIT).for_element(Locator::Id("batch-status")).await.unwrap();
     assert_eq!(status.attr("data-status").await.unwrap().as_deref(), Some("draft"));
     let batch_url = browser.current_url().await.unwrap();
@@ -359,6 +360,16 @@ async fn pay_a_batch(app: &TestApp, browser: &Client) {
     text_when(browser, "[data-progress='succeeded-lines']", |lines| lines == "2").await;
     text_when(browser, "[data-progress='succeeded-amount']", |amount| amount == "¥500.00").await;
     text_when(browser, "#batch-status", |status| status == "已完成").await;
+    // The line that failed while the page was open is announced, not hidden behind the
+    // "no failed line" of the page's load.
+    text_when(browser, "[data-progress='failed-lines']", |lines| lines == "1").await;
+    // (Listed already when it failed before the page was drawn.)
+    let listed = browser.find(Locator::Css("#failed-lines tbody tr")).await.is_ok();
+    let stale = browser.find(Locator::Id("failed-lines-stale")).await.unwrap();
+    assert!(listed || stale.is_displayed().await.unwrap(), "the page does not say that a line failed");
+    if let Ok(none) = browser.find(Locator::Id("no-failed-lines")).await {
+        assert!(!none.is_displayed().await.unwrap(), "the page still says no line failed");
+    }
     screenshot(browser, "09-batch-completed-live").await;
 
     let reply = app

@@ -16,6 +16,12 @@
       if (lines) { lines.textContent = String(progress[state].lines); }
       if (amount) { amount.textContent = progress[state].amount; }
     });
+    var stale = document.getElementById("failed-lines-stale");
+    if (stale && progress.failed.lines > Number(stale.getAttribute("data-failed-at-load"))) {
+      stale.hidden = false;
+      var none = document.getElementById("no-failed-lines");
+      if (none) { none.hidden = true; }
+    }
     if (statusBox) {
       if (progress.status !== statusBox.getAttribute("data-status")) {
         // The buttons were drawn for the old state: hide them and offer a reload instead.

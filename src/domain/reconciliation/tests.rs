@@ -395,6 +395,12 @@ fn a_summary_counts_each_category_and_nets_the_statement() {
     assert_eq!(count("amount_mismatch"), Some(1));
     assert_eq!(count("missing_in_carepay"), Some(1));
     assert_eq!(count("operator_entry"), Some(1));
+    // Category amounts are signed like the net: the refund counts against it, and every line
+    // being in one category, they add up to the statement's net.
+    let amount = |name: &str| summary.categories.iter().find(|c| c.category == name).map(|c| c.amount_fen);
+    assert_eq!(amount("amount_mismatch"), Some(-refund_on_statement));
+    assert_eq!(amount("operator_entry"), Some(-100));
+    assert_eq!(summary.categories.iter().map(|c| c.amount_fen).sum::<i64>(), summary.statement_net_fen);
 }
 
 #[test]
