@@ -302,7 +302,16 @@ fn operator_signer(operator: &OperatorConfig, clock: &Clock) -> anyhow::Result<S
 }
 
 async fn open_store(database: &DatabaseConfig) -> anyhow::Result<Store> {
-    let store = Store::connect(&database.url(), &database.pool_settings())
+    open_store_with(database, crate::store::group_commit::GroupCommitSettings::default()).await
+}
+
+/// [`open_store`] for a process taking payments, with its group commit settings.
+async fn open_store_with(
+    database: &DatabaseConfig,
+    group_commit: crate::store::group_commit::GroupCommitSettings,
+) -> anyhow::Result<Store> {
+    let pool = crate::store::PoolSettings { group_commit, ..database.pool_settings() };
+    let store = Store::connect(&database.url(), &pool)
         .await
         .context("cannot open the database (check --database-url / DATABASE_URL or --sqlite-path)")?;
     store.migrate().await.context("cannot apply database migrations")?;
@@ -383,7 +392,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let worker_settings = serve.callbacks.worker_settings(&extra_roots).map_err(anyhow::Error::msg)?;
             let http_settings = serve.http_settings().map_err(anyhow::Error::msg)?;
             let secrets = serve.callbacks.keys.secret_box(&database)?;
-            let store = open_store(&database).await?;
+            let store = open_store_with(&database, serve.group_commit.settings()).await?;
             tracing::info!(backend = store.backend().as_str(), "database ready");
             let listener = tokio::net::TcpListener::bind(serve.listen)
                 .await

@@ -45,7 +45,29 @@ pub struct DatabaseConfig {
     #[arg(long, env = "CAREPAY_DB_BULK_CONNECTIONS", default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=32))]
     pub db_bulk_connections: u32,
+}
 
+impl DatabaseConfig {
+    pub fn url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => crate::store::Store::sqlite_url(&self.sqlite_path),
+        }
+    }
+
+    pub fn pool_settings(&self) -> PoolSettings {
+        PoolSettings {
+            max_connections: self.db_max_connections,
+            acquire_timeout_ms: self.db_acquire_timeout_ms,
+            bulk_max_connections: self.db_bulk_connections,
+            ..PoolSettings::default()
+        }
+    }
+}
+
+/// How payment writes share transactions: only `serve` (and the demo) take payments.
+#[derive(Args, Clone, Debug)]
+pub struct GroupCommitConfig {
     /// Most payment writes (nonces, starts, outcomes) that share one transaction.
     #[arg(long, env = "CAREPAY_GROUP_COMMIT_MAX_BATCH", default_value_t = 64,
           value_parser = clap::value_parser!(u64).range(1..=1_024))]
@@ -62,25 +84,12 @@ pub struct DatabaseConfig {
     pub group_commit_begin_writers: u64,
 }
 
-impl DatabaseConfig {
-    pub fn url(&self) -> String {
-        match &self.database_url {
-            Some(url) => url.clone(),
-            None => crate::store::Store::sqlite_url(&self.sqlite_path),
-        }
-    }
-
-    pub fn pool_settings(&self) -> PoolSettings {
-        PoolSettings {
-            max_connections: self.db_max_connections,
-            acquire_timeout_ms: self.db_acquire_timeout_ms,
-            bulk_max_connections: self.db_bulk_connections,
-            group_commit: crate::store::group_commit::GroupCommitSettings {
-                max_batch: self.group_commit_max_batch as usize,
-                queue: self.group_commit_queue as usize,
-                postgres_begin_writers: self.group_commit_begin_writers as usize,
-            },
-            ..PoolSettings::default()
+impl GroupCommitConfig {
+    pub fn settings(&self) -> crate::store::group_commit::GroupCommitSettings {
+        crate::store::group_commit::GroupCommitSettings {
+            max_batch: self.group_commit_max_batch as usize,
+            queue: self.group_commit_queue as usize,
+            postgres_begin_writers: self.group_commit_begin_writers as usize,
         }
     }
 }
@@ -183,6 +192,9 @@ pub struct ServeConfig {
 
     #[command(flatten)]
     pub disbursement: DisbursementConfig,
+
+    #[command(flatten)]
+    pub group_commit: GroupCommitConfig,
 }
 
 /// What one client, connection and request may hold: the lanes requests are admitted to,

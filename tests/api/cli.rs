@@ -115,3 +115,25 @@ fn the_openapi_document_can_be_cut_short_by_its_reader() {
     assert!(output.status.success(), "{:?}: {}", output.status, String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&first).contains("openapi"), "{}", String::from_utf8_lossy(&first));
 }
+
+#[test]
+fn each_subcommands_help_lists_only_what_it_uses() {
+    let help = |args: &[&str]| {
+        let output = carepay().args(args).arg("--help").output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    // The service's own settings (how payments share transactions, where it listens) are
+    // serve's alone.
+    let serve = help(&["serve"]);
+    for flag in ["--group-commit-max-batch", "--listen", "--max-body-bytes"] {
+        assert!(serve.contains(flag), "serve --help lacks {flag}");
+    }
+    for command in [&["migrate"][..], &["token", "create"], &["audit", "verify"], &["keys", "reseal"], &["demo"]] {
+        let text = help(command);
+        assert!(text.contains("--database-url"), "{command:?} --help lacks the database");
+        for flag in ["--group-commit", "--listen", "--max-body-bytes"] {
+            assert!(!text.contains(flag), "{command:?} --help lists {flag}:\n{text}");
+        }
+    }
+}
