@@ -43,8 +43,12 @@ async fn counts(app: &TestApp) -> Vec<(&'static str, i64)> {
 }
 
 async fn the_demo_seeds_a_district_once_however_often_it_runs(app: TestApp) {
+    let notify_url = app.sandbox.notify_url();
+    assert!(notify_url.is_some(), "the test sandbox notifies the test server");
     let report = carepay::demo::seed(&app.app, &app.sandbox).await.expect("demo");
     assert_eq!(report.tokens.len(), 6);
+    // Paused while the week was taken with a moving clock, and told again afterwards.
+    assert_eq!(app.sandbox.notify_url(), notify_url);
     let expected = vec![
         ("regions", 10),
         ("facilities", 12),

@@ -248,6 +248,11 @@ impl Sandbox {
         self.inner.notifier.set_url(url);
     }
 
+    /// Where notifications go now, if anywhere.
+    pub fn notify_url(&self) -> Option<String> {
+        self.inner.notifier.url()
+    }
+
     pub fn faults(&self) -> &Faults {
         &self.inner.faults
     }

@@ -89,7 +89,7 @@ impl Notifier {
         *self.url.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = url;
     }
 
-    fn url(&self) -> Option<String> {
+    pub fn url(&self) -> Option<String> {
         self.url.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
