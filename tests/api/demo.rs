@@ -7,7 +7,10 @@ use reqwest::StatusCode;
 use crate::backend_tests;
 use crate::helpers::{TEST_SECRET_KEYS, TestApp};
 
-backend_tests!(the_demo_seeds_a_district_once_however_often_it_runs);
+backend_tests!(
+    the_demo_seeds_a_district_once_however_often_it_runs,
+    the_readmes_example_batch_files_pay_everyone_through_the_demos_sandbox,
+);
 
 async fn count(pool: &sqlx::AnyPool, sql: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM {sql}")))
@@ -102,4 +105,55 @@ async fn the_demo_seeds_a_district_once_however_often_it_runs(app: TestApp) {
     app.get("/v1/regions", report.tokens[0].2.expose()).await.expect(StatusCode::UNAUTHORIZED);
     let verdict = app.get("/v1/audit/verify", &app.root_token).await.expect(StatusCode::OK);
     assert_eq!(verdict.body["intact"], true);
+}
+
+/// The README's steps with the README's files: a programme funded from the demo's funding
+/// wallet pays every line of `examples/subsidy_batch.csv` and `examples/subsidy_batch_en.csv`.
+async fn the_readmes_example_batch_files_pay_everyone_through_the_demos_sandbox(app: TestApp) {
+    use serde_json::json;
+    let report = carepay::demo::seed(&app.app, &app.sandbox).await.expect("demo");
+    let district = report.district_id.as_str();
+    let root = &app.root_token;
+    let programme = app
+        .post(
+            "/v1/subsidy-programmes",
+            root,
+            json!({"region_id": district, "name": "高龄津贴", "funding_wallet_id": "0051000000000001",
+                   "budget": "1000000.00", "per_payment_cap": "500.00", "per_period_cap": "500.00",
+                   "designated_merchants": [], "starts_on": "2026-01-01", "ends_on": "2026-12-31"}),
+        )
+        .await
+        .expect(StatusCode::CREATED)
+        .id();
+    let clerk = app.issue_token(root, "subsidy_clerk", Some(district)).await;
+    let approver = app.issue_token(root, "subsidy_approver", Some(district)).await;
+    crate::disbursement::start_worker(&app);
+    let examples = [
+        (include_bytes!("../../examples/subsidy_batch.csv").as_slice(), 3, "750.50"),
+        (include_bytes!("../../examples/subsidy_batch_en.csv").as_slice(), 2, "600.00"),
+    ];
+    for (file, lines, total) in examples {
+        let url = format!(
+            "{}/v1/subsidy-programmes/{programme}/batches?period=2026-11&line_count={lines}&total={total}",
+            app.address
+        );
+        let uploaded = app
+            .client
+            .post(url)
+            .bearer_auth(&clerk)
+            .header("content-type", "text/csv")
+            .header("idempotency-key", format!("example-{lines}"))
+            .body(file.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(uploaded.status(), StatusCode::CREATED);
+        let batch = uploaded.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let path = format!("/v1/subsidy-batches/{batch}");
+        app.post(&format!("{path}/approve"), &approver, json!({})).await.expect(StatusCode::OK);
+        app.post(&format!("{path}/run"), &clerk, json!({})).await.expect(StatusCode::OK);
+        let done = crate::disbursement::wait_for_status(&app, &clerk, &batch, "completed").await;
+        assert_eq!(done["progress"]["succeeded"]["lines"], lines, "{done}");
+        assert_eq!(done["progress"]["succeeded"]["amount"], total, "{done}");
+    }
 }
