@@ -137,3 +137,54 @@ fn each_subcommands_help_lists_only_what_it_uses() {
         }
     }
 }
+
+/// The README's "First steps" block, run by bash as a newcomer pastes it (with this build's
+/// binary for `cargo run --release --` and the test server's address for localhost:8080):
+/// every step succeeds and the directory it describes exists.
+#[test]
+fn the_readmes_first_steps_run_as_pasted() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## First steps").expect("a First steps section")..];
+    let start = section.find("```sh\n").expect("a shell block") + "```sh\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("carepay.db");
+    let mut child = carepay()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("CAREPAY_SQLITE_PATH", &db_path)
+        .env("CAREPAY_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["message"] == "carepay listening" {
+            break event["address"].as_str().unwrap().to_owned();
+        }
+    };
+    let script = format!(
+        "set -euo pipefail\n{}\nprintf '\\n%s %s %s\\n' \"$DISTRICT\" \"$TOWN\" \"$FACILITY\"\n",
+        block.replace("cargo run --release --", env!("CARGO_BIN_EXE_carepay")).replace("localhost:8080", &address)
+    );
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("CAREPAY_SQLITE_PATH", &db_path)
+        .env("CAREPAY_SECRET_KEY", TEST_SECRET_KEYS)
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let ids: Vec<&str> = stdout.lines().last().unwrap_or_default().split(' ').collect();
+    assert!(ids.len() == 3 && ids[0].starts_with("reg_") && ids[1].starts_with("reg_"), "{stdout}");
+    assert!(ids[2].starts_with("fac_"), "{stdout}");
+    assert!(stdout.contains("\"label\":\"一号收银台\",\"status\":\"active\""), "the terminal: {stdout}");
+    assert!(stdout.contains("\"role\":\"accountant\""), "the accountant's token: {stdout}");
+}
