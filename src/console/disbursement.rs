@@ -385,7 +385,9 @@ async fn batch(State(state): State<AppState>, signed_in: SignedIn, Path(id): Pat
                         tr {
                             td.num { (line.file_line) } td { (line.name_masked) } td { code { (line.citizen_id_masked) } }
                             td { (line.wallet_id.as_str()) } td.num { (yuan(line.amount.fen())) }
-                            td { code { (line.fail_code.as_deref().unwrap_or_default()) } }
+                            @let fail_code = line.fail_code.as_deref().unwrap_or_default();
+                            @let failure = crate::domain::batch::TransferFailure::classify(fail_code);
+                            td { (lang.t(failure.advice_zh(), failure.advice_en())) " " code { (fail_code) } }
                             @if may_reissue {
                                 td {
                                     form.reissue method="post" action=(format!("{base}/lines/{}/reissue", line.seq)) {

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use super::layout::{Area, Lang, PageError, PageResult, csrf_field, page, shanghai_time, yuan};
 use super::session::{CsrfForm, NoFields, SignedIn};
 use crate::directory::PageRequest;
-use crate::domain::callbacks::EventOwner;
+use crate::domain::callbacks::{DeliveryStatus, EndpointStatus, EventOwner};
 use crate::domain::directory::{PublicKey, TerminalStatus};
 use crate::domain::ids::{EndpointId, EventId, FacilityId, TerminalId};
-use crate::domain::payment::{PaymentStatus, RefundStatus};
+use crate::domain::payment::{PaymentMethod, PaymentStatus, RefundStatus};
 use crate::domain::reconciliation::business_day;
 use crate::domain::role::Action;
 use crate::domain::time::UnixMs;
@@ -49,6 +49,37 @@ fn payment_status_label(lang: Lang, status: PaymentStatus) -> &'static str {
         PaymentStatus::Closed => lang.t("已关闭", "closed"),
         PaymentStatus::Reversed => lang.t("已撤销", "reversed"),
         _ => lang.t("处理中", "in progress"),
+    }
+}
+
+fn method_label(lang: Lang, method: PaymentMethod) -> &'static str {
+    match method {
+        PaymentMethod::PayerCode => lang.t("付款码", "payment code"),
+        PaymentMethod::Card => lang.t("硬钱包卡", "hard-wallet card"),
+        PaymentMethod::DynamicQr => lang.t("动态二维码", "dynamic QR"),
+    }
+}
+
+fn refund_status_label(lang: Lang, status: RefundStatus) -> &'static str {
+    match status {
+        RefundStatus::Processing => lang.t("处理中", "processing"),
+        RefundStatus::Succeeded => lang.t("成功", "succeeded"),
+        RefundStatus::Failed => lang.t("失败", "failed"),
+    }
+}
+
+fn endpoint_status_label(lang: Lang, status: EndpointStatus) -> &'static str {
+    match status {
+        EndpointStatus::Enabled => lang.t("启用", "enabled"),
+        EndpointStatus::Disabled => lang.t("已停用", "disabled"),
+    }
+}
+
+fn delivery_status_label(lang: Lang, status: DeliveryStatus) -> &'static str {
+    match status {
+        DeliveryStatus::Pending => lang.t("待发送", "pending"),
+        DeliveryStatus::Succeeded => lang.t("已送达", "delivered"),
+        DeliveryStatus::Failed => lang.t("失败", "failed"),
     }
 }
 
@@ -90,7 +121,7 @@ async fn callbacks_section(state: &AppState, signed_in: &SignedIn, facility: &Fa
         let replay_action = format!("{}/callbacks/{}/replay", facility_path(facility.as_str()), endpoint.id.as_str());
         sections.push(html! {
             section.endpoint {
-                h3 { code { (endpoint.url.as_str()) } " · " (endpoint.status.as_str())
+                h3 { code { (endpoint.url.as_str()) } " · " (endpoint_status_label(lang, endpoint.status))
                     @if endpoint.consecutive_failures > 0 { " · " (lang.t("连续失败", "consecutive failures")) " " (endpoint.consecutive_failures) } }
                 table.deliveries {
                     thead { tr {
@@ -101,7 +132,7 @@ async fn callbacks_section(state: &AppState, signed_in: &SignedIn, facility: &Fa
                     tbody {
                         @for d in &deliveries {
                             tr {
-                                td { code { (d.event_id.as_str()) } } td { (d.event_type.as_str()) } td { (d.status.as_str()) }
+                                td { code { (d.event_id.as_str()) } } td { (d.event_type.as_str()) } td { (delivery_status_label(lang, d.status)) }
                                 td.num { (d.attempts) }
                                 td { @if let Some(code) = d.last_status_code { (code) } " " (d.last_error.as_deref().unwrap_or_default()) }
                                 @if may_replay {
@@ -186,7 +217,7 @@ async fn facility(
             tbody {
                 @for p in &day.payments {
                     tr {
-                        td { (shanghai_time(p.created_at)) } td { code { (p.out_trade_no) } } td { (p.method.as_str()) }
+                        td { (shanghai_time(p.created_at)) } td { code { (p.out_trade_no) } } td { (method_label(lang, p.method)) }
                         td { (payment_status_label(lang, p.status)) } td.num { (yuan(p.amount.fen())) } td.num { (yuan(p.refunded.fen())) }
                     }
                 }
@@ -201,7 +232,7 @@ async fn facility(
             tbody {
                 @for r in &day.refunds {
                     tr {
-                        td { (shanghai_time(r.created_at)) } td { code { (r.out_refund_no) } } td { (r.status.as_str()) }
+                        td { (shanghai_time(r.created_at)) } td { code { (r.out_refund_no) } } td { (refund_status_label(lang, r.status)) }
                         td.num { (yuan(r.amount.fen())) } td { (r.reason) }
                     }
                 }

@@ -181,6 +181,18 @@ impl TransferFailure {
         }
     }
 
+    /// [`TransferFailure::advice_zh`] in English, for the console's second language.
+    pub fn advice_en(self) -> &'static str {
+        match self {
+            TransferFailure::WalletNotFound => "no such wallet: check the wallet id, then re-issue",
+            TransferFailure::NameMismatch => "the name differs from the wallet holder's: correct it, then re-issue",
+            TransferFailure::WalletFrozen => "the wallet is frozen: contact the operator",
+            TransferFailure::WalletLimitExceeded => "over the wallet's limits: upgrade the wallet or pay in parts",
+            TransferFailure::InsufficientBalance => "the funding wallet is short: top it up, then re-issue",
+            TransferFailure::Other => "not paid: contact the operator",
+        }
+    }
+
     /// Advice for the office's result file.
     pub fn advice_zh(self) -> &'static str {
         match self {

@@ -289,6 +289,12 @@ async fn every_console_page_answers_each_role_and_scope_as_the_api_does(app: Tes
             .await;
     let facility = manager.get(&format!("/console/facilities/{}", world.facility)).await;
     assert!(facility.text.contains("3 · ¥50.50"), "{}", facility.text);
+    // Enum values are words of the page's language, not the API's codes.
+    assert!(
+        facility.text.contains("<td>付款码</td>") && !facility.text.contains("<td>payer_code</td>"),
+        "{}",
+        facility.text
+    );
     // A terminal's public key is a code of its own, not the chart legend's 0.8 rem swatch.
     assert!(facility.text.contains(r#"<code class="public-key">"#), "{}", facility.text);
     assert!(!facility.text.contains(r#"<code class="key">"#), "{}", facility.text);
