@@ -197,7 +197,28 @@ pub fn progress_line(batch: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{default_upload_key, progress_line};
+    use super::{busy_wait, default_upload_key, progress_line};
+
+    fn answer(status: u16, retry_after: Option<&str>) -> reqwest::Response {
+        let mut builder = http::Response::builder().status(status);
+        if let Some(seconds) = retry_after {
+            builder = builder.header("retry-after", seconds);
+        }
+        reqwest::Response::from(builder.body(String::new()).unwrap())
+    }
+
+    #[test]
+    fn watching_waits_out_a_busy_answer_for_its_retry_after_within_a_bound() {
+        use std::time::Duration;
+        assert_eq!(busy_wait(&answer(429, Some("3"))), Some(Duration::from_secs(3)));
+        assert_eq!(busy_wait(&answer(503, Some(" 0 "))), Some(Duration::from_secs(1)));
+        assert_eq!(busy_wait(&answer(503, Some("86400"))), Some(Duration::from_secs(super::MAX_RETRY_AFTER_S)));
+        // Not busy, or no usable time: not waited out (the answer is shown and the command fails).
+        assert_eq!(busy_wait(&answer(429, None)), None);
+        assert_eq!(busy_wait(&answer(429, Some("Wed, 21 Oct 2026 07:28:00 GMT"))), None);
+        assert_eq!(busy_wait(&answer(500, Some("3"))), None);
+        assert_eq!(busy_wait(&answer(200, Some("3"))), None);
+    }
 
     #[test]
     fn the_default_upload_key_is_the_content_for_a_programme_and_month() {
