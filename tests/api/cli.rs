@@ -48,13 +48,12 @@ async fn the_first_admin_token_comes_from_the_command_line_on_postgres() {
     the_first_admin_token_comes_from_the_command_line(Backend::Postgres).await;
 }
 
-#[test]
-fn serve_stops_cleanly_on_sigterm_and_bad_settings_are_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("carepay.db");
+/// `carepay serve` on a free port with its SQLite file at `db_path`, and the address it
+/// logged once listening.
+fn serve_on(db_path: &std::path::Path) -> (std::process::Child, String) {
     let mut child = carepay()
         .args(["serve", "--listen", "127.0.0.1:0", "--sqlite-path"])
-        .arg(&db_path)
+        .arg(db_path)
         .env("CAREPAY_LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -68,6 +67,14 @@ fn serve_stops_cleanly_on_sigterm_and_bad_settings_are_named() {
             break event["address"].as_str().unwrap().to_owned();
         }
     };
+    (child, address)
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm_and_bad_settings_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("carepay.db");
+    let (mut child, address) = serve_on(&db_path);
     let health = reqwest::blocking_get(&format!("http://{address}/healthz"));
     assert_eq!(health, "ok\n");
     assert!(db_path.exists(), "the SQLite file is where it was told to be");
@@ -150,22 +157,7 @@ fn the_readmes_first_steps_run_as_pasted() {
 
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("carepay.db");
-    let mut child = carepay()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("CAREPAY_SQLITE_PATH", &db_path)
-        .env("CAREPAY_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["message"] == "carepay listening" {
-            break event["address"].as_str().unwrap().to_owned();
-        }
-    };
+    let (mut child, address) = serve_on(&db_path);
     let script = format!(
         "set -euo pipefail\n{}\nprintf '\\n%s %s %s\\n' \"$DISTRICT\" \"$TOWN\" \"$FACILITY\"\n",
         block.replace("cargo run --release --", env!("CARGO_BIN_EXE_carepay")).replace("localhost:8080", &address)

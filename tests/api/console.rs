@@ -342,6 +342,17 @@ async fn forms_without_a_valid_csrf_token_or_from_another_origin_change_nothing(
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // An adjustment beyond the money ceiling is refused by the API's money rule, with its code.
+    let origin = app.address.clone();
+    let too_large = [
+        ("csrf", csrf.as_str()),
+        ("resolution", "adjusted"),
+        ("note", "ticket 4711"),
+        ("adjustment", "-999999999999999.99"),
+    ];
+    let refused = accountant.post(&resolve, &too_large, Some(&origin)).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert!(refused.text.contains("AMOUNT_TOO_LARGE"), "{}", refused.text);
 
     let still_open = app
         .get(&format!("/v1/reconciliation/days/{WALLET}/{}/discrepancies", today()), &app.root_token)
@@ -350,7 +361,6 @@ async fn forms_without_a_valid_csrf_token_or_from_another_origin_change_nothing(
     assert_eq!(still_open.body.as_array().unwrap().len(), 1, "a refused form changed something");
 
     // With the session's token (and this origin) the same forms work.
-    let origin = app.address.clone();
     let done = accountant.post(&resolve, &with_token, Some(&origin)).await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.text);
     assert_eq!(done.headers[LOCATION], day.as_str());
