@@ -431,7 +431,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_secrets(secrets)
                 .with_clock(clock.clone());
             app.payments = operator.payment_settings();
-            app.reconciliation = reconciliation.settings();
+            app.reconciliation = reconciliation.settings()?;
             app.disbursement = serve.disbursement.settings();
             app.callback_egress = Arc::new(
                 serve.callbacks.egress_policy(std::iter::once(address).chain(setup.sandbox_address).collect()),
@@ -613,7 +613,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let secrets = keys.secret_box(&database)?;
             let store = open_store(&database).await?;
             let mut app = App::new(store, Limits::default()).with_secrets(secrets);
-            app.reconciliation = reconciliation.settings();
+            app.reconciliation = reconciliation.settings()?;
             let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let report = crate::reconciliation::import_file(&app, bytes.into(), &actor)
                 .await

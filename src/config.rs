@@ -705,6 +705,11 @@ pub struct ReconciliationConfig {
     #[arg(long, env = "CAREPAY_RECONCILE_FEE_RATE_PPM", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub reconcile_fee_rate_ppm: u32,
+
+    /// A JSON file of fee tariffs per wallet and method (rate in ppm, minimum, maximum; see
+    /// the README's "Fees"), over the flat rate above. Read once at start; a bad file stops it.
+    #[arg(long, env = "CAREPAY_FEE_TARIFF_FILE")]
+    pub fee_tariff_file: Option<std::path::PathBuf>,
 }
 
 /// `HH:MM` as minutes after midnight.
@@ -719,12 +724,23 @@ fn parse_time_of_day(raw: &str) -> Result<u32, String> {
 }
 
 impl ReconciliationConfig {
-    pub fn settings(&self) -> crate::reconciliation::ReconciliationSettings {
-        crate::reconciliation::ReconciliationSettings {
-            fee_rate_ppm: self.reconcile_fee_rate_ppm,
+    pub fn settings(&self) -> anyhow::Result<crate::reconciliation::ReconciliationSettings> {
+        use crate::domain::fees::{Tariff, Tariffs};
+        let flat = Tariff::flat(self.reconcile_fee_rate_ppm);
+        let tariffs = match &self.fee_tariff_file {
+            None => Tariffs { default: flat, wallets: Default::default() },
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|error| anyhow::anyhow!("--fee-tariff-file {}: {error}", path.display()))?;
+                Tariffs::from_json(&text, flat)
+                    .map_err(|error| anyhow::anyhow!("--fee-tariff-file {}: {error}", path.display()))?
+            }
+        };
+        Ok(crate::reconciliation::ReconciliationSettings {
+            tariffs: std::sync::Arc::new(tariffs),
             grace_days: self.reconcile_grace_days,
             ..Default::default()
-        }
+        })
     }
 
     pub fn fetch_settings(&self) -> crate::reconciliation::fetch::FetchSettings {

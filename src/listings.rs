@@ -72,7 +72,7 @@ impl App {
         if last_ms < first_ms || (last_ms - first_ms) / MS_PER_DAY >= MAX_LISTED_DAYS {
             return Err(Error::invalid("date", "INVALID_RANGE", format!("at most {MAX_LISTED_DAYS} days, in order")));
         }
-        self.wallet_facility(principal, wallet_id).await?;
+        self.reconciled_wallet(principal, wallet_id).await?;
         Ok(self.store.wallet_days(wallet_id, first_day, last_day).await?)
     }
 

@@ -76,6 +76,7 @@ fn line_status_label(lang: Lang, status: LineStatus) -> &'static str {
         LineStatus::Sending => lang.t("发送中", "sending"),
         LineStatus::Succeeded => lang.t("成功", "succeeded"),
         LineStatus::Failed => lang.t("失败", "failed"),
+        LineStatus::Returned => lang.t("已退回", "returned"),
     }
 }
 
@@ -279,7 +280,7 @@ async fn lines_of(state: &AppState, signed_in: &SignedIn, id: &BatchId) -> Resul
         after = last.seq;
         let full = page.len() == usize::try_from(page_size).unwrap_or(usize::MAX);
         for line in page {
-            if line.status == LineStatus::Failed && line.reissued_as_seq.is_none() {
+            if line.status.may_be_reissued() && line.reissued_as_seq.is_none() {
                 failed.push(line.clone());
             }
             if shown.len() < LINES_SHOWN as usize {
@@ -311,6 +312,7 @@ fn progress_table(lang: Lang, progress: &Progress) -> Markup {
                 tr { td { (line_status_label(lang, LineStatus::Sending)) } (tally_cells("sending", &progress.sending)) }
                 tr { td { (line_status_label(lang, LineStatus::Succeeded)) } (tally_cells("succeeded", &progress.succeeded)) }
                 tr { td { (line_status_label(lang, LineStatus::Failed)) } (tally_cells("failed", &progress.failed)) }
+                tr { td { (line_status_label(lang, LineStatus::Returned)) } (tally_cells("returned", &progress.returned)) }
             }
         }
     }
@@ -449,6 +451,7 @@ struct ProgressJson {
     sending: TallyJson,
     succeeded: TallyJson,
     failed: TallyJson,
+    returned: TallyJson,
 }
 
 async fn progress_json(State(state): State<AppState>, signed_in: SignedIn, Path(id): Path<String>) -> PageResult {
@@ -461,6 +464,7 @@ async fn progress_json(State(state): State<AppState>, signed_in: SignedIn, Path(
         sending: tally(&progress.sending),
         succeeded: tally(&progress.succeeded),
         failed: tally(&progress.failed),
+        returned: tally(&progress.returned),
     };
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response())
 }

@@ -11,7 +11,7 @@ use std::io::Read;
 
 use crate::app::{App, require, within_scope};
 use crate::domain::access::Principal;
-use crate::domain::batch::{Batch, BatchStatus, BatchStep, Line, LineStatus, Period, Programme, Progress};
+use crate::domain::batch::{Batch, BatchStatus, BatchStep, Line, Period, Programme, Progress};
 use crate::domain::citizen_id::mask_name;
 use crate::domain::directory::{Name, WalletId};
 use crate::domain::disbursement::{ControlTotals, ErrorList, LineError, LineRules, Problem, check_control_totals};
@@ -516,11 +516,11 @@ impl App {
         let not_reissuable = || {
             Error::conflict(
                 "NOT_REISSUABLE",
-                "only a failed line not yet re-issued can be, and only within the programme's budget",
+                "only a failed or returned line not yet re-issued can be, and only within the programme's budget",
             )
         };
         let source = self.store.batch_line(&batch.id, seq).await?;
-        let Some(source) = source.filter(|l| l.status == LineStatus::Failed && l.reissued_as_seq.is_none()) else {
+        let Some(source) = source.filter(|l| l.status.may_be_reissued() && l.reissued_as_seq.is_none()) else {
             return Err(not_reissuable());
         };
         // The new line holds the same person: its own digest and sealed copy, made from the

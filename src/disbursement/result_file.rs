@@ -23,6 +23,7 @@ fn status_text(status: LineStatus, chinese: bool) -> &'static str {
     match (status, chinese) {
         (LineStatus::Succeeded, true) => "成功",
         (LineStatus::Failed, true) => "失败",
+        (LineStatus::Returned, true) => "已退回",
         (LineStatus::Pending | LineStatus::Sending, true) => "处理中",
         (status, false) => status.as_str(),
     }
@@ -44,6 +45,15 @@ fn row(line: &Line, chinese: bool) -> String {
     let advice = match (&line.fail_code, line.reissued_as_seq) {
         (_, Some(seq)) if chinese => format!("已重新发放（序号{seq}）"),
         (_, Some(seq)) => format!("re-issued as seq {seq}"),
+        // The operator's own words on why the money came back, then what to do.
+        (_, None) if line.returned.is_some() => {
+            let reason = line.returned.as_ref().map(|r| r.reason.as_str()).unwrap_or_default();
+            if chinese {
+                format!("资金已退回：{reason}；核实钱包后可重新发放")
+            } else {
+                format!("money returned: {reason}; check the wallet, then re-issue")
+            }
+        }
         (Some(code), None) if chinese => TransferFailure::classify(code).advice_zh().to_owned(),
         (Some(code), None) => format!("{:?}", TransferFailure::classify(code)),
         (None, None) => String::new(),

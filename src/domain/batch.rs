@@ -4,7 +4,9 @@
 //! A batch moves draft -> approved -> running -> completed (running <-> paused on the way), or is
 //! cancelled before it runs. A line moves pending -> sending -> succeeded | failed and never back:
 //! once `sending` its `out_transfer_no` may have reached the operator, so only a definite answer
-//! (directly or by query) settles it.
+//! (directly or by query) settles it. A succeeded line becomes `returned` when the funding
+//! wallet's statement shows its money came back (a closed or frozen wallet); like a failed one
+//! it may then be re-issued.
 
 use crate::domain::directory::{RegionPath, WalletId};
 use crate::domain::ids::{BatchId, ProgrammeId, RegionId, TokenId};
@@ -55,6 +57,7 @@ status_enum!(
         Sending => "sending",
         Succeeded => "succeeded",
         Failed => "failed",
+        Returned => "returned",
     }
 );
 
@@ -89,6 +92,7 @@ impl LineStatus {
             LineStatus::Pending => &[],
             LineStatus::Sending => &[LineStatus::Pending],
             LineStatus::Succeeded | LineStatus::Failed => &[LineStatus::Pending, LineStatus::Sending],
+            LineStatus::Returned => &[LineStatus::Succeeded],
         }
     }
 
@@ -96,8 +100,14 @@ impl LineStatus {
         next.predecessors().contains(&self)
     }
 
+    /// Whether the operator has answered: the worker never touches it again.
     pub fn is_final(self) -> bool {
-        matches!(self, LineStatus::Succeeded | LineStatus::Failed)
+        matches!(self, LineStatus::Succeeded | LineStatus::Failed | LineStatus::Returned)
+    }
+
+    /// A line whose money did not reach the person: the office may re-issue it.
+    pub fn may_be_reissued(self) -> bool {
+        matches!(self, LineStatus::Failed | LineStatus::Returned)
     }
 }
 
@@ -272,6 +282,7 @@ pub struct Progress {
     pub sending: StateTally,
     pub succeeded: StateTally,
     pub failed: StateTally,
+    pub returned: StateTally,
 }
 
 impl Progress {
@@ -281,6 +292,7 @@ impl Progress {
             LineStatus::Sending => &mut self.sending,
             LineStatus::Succeeded => &mut self.succeeded,
             LineStatus::Failed => &mut self.failed,
+            LineStatus::Returned => &mut self.returned,
         }
     }
 
@@ -312,6 +324,18 @@ pub struct Line {
     pub transfer_no: Option<String>,
     pub succeeded_at: Option<UnixMs>,
     pub attempts: u32,
+    /// Set once the line is `returned`.
+    pub returned: Option<LineReturn>,
+}
+
+/// How a paid line's money came back, as the funding wallet's statement said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LineReturn {
+    pub at: UnixMs,
+    /// The statement line's memo (e.g. 钱包已冻结，退回).
+    pub reason: String,
+    /// The operator's reference of the return line.
+    pub operator_ref: String,
 }
 
 impl std::fmt::Debug for Line {
@@ -353,8 +377,10 @@ mod tests {
             if from == to || matches!(from, BatchStatus::Completed | BatchStatus::Cancelled) {
                 prop_assert!(!from.may_become(to));
             }
-            let (from, to) = (LineStatus::ALL[a % 4], LineStatus::ALL[b % 4]);
-            if from.is_final() || from == to {
+            let (from, to) = (LineStatus::ALL[a % 5], LineStatus::ALL[b % 5]);
+            // After the operator's answer only its statement moves a line: a paid one back.
+            let returned = (from, to) == (LineStatus::Succeeded, LineStatus::Returned);
+            if (from.is_final() && !returned) || from == to {
                 prop_assert!(!from.may_become(to));
             }
         }

@@ -42,6 +42,8 @@ text_enum!(
         RefundFailed => "refund.failed",
         TransferSucceeded => "transfer.succeeded",
         TransferFailed => "transfer.failed",
+        /// A paid subsidy came back (the funding wallet's statement lists its TRANSFER_RETURN).
+        TransferReturned => "transfer.returned",
         BatchCompleted => "batch.completed",
         ReconciliationCompleted => "reconciliation.completed",
         ReconciliationDiscrepancyFound => "reconciliation.discrepancy_found",

@@ -9,6 +9,7 @@ pub mod callbacks;
 pub mod citizen_id;
 pub mod directory;
 pub mod disbursement;
+pub mod fees;
 pub mod ids;
 pub mod ledger;
 pub mod line_chunk;

@@ -14,10 +14,20 @@ use std::collections::{HashMap, HashSet};
 use time::macros::format_description;
 use time::{Date, OffsetDateTime};
 
+use super::ids::{FacilityId, ProgrammeId};
 use super::statement::{EntryKind, EntryStatus, LineRef};
 use super::time::{SHANGHAI, UnixMs};
 
 pub const MS_PER_DAY: i64 = 86_400_000;
+
+/// Whose wallet a statement is, and so whose records are its carepay side: a facility's
+/// merchant wallet (payments and refunds) or a programme's funding wallet (subsidy transfers
+/// and their returns; the first programme to name the wallet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalletOwner {
+    Facility(FacilityId),
+    Programme(ProgrammeId),
+}
 
 /// Where a line or record ends up. Exactly one per item.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema)]
@@ -162,8 +172,8 @@ pub struct StatementItem<'a> {
     pub status: EntryStatus,
     pub amount_fen: i64,
     pub fee_fen: i64,
-    /// Kept for the operator's own entries only (FEE, ADJUSTMENT), whose booking it names;
-    /// empty for every other line (the kept file has it).
+    /// Kept for the operator's own entries (FEE, ADJUSTMENT), whose booking it names, and for
+    /// TRANSFER_RETURN, whose reason it is; empty for every other line (the kept file has it).
     pub memo: &'a str,
 }
 
@@ -176,13 +186,14 @@ impl StatementSide {
         if self.lines.len() >= MAX_SIDE_ITEMS {
             return Err(SideError::TooLarge);
         }
-        let own_entry = matches!(line.kind, EntryKind::Fee | EntryKind::Adjustment);
+        // The operator's own entries name their booking by it; a return says why it came back.
+        let keeps_memo = matches!(line.kind, EntryKind::Fee | EntryKind::Adjustment | EntryKind::TransferReturn);
         let side_line = SideLine {
             line_no: line.line_no,
             settled_at: self.text.push(line.settled_at)?,
             operator_ref: self.text.push(line.operator_ref)?,
             out_no: self.text.push(line.out_no)?,
-            memo: if own_entry { self.text.push(line.memo)? } else { Span::default() },
+            memo: if keeps_memo { self.text.push(line.memo)? } else { Span::default() },
             kind: line.kind,
             status: line.status,
             amount_fen: line.amount_fen,
@@ -220,13 +231,17 @@ impl StatementSide {
         self.text.get(self.lines[index as usize].out_no)
     }
 
+    fn key(&self, index: u32) -> MatchKey<'_> {
+        MatchKey::of(self.out_no(index), self.lines[index as usize].kind)
+    }
+
     fn operator_ref(&self, index: u32) -> &str {
         self.text.get(self.lines[index as usize].operator_ref)
     }
 
-    /// Every index ordered by merchant number, file order among equals.
+    /// Every index ordered by match key, file order among equals.
     fn order(&self) -> Vec<u32> {
-        stable_order(self.lines.len(), |index| self.out_no(index))
+        stable_order(self.lines.len(), |index| self.key(index))
     }
 }
 
@@ -371,9 +386,27 @@ impl CarepaySide {
         self.text.get(self.entries[index as usize].out_no)
     }
 
-    /// Every index ordered by merchant number, load order among equals.
+    fn key(&self, index: u32) -> MatchKey<'_> {
+        MatchKey::of(self.out_no(index), self.entries[index as usize].kind)
+    }
+
+    /// Every index ordered by match key, load order among equals.
     fn order(&self) -> Vec<u32> {
-        stable_order(self.entries.len(), |index| self.out_no(index))
+        stable_order(self.entries.len(), |index| self.key(index))
+    }
+}
+
+/// What the first pass matches on: the merchant number, and whether the item is money coming
+/// back on it. A transfer and its return carry the same `out_transfer_no` and are two items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct MatchKey<'a> {
+    out_no: &'a str,
+    is_return: bool,
+}
+
+impl<'a> MatchKey<'a> {
+    fn of(out_no: &'a str, kind: EntryKind) -> Self {
+        MatchKey { out_no, is_return: kind == EntryKind::TransferReturn }
     }
 }
 
@@ -384,7 +417,7 @@ impl CarepaySide {
 /// the longest run in order as it goes and sets the few items that break it aside; only those
 /// are sorted, then merged back. A day in any other order still sorts, as a general stable
 /// sort would.
-fn stable_order<'a>(len: usize, key: impl Fn(u32) -> &'a str) -> Vec<u32> {
+fn stable_order<K: Ord>(len: usize, key: impl Fn(u32) -> K) -> Vec<u32> {
     let len = u32::try_from(len).unwrap_or(u32::MAX);
     let mut in_order: Vec<u32> = Vec::with_capacity(len as usize);
     let mut aside: Vec<u32> = Vec::new();
@@ -397,7 +430,7 @@ fn stable_order<'a>(len: usize, key: impl Fn(u32) -> &'a str) -> Vec<u32> {
     if aside.is_empty() {
         return in_order;
     }
-    aside.sort_by(|a, b| key(*a).cmp(key(*b)));
+    aside.sort_by(|a, b| key(*a).cmp(&key(*b)));
     // Both runs are ordered by (key, index); so is their merge.
     let mut merged = Vec::with_capacity(len as usize);
     let (mut left, mut right) = (in_order.iter().peekable(), aside.iter().peekable());
@@ -539,16 +572,16 @@ pub fn reconcile<E: FnMut(Outcome)>(
 
     while i < lines.len() || j < entries.len() {
         let key = match (lines.get(i), entries.get(j)) {
-            (Some(&line), Some(&entry)) => statement.out_no(line).min(carepay.out_no(entry)),
-            (Some(&line), None) => statement.out_no(line),
-            (None, Some(&entry)) => carepay.out_no(entry),
+            (Some(&line), Some(&entry)) => statement.key(line).min(carepay.key(entry)),
+            (Some(&line), None) => statement.key(line),
+            (None, Some(&entry)) => carepay.key(entry),
             (None, None) => break,
         };
-        let line_group = i..i + lines[i..].iter().take_while(|&&line| statement.out_no(line) == key).count();
-        let entry_group = j..j + entries[j..].iter().take_while(|&&entry| carepay.out_no(entry) == key).count();
+        let line_group = i..i + lines[i..].iter().take_while(|&&line| statement.key(line) == key).count();
+        let entry_group = j..j + entries[j..].iter().take_while(|&&entry| carepay.key(entry) == key).count();
         (i, j) = (line_group.end, entry_group.end);
         let (group_lines, group_entries) = (&lines[line_group], &entries[entry_group]);
-        if key.is_empty() {
+        if key.out_no.is_empty() {
             // No merchant number: operator entries, or lines to match by reference.
             for &line in group_lines {
                 if matches!(statement.item(line).kind, EntryKind::Fee | EntryKind::Adjustment) {
@@ -615,13 +648,15 @@ fn match_by_reference<E: FnMut(Outcome)>(
     }
     let mut left: Vec<u32> = by_ref.into_values().chain(unreferenced).collect();
     // Deterministic output whatever the hash order.
-    left.sort_by(|a, b| carepay.out_no(*a).cmp(carepay.out_no(*b)).then(a.cmp(b)));
+    left.sort_by(|a, b| carepay.key(*a).cmp(&carepay.key(*b)).then(a.cmp(b)));
     for entry in left {
         if !of_day(entry) {
             // A neighbouring day's record that is not on this statement: its own day's run.
             continue;
         }
-        if settings.listed_elsewhere.contains(carepay.out_no(entry)) {
+        // A return's time is its statement line's, so only the transfer itself crosses midnight.
+        let key = carepay.key(entry);
+        if !key.is_return && settings.listed_elsewhere.contains(key.out_no) {
             emit(Outcome {
                 category: Category::WrongDay,
                 line: None,
@@ -774,6 +809,14 @@ pub fn signed_fen(kind: EntryKind, amount_fen: i64) -> i64 {
 pub fn expected_fee_fen(amount_fen: i64, rate_ppm: u32) -> i64 {
     let fee = (i128::from(amount_fen) * i128::from(rate_ppm) + 500_000) / 1_000_000;
     i64::try_from(fee).unwrap_or(amount_fen).min(amount_fen)
+}
+
+/// A statement line's `交易时间` (`YYYY-MM-DD HH:MM:SS`, +08:00) in unix ms; `None` for text
+/// that is not one (the reader has already refused such a line).
+pub fn settled_at_ms(settled_at: &str) -> Option<i64> {
+    let format = format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    let local = time::PrimitiveDateTime::parse(settled_at, &format).ok()?;
+    i64::try_from(local.assume_offset(SHANGHAI).unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 /// `YYYY-MM-DD` of an instant in Asia/Shanghai.

@@ -218,6 +218,8 @@ pub struct ProgressView {
     pub sending: TallyView,
     pub succeeded: TallyView,
     pub failed: TallyView,
+    /// Paid, then sent back by the operator (the funding wallet's statement); may be re-issued.
+    pub returned: TallyView,
 }
 
 impl From<&Progress> for ProgressView {
@@ -231,6 +233,7 @@ impl From<&Progress> for ProgressView {
             sending: tally(&p.sending),
             succeeded: tally(&p.succeeded),
             failed: tally(&p.failed),
+            returned: tally(&p.returned),
         }
     }
 }

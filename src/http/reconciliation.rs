@@ -20,7 +20,7 @@ use crate::domain::access::Principal;
 use crate::domain::directory::{RegionPath, WalletId};
 use crate::domain::ids::DiscrepancyId;
 use crate::domain::money::Amount;
-use crate::domain::reconciliation::Summary;
+use crate::domain::reconciliation::{Summary, WalletOwner};
 use crate::domain::statement::Yuan;
 use crate::domain::text::{self, FreeText};
 use crate::error::Error;
@@ -92,7 +92,10 @@ pub struct CategoryView {
 pub struct RunView {
     pub run_id: String,
     pub wallet_id: String,
-    pub facility_id: String,
+    /// The facility whose merchant wallet it is; absent for a funding wallet.
+    pub facility_id: Option<String>,
+    /// The programme whose funding wallet it is; absent for a merchant wallet.
+    pub programme_id: Option<String>,
     pub business_day: String,
     pub file_id: String,
     /// `open` or `closed`.
@@ -115,7 +118,14 @@ fn run_view(run: RunRow, day_status: String) -> Result<RunView, Error> {
     Ok(RunView {
         run_id: run.id.into_string(),
         wallet_id: run.wallet_id,
-        facility_id: run.facility_id.into_string(),
+        facility_id: match &run.owner {
+            WalletOwner::Facility(facility) => Some(facility.as_str().to_owned()),
+            WalletOwner::Programme(_) => None,
+        },
+        programme_id: match &run.owner {
+            WalletOwner::Programme(programme) => Some(programme.as_str().to_owned()),
+            WalletOwner::Facility(_) => None,
+        },
         business_day: run.business_day,
         file_id: run.file_id.into_string(),
         day_status,

@@ -77,7 +77,7 @@ async fn measure(url: &str, options: &BenchOptions) -> anyhow::Result<(Measured,
     let statement_path = dir.path().join("statement.csv");
     write_statement_file(&statement_path, options.lines)?;
     let carepay_path = dir.path().join("carepay.csv");
-    export_carepay(&store, &carepay_path).await?;
+    export_carepay(&store, &facility, &carepay_path).await?;
 
     // Only the reconciliation itself counts towards the peak: reset the high-water mark.
     reset_peak_memory();
@@ -221,9 +221,19 @@ fn write_statement_file(path: &Path, count: u64) -> anyhow::Result<()> {
 }
 
 /// carepay's side as CSV for DuckDB (setup, not measured).
-async fn export_carepay(store: &Store, path: &Path) -> anyhow::Result<()> {
+async fn export_carepay(store: &Store, facility: &str, path: &Path) -> anyhow::Result<()> {
     let (from_ms, to_ms) = crate::domain::reconciliation::neighbourhood_ms(DAY).context("bench day")?;
-    let side = store.carepay_side(WALLET, from_ms, to_ms, 0).await?;
+    let owner = crate::domain::reconciliation::WalletOwner::Facility(crate::domain::ids::FacilityId::from_trusted(
+        facility.to_owned(),
+    ));
+    let day = crate::store::reconciliation::CarepayDay {
+        wallet_id: WALLET,
+        owner: &owner,
+        from_ms,
+        to_ms,
+        tariff: crate::domain::fees::Tariff::flat(0),
+    };
+    let side = store.carepay_side(&day).await?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     writeln!(file, "out_no,kind,status,amount_fen,fee_fen,business_day")?;
     for index in 0..side.len() {

@@ -71,12 +71,12 @@ impl App {
         if header.wallet_id != wallet_id || header.date != day {
             return Err(Error::invalid("statement", "STATEMENT_CORRUPT", "the header names another wallet or day"));
         }
-        let facility = self.store.facility_by_wallet(wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?.0;
-        let carepay = self.load_carepay(wallet_id, day)?;
+        let owned = self.owned_wallet(wallet_id).await?;
+        let carepay = self.load_carepay(&owned, wallet_id, day)?;
         let by = Initiator::Carepay("operator");
         let (_, _, parsed) = self.keep_statement(bytes.into(), &header, Source::Operator, by).await?;
         let prepared = Prepared { parsed, carepay };
-        self.run_day(&facility, wallet_id, day, Initiator::Carepay("scheduler"), now, Some(prepared)).await?;
+        self.run_day(&owned, wallet_id, day, Initiator::Carepay("scheduler"), now, Some(prepared)).await?;
         Ok(Fetched::Reconciled)
     }
 

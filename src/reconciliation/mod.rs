@@ -22,20 +22,21 @@ use crate::callbacks::NewEvent;
 use crate::domain::access::Principal;
 use crate::domain::callbacks::{EventOwner, EventType};
 use crate::domain::directory::RegionPath;
-use crate::domain::ids::{DiscrepancyId, FacilityId};
+use crate::domain::ids::DiscrepancyId;
 use crate::domain::reconciliation::{
-    CarepaySide, Category, MatchSettings, StatementSide, Summary, SummaryBuilder, day_start_ms, neighbourhood_ms,
-    reconcile,
+    CarepaySide, Category, MatchSettings, SideError, StatementSide, Summary, SummaryBuilder, WalletOwner, day_start_ms,
+    neighbourhood_ms, reconcile, settled_at_ms,
 };
 use crate::domain::role::Action;
-use crate::domain::statement::{ReadError, StatementHeader, StatementTotals, open_statement};
+use crate::domain::statement::{EntryKind, EntryStatus, ReadError, StatementHeader, StatementTotals, open_statement};
 use crate::domain::text::FreeText;
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
 use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
+use crate::store::disbursement::{ReturnedLine, SeenReturn};
 use crate::store::reconciliation::{
-    CHUNKS_PER_INSERT, Discrepancy, NewFile, NewRun, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder,
+    CHUNKS_PER_INSERT, CarepayDay, Discrepancy, NewFile, NewRun, OwnedWallet, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder,
     ResultLine, RunEnd, RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingReport,
     TimingResolution,
 };
@@ -45,8 +46,8 @@ const MS_PER_DAY: i64 = 86_400_000;
 /// Reconciliation rules and bounds; from config.
 #[derive(Clone, Debug)]
 pub struct ReconciliationSettings {
-    /// The fee the operator withholds on each payment, in millionths (the operator's tariff).
-    pub fee_rate_ppm: u32,
+    /// The fee the operator withholds on each line, by wallet and method.
+    pub tariffs: std::sync::Arc<crate::domain::fees::Tariffs>,
     /// carepay records missing from the statement are "expected" until this many days after
     /// their day ends (T+2), then discrepancies.
     pub grace_days: u32,
@@ -56,7 +57,11 @@ pub struct ReconciliationSettings {
 
 impl Default for ReconciliationSettings {
     fn default() -> Self {
-        ReconciliationSettings { fee_rate_ppm: 0, grace_days: 2, max_statement_bytes: 256 * 1024 * 1024 }
+        ReconciliationSettings {
+            tariffs: Default::default(),
+            grace_days: 2,
+            max_statement_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 
@@ -211,23 +216,25 @@ fn run_store_error(error: RunStoreError) -> Error {
 }
 
 impl App {
-    /// The facility owning `wallet_id`, when the principal may see it; a wallet outside the
-    /// scope answers exactly like an unknown one.
-    pub(crate) async fn wallet_facility(&self, principal: &Principal, wallet_id: &str) -> Result<FacilityId> {
-        let found = self
-            .store
-            .facility_by_wallet(wallet_id)
-            .await?
-            .map(|(facility, path)| (facility, RegionPath::from_trusted(path)));
-        Ok(within_scope(principal, found, "wallet", |(_, path)| path)?.0)
+    /// Whose wallet `wallet_id` is (a facility's merchant wallet or a programme's funding
+    /// wallet), when the principal may see it; a wallet outside the scope answers exactly like
+    /// an unknown one.
+    pub(crate) async fn reconciled_wallet(&self, principal: &Principal, wallet_id: &str) -> Result<OwnedWallet> {
+        let found = self.store.wallet_owner(wallet_id).await?;
+        within_scope(principal, found, "wallet", |owned| &owned.region_path)
     }
 
-    /// The region of the facility owning `wallet_id`, for the audit record of a person's action.
+    /// The region of the owner of `wallet_id`, for the audit record of a person's action.
     async fn wallet_region(&self, by: Initiator<'_>, wallet_id: &str) -> Result<Option<RegionPath>> {
         if by.audit_actor().is_none() {
             return Ok(None);
         }
-        Ok(self.store.facility_by_wallet(wallet_id).await?.map(|(_, path)| RegionPath::from_trusted(path)))
+        Ok(self.store.wallet_owner(wallet_id).await?.map(|owned| owned.region_path))
+    }
+
+    /// The owner of a wallet the scheduler or the command line reconciles (no scope).
+    pub(crate) async fn owned_wallet(&self, wallet_id: &str) -> Result<OwnedWallet> {
+        self.store.wallet_owner(wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })
     }
 
     /// An accountant's upload (API or console): check the wallet is theirs, parse, keep.
@@ -243,7 +250,7 @@ impl App {
         require(principal, Action::Reconcile)?;
         if let Some(wallet_id) = meant_for {
             // The wallet named: like any object a request names, missing and out of scope alike.
-            self.wallet_facility(principal, wallet_id).await?;
+            self.reconciled_wallet(principal, wallet_id).await?;
         }
         if bytes.len() > self.reconciliation.max_statement_bytes {
             return Err(Error::invalid("statement", "STATEMENT_TOO_LARGE", "the file is larger than allowed"));
@@ -263,29 +270,32 @@ impl App {
                 ));
             }
             Some(_) => {}
-            None => self.statement_wallet_facility(principal, &header.wallet_id).await.map(drop)?,
+            None => self.statement_wallet_owner(principal, &header.wallet_id).await.map(drop)?,
         }
         let (file, _, _) = self.keep_statement(bytes, &header, source, Initiator::Person(principal)).await?;
         Ok(file)
     }
 
-    /// The facility owning the wallet a statement's header names, when the principal may see
-    /// it. Otherwise the refusal says it is the file's wallet, and the same whether that wallet
-    /// is another region's or nobody's, so it tells a scoped caller nothing they could not see.
-    async fn statement_wallet_facility(&self, principal: &Principal, wallet_id: &str) -> Result<FacilityId> {
-        match self.wallet_facility(principal, wallet_id).await {
+    /// The owner of the wallet a statement's header names, when the principal may see it.
+    /// Otherwise the refusal says it is the file's wallet, and the same whether that wallet is
+    /// another region's or nobody's, so it tells a scoped caller nothing they could not see.
+    async fn statement_wallet_owner(&self, principal: &Principal, wallet_id: &str) -> Result<OwnedWallet> {
+        match self.reconciled_wallet(principal, wallet_id).await {
             Err(Error::OutOfScope) => Err(Error::OutOfScopeIn {
                 field: String::from("statement"),
                 code: "STATEMENT_WALLET_OUT_OF_SCOPE",
                 detail: String::from(
-                    "line 1: the header names a wallet that is not the wallet of a facility you can reach; \
+                    "line 1: the header names a wallet that is not the wallet of a facility or programme you can reach; \
                      upload it with ?wallet_id= naming the wallet it is meant for to check it against that one",
                 ),
             }),
             Err(Error::NotFound { .. }) => Err(Error::invalid(
                 "statement",
                 "STATEMENT_WALLET_UNKNOWN",
-                format!("line 1: the header names wallet {wallet_id}, which is no facility's merchant wallet"),
+                format!(
+                    "line 1: the header names wallet {wallet_id}, which is neither a facility's merchant wallet \
+                     nor a programme's funding wallet"
+                ),
             )),
             other => other,
         }
@@ -364,13 +374,16 @@ impl App {
     }
 
     /// Starts loading carepay's records of a wallet's day (and its neighbours) on their own
-    /// task.
-    pub fn load_carepay(&self, wallet_id: &str, business_day: &str) -> Result<CarepayLoad> {
+    /// task: a facility's payments and refunds, or a funding wallet's transfers and returns.
+    pub fn load_carepay(&self, owned: &OwnedWallet, wallet_id: &str, business_day: &str) -> Result<CarepayLoad> {
         let (from_ms, to_ms) = neighbourhood_ms(business_day)
             .ok_or_else(|| Error::invalid("date", "INVALID_DATE", "must be a date YYYY-MM-DD"))?;
         let store = self.store.clone();
-        let (wallet_id, fee_rate_ppm) = (wallet_id.to_owned(), self.reconciliation.fee_rate_ppm);
-        let task = tokio::spawn(async move { store.carepay_side(&wallet_id, from_ms, to_ms, fee_rate_ppm).await });
+        let (wallet_id, owner) = (wallet_id.to_owned(), owned.owner.clone());
+        let tariff = self.reconciliation.tariffs.of(&wallet_id);
+        let task = tokio::spawn(async move {
+            store.carepay_side(&CarepayDay { wallet_id: &wallet_id, owner: &owner, from_ms, to_ms, tariff }).await
+        });
         Ok(CarepayLoad { task, started: std::time::Instant::now() })
     }
 
@@ -381,7 +394,7 @@ impl App {
         business_day: &str,
     ) -> Result<RunRow> {
         require(principal, Action::Reconcile)?;
-        let facility = self.wallet_facility(principal, wallet_id).await?;
+        let facility = self.reconciled_wallet(principal, wallet_id).await?;
         self.run_day(&facility, wallet_id, business_day, Initiator::Person(principal), UnixMs::now(), None).await
     }
 
@@ -390,7 +403,7 @@ impl App {
     /// saves reading it back; the file is used only when its digest is the newest version's.
     pub async fn run_day(
         &self,
-        facility: &FacilityId,
+        owned: &OwnedWallet,
         wallet_id: &str,
         business_day: &str,
         by: Initiator<'_>,
@@ -409,7 +422,7 @@ impl App {
         let started = std::time::Instant::now();
         let (parsed, carepay) = match prepared {
             Some(Prepared { parsed, carepay }) => (Some(parsed), carepay),
-            None => (None, self.load_carepay(wallet_id, business_day)?),
+            None => (None, self.load_carepay(owned, wallet_id, business_day)?),
         };
         let statement = match parsed {
             Some(parsed) if parsed.sha256 == file.sha256 => parsed.lines,
@@ -419,12 +432,12 @@ impl App {
                 tokio::task::spawn_blocking(move || read_statement(&content)).await.map_err(join_error)??.1
             }
         };
-        let carepay = carepay.wait().await?;
+        let mut carepay = carepay.wait().await?;
         let loaded_ms = started.elapsed().as_millis();
 
         let new_run = NewRun {
             wallet_id,
-            facility_id: facility,
+            owner: &owned.owner,
             business_day,
             file_id: &file.id,
             past_grace,
@@ -435,6 +448,10 @@ impl App {
             RunStart::Existing(run) => return Ok(run),
             RunStart::New(writer) => writer,
         };
+        // Money that came back re-opens its lines before the match, which then finds carepay
+        // knowing of each return.
+        let returned = writer.apply_returns(&seen_returns(&statement)).await?;
+        add_returns(&mut carepay, &returned).map_err(|error| Error::Internal(error.into()))?;
         // The matcher runs on a blocking thread and hands over the result piece by piece
         // while this task writes them: the database works while the rest is matched.
         let (pieces, mut received) = tokio::sync::mpsc::channel(PIECES_IN_FLIGHT);
@@ -470,7 +487,7 @@ impl App {
                 }),
             }),
         };
-        let events = |run: &RunRow, new_discrepancies: u64| run_events(facility, run, &summary, new_discrepancies);
+        let events = |run: &RunRow, new_discrepancies: u64| run_events(owned, run, &summary, new_discrepancies);
         let written = writer.finish(&end, events).await.map_err(run_store_error)?;
         tracing::info!(
             %wallet_id, %business_day, lines = matched.outcomes, loaded_ms, matched_ms,
@@ -487,7 +504,7 @@ impl App {
         business_day: &str,
     ) -> Result<(RunRow, String)> {
         require(principal, Action::ReadReconciliation)?;
-        self.wallet_facility(principal, wallet_id).await?;
+        self.reconciled_wallet(principal, wallet_id).await?;
         let run = self.store.latest_run(wallet_id, business_day).await?.ok_or(Error::NotFound { what: "run" })?;
         let status = self.store.day_status(wallet_id, business_day).await?.map(|(status, _, _)| status);
         Ok((run, status.unwrap_or_else(|| String::from("open"))))
@@ -513,7 +530,7 @@ impl App {
         only_open: bool,
     ) -> Result<Vec<Discrepancy>> {
         require(principal, Action::ReadReconciliation)?;
-        self.wallet_facility(principal, wallet_id).await?;
+        self.reconciled_wallet(principal, wallet_id).await?;
         Ok(self.store.discrepancies(wallet_id, business_day, only_open).await?)
     }
 
@@ -541,7 +558,7 @@ impl App {
         let Some(discrepancy) = self.store.discrepancy(id).await? else {
             return Err(missing(principal, "discrepancy"));
         };
-        self.wallet_facility(principal, &discrepancy.wallet_id).await?;
+        self.reconciled_wallet(principal, &discrepancy.wallet_id).await?;
         if !discrepancy.open {
             return Err(Error::Conflict {
                 code: "ALREADY_RESOLVED",
@@ -590,7 +607,7 @@ impl App {
         business_day: &str,
     ) -> Result<()> {
         require(principal, Action::Reconcile)?;
-        self.wallet_facility(principal, wallet_id).await?;
+        self.reconciled_wallet(principal, wallet_id).await?;
         let region = self.wallet_region(Initiator::Person(principal), wallet_id).await?;
         let audit = AuditEntry {
             actor: Actor::Token(principal),
@@ -688,8 +705,55 @@ fn match_day(
     Matched { summary: summary.finish(), withheld_fee_fen, outcomes }
 }
 
-fn run_events(facility: &FacilityId, run: &RunRow, summary: &Summary, new_discrepancies: u64) -> Vec<NewEvent> {
-    let owner = EventOwner::Facility(facility.clone());
+/// The statement's `TRANSFER_RETURN` lines that settled (a funding wallet's returns).
+fn seen_returns(statement: &StatementSide) -> Vec<SeenReturn> {
+    (0..u32::try_from(statement.len()).unwrap_or(u32::MAX))
+        .map(|index| statement.item(index))
+        .filter(|item| item.kind == EntryKind::TransferReturn && item.status == EntryStatus::Success)
+        .filter_map(|item| {
+            Some(SeenReturn {
+                out_transfer_no: item.out_no.to_owned(),
+                operator_ref: item.operator_ref.to_owned(),
+                amount_fen: item.amount_fen,
+                at_ms: settled_at_ms(item.settled_at)?,
+                reason: item.memo.chars().take(MAX_RETURN_REASON_CHARS).collect(),
+            })
+        })
+        .collect()
+}
+
+/// The most of a return line's memo a line keeps as its reason.
+const MAX_RETURN_REASON_CHARS: usize = 200;
+
+/// Adds the returns this run recorded to carepay's side, unless it already holds them.
+fn add_returns(carepay: &mut CarepaySide, returned: &[ReturnedLine]) -> std::result::Result<(), SideError> {
+    if returned.is_empty() {
+        return Ok(());
+    }
+    let known: std::collections::HashSet<String> = (0..u32::try_from(carepay.len()).unwrap_or(u32::MAX))
+        .map(|index| carepay.item(index))
+        .filter(|item| item.kind == EntryKind::TransferReturn)
+        .map(|item| item.out_no.to_owned())
+        .collect();
+    for line in returned.iter().filter(|line| !known.contains(&line.out_transfer_no)) {
+        carepay.push_parts(
+            &line.out_transfer_no,
+            Some(&line.operator_ref),
+            EntryKind::TransferReturn,
+            EntryStatus::Success,
+            line.amount_fen,
+            0,
+            line.at_ms,
+        )?;
+    }
+    Ok(())
+}
+
+fn run_events(owned: &OwnedWallet, run: &RunRow, summary: &Summary, new_discrepancies: u64) -> Vec<NewEvent> {
+    let owner = match &owned.owner {
+        WalletOwner::Facility(facility) => EventOwner::Facility(facility.clone()),
+        WalletOwner::Programme(_) => EventOwner::Office(owned.region_id.clone()),
+    };
     let data = json!({
         "run_id": run.id.as_str(),
         "wallet_id": run.wallet_id,
@@ -720,14 +784,13 @@ fn run_events(facility: &FacilityId, run: &RunRow, summary: &Summary, new_discre
 /// command needs database access, which is the stronger credential). Returns a one-line report.
 pub async fn import_file(app: &App, bytes: Bytes, actor: &str) -> Result<String> {
     let header = statement_header(&bytes)?;
-    let (facility, _) =
-        app.store.facility_by_wallet(&header.wallet_id).await?.ok_or(Error::NotFound { what: "wallet" })?;
+    let owned = app.owned_wallet(&header.wallet_id).await?;
     let by = Initiator::CommandLine(actor);
-    let carepay = app.load_carepay(&header.wallet_id, &header.date)?;
+    let carepay = app.load_carepay(&owned, &header.wallet_id, &header.date)?;
     let (file, created, parsed) = app.keep_statement(bytes, &header, Source::Cli, by).await?;
     let (wallet_id, business_day) = (header.wallet_id, header.date);
     let prepared = Prepared { parsed, carepay };
-    let run = app.run_day(&facility, &wallet_id, &business_day, by, UnixMs::now(), Some(prepared)).await?;
+    let run = app.run_day(&owned, &wallet_id, &business_day, by, UnixMs::now(), Some(prepared)).await?;
     let summary: Summary = serde_json::from_str(&run.summary).map_err(|error| Error::Internal(error.into()))?;
     let categories: Vec<String> = summary.categories.iter().map(|c| format!("{} {}", c.category, c.count)).collect();
     Ok(format!(

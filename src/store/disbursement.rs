@@ -10,6 +10,11 @@
 //! pending. Re-issued lines, and lines of batches uploaded before chunks existed, are full rows
 //! carrying their own name, wallet and person; every reader here merges the two.
 
+mod returns;
+
+pub(crate) use returns::return_lines_in;
+pub use returns::{ReturnedLine, SeenReturn};
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
@@ -17,7 +22,8 @@ use super::audit::{AuditEntry, append_in};
 use super::directory::corrupt;
 use super::{Store, StoreError, WriteTx};
 use crate::domain::batch::{
-    Batch, BatchStatus, BatchStep, Line, LineStatus, Period, Programme, Progress, chunk_seal_context, out_transfer_no,
+    Batch, BatchStatus, BatchStep, Line, LineReturn, LineStatus, Period, Programme, Progress, chunk_seal_context,
+    out_transfer_no,
 };
 use crate::domain::citizen_id::mask_name;
 use crate::domain::directory::{RegionPath, WalletId};
@@ -40,7 +46,7 @@ pub(super) const BATCH_COLUMNS: &str = "b.id, b.programme_id, r.path AS region_p
 
 const LINE_COLUMNS: &str = "batch_id, seq, file_line, generation, reissue_of_seq, reissued_as_seq, payee_name, \
      name_masked, citizen_id_masked, wallet_id, amount_fen, memo, out_transfer_no, status, fail_code, transfer_no, \
-     succeeded_at_ms, attempts";
+     succeeded_at_ms, attempts, returned_at_ms, return_reason, return_operator_ref";
 
 /// One of the other batches of a programme and period an upload is checked against.
 #[derive(Clone, Debug)]
@@ -178,6 +184,16 @@ struct LineState {
     transfer_no: Option<String>,
     succeeded_at: Option<UnixMs>,
     attempts: u32,
+    returned: Option<LineReturn>,
+}
+
+fn line_return(row: &AnyRow) -> Result<Option<LineReturn>, sqlx::Error> {
+    let Some(at) = row.try_get::<Option<i64>, _>("returned_at_ms")? else { return Ok(None) };
+    Ok(Some(LineReturn {
+        at: UnixMs(at),
+        reason: row.try_get::<Option<String>, _>("return_reason")?.unwrap_or_default(),
+        operator_ref: row.try_get::<Option<String>, _>("return_operator_ref")?.unwrap_or_default(),
+    }))
 }
 
 fn row_line(row: &AnyRow) -> Result<RowLine, sqlx::Error> {
@@ -200,6 +216,7 @@ fn row_line(row: &AnyRow) -> Result<RowLine, sqlx::Error> {
         transfer_no: row.try_get("transfer_no")?,
         succeeded_at: row.try_get::<Option<i64>, _>("succeeded_at_ms")?.map(UnixMs),
         attempts: u32::try_from(count(row, "attempts")?).unwrap_or(u32::MAX),
+        returned: line_return(row)?,
     };
     let Some(payee_name) = row.try_get::<Option<String>, _>("payee_name")? else {
         return Ok(RowLine::State(state));
@@ -226,6 +243,7 @@ fn row_line(row: &AnyRow) -> Result<RowLine, sqlx::Error> {
         transfer_no: state.transfer_no,
         succeeded_at: state.succeeded_at,
         attempts: state.attempts,
+        returned: state.returned,
     }))
 }
 
@@ -245,6 +263,7 @@ fn chunked_line(batch: &BatchId, seq: u64, stored: StoredLine, state: Option<Lin
         transfer_no: None,
         succeeded_at: None,
         attempts: 0,
+        returned: None,
     });
     Line {
         batch_id: batch.clone(),
@@ -265,6 +284,7 @@ fn chunked_line(batch: &BatchId, seq: u64, stored: StoredLine, state: Option<Lin
         transfer_no: state.transfer_no,
         succeeded_at: state.succeeded_at,
         attempts: state.attempts,
+        returned: state.returned,
     }
 }
 
@@ -805,11 +825,11 @@ impl BatchUpload {
         Ok(entries)
     }
 
-    /// The chunked lines of another batch that definitely failed, ascending: they no longer
-    /// hold their person (a re-issue has a full row of its own).
+    /// The chunked lines of another batch that definitely failed or came back, ascending: they
+    /// no longer hold their person (a re-issue has a full row of its own).
     pub async fn failed_chunked_lines(&mut self, batch: &BatchId) -> Result<Vec<u64>, StoreError> {
         let seqs: Vec<i64> = sqlx::query_scalar(
-            "SELECT seq FROM subsidy_lines WHERE batch_id = $1 AND status = 'failed' AND payee_name IS NULL \
+            "SELECT seq FROM subsidy_lines WHERE batch_id = $1 AND status IN ('failed', 'returned') AND payee_name IS NULL \
              ORDER BY seq",
         )
         .bind(batch.as_str())
@@ -821,13 +841,13 @@ impl BatchUpload {
     }
 
     /// The next page of people in full rows of the other batches of the programme and period
-    /// (not cancelled, line not failed), by digest, after `after`.
+    /// (not cancelled, line neither failed nor returned), by digest, after `after`.
     pub async fn people_in_rows(&mut self, after: &RowPersonCursor, limit: u32) -> Result<Vec<RowPerson>, StoreError> {
         let rows = sqlx::query(
             "SELECT l.citizen_id_hmac, l.batch_id, l.seq, l.amount_fen, b.status FROM subsidy_lines l \
              JOIN subsidy_batches b ON b.id = l.batch_id \
              WHERE b.programme_id = $1 AND b.period = $2 AND b.id <> $3 AND b.status <> 'cancelled' \
-             AND l.citizen_id_hmac IS NOT NULL AND l.status <> 'failed' \
+             AND l.citizen_id_hmac IS NOT NULL AND l.status NOT IN ('failed', 'returned') \
              AND (l.citizen_id_hmac > $4 OR (l.citizen_id_hmac = $4 AND (l.batch_id > $5 OR (l.batch_id = $5 AND l.seq > $6)))) \
              ORDER BY l.citizen_id_hmac, l.batch_id, l.seq LIMIT $7",
         )
@@ -952,7 +972,7 @@ fn paid_account(programme: &ProgrammeId) -> crate::domain::ledger::AccountCode {
 
 const CLAIM_RETURNING: &str = "RETURNING batch_id, seq, file_line, generation, reissue_of_seq, reissued_as_seq, \
      payee_name, name_masked, citizen_id_masked, wallet_id, amount_fen, memo, out_transfer_no, status, fail_code, \
-     transfer_no, succeeded_at_ms, attempts";
+     transfer_no, succeeded_at_ms, attempts, returned_at_ms, return_reason, return_operator_ref";
 
 /// Funding wallets of the batches one claim touches, each looked up once.
 #[derive(Default)]
@@ -1240,6 +1260,7 @@ impl Store {
                     transfer_no: None,
                     succeeded_at: None,
                     attempts: 1,
+                    returned: None,
                 };
                 let line = chunked_line(&batch, seq, stored, Some(state));
                 claimed.push(ClaimedLine { line, funding_wallet_id: funding_wallet_id.clone(), first_attempt: true });
@@ -1423,7 +1444,7 @@ impl Store {
     /// number, next generation, its own `out_transfer_no`, the person the caller digested and
     /// sealed from the old line) linked both ways to the old one, and the amount reserved against
     /// the budget again. Takes the period gate, since the person is held again. `GuardFailed`
-    /// when the line is not a failed, not yet re-issued line, or the budget no longer covers it.
+    /// when the line is not a failed or returned, not yet re-issued line, or the budget no longer covers it.
     pub async fn reissue_line(
         &self,
         batch: &Batch,
@@ -1446,7 +1467,7 @@ impl Store {
         .await?;
         let marked = sqlx::query(
             "UPDATE subsidy_lines SET reissued_as_seq = $1, updated_at_ms = $2 \
-             WHERE batch_id = $3 AND seq = $4 AND status = 'failed' AND reissued_as_seq IS NULL",
+             WHERE batch_id = $3 AND seq = $4 AND status IN ('failed', 'returned') AND reissued_as_seq IS NULL",
         )
         .bind(next)
         .bind(now.0)

@@ -5,8 +5,10 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row as _};
 
+mod carepay_side;
 mod results;
 
+pub use carepay_side::CarepayDay;
 pub use results::{CHUNK_LINES, EncodedChunk, ResultEncoder, encode_chunks};
 
 use super::audit::{AuditEntry, append_about_in};
@@ -15,12 +17,10 @@ use super::directory::corrupt;
 use super::ledger::{EntryRef, KnownAccounts, post_in};
 use super::{Store, StoreError};
 use crate::callbacks::NewEvent;
-use crate::domain::directory::WalletId;
-use crate::domain::ids::{DiscrepancyId, FacilityId, ReconciliationActionId, RunId, StatementFileId};
+use crate::domain::directory::{RegionPath, WalletId};
+use crate::domain::ids::{DiscrepancyId, FacilityId, ProgrammeId, ReconciliationActionId, RegionId, RunId, StatementFileId};
 use crate::domain::ledger::{Account, AccountCode, JournalEntry, LedgerError, OverdraftPolicy};
-use crate::domain::reconciliation::{
-    CarepaySide, Category, Fields, Outcome, SideError, StatementSide, expected_fee_fen,
-};
+use crate::domain::reconciliation::{CarepaySide, Category, Fields, Outcome, StatementSide, WalletOwner};
 use crate::domain::statement::{EntryKind, EntryStatus, StatementTotals};
 use crate::domain::time::UnixMs;
 
@@ -65,7 +65,7 @@ pub struct NewFile<'a> {
 pub struct RunRow {
     pub id: RunId,
     pub wallet_id: String,
-    pub facility_id: FacilityId,
+    pub owner: WalletOwner,
     pub business_day: String,
     pub file_id: StatementFileId,
     pub past_grace: bool,
@@ -73,6 +73,14 @@ pub struct RunRow {
     pub summary: String,
     pub started_by: String,
     pub created_at: UnixMs,
+}
+
+/// A wallet statements are kept for, and who answers for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedWallet {
+    pub owner: WalletOwner,
+    pub region_id: RegionId,
+    pub region_path: RegionPath,
 }
 
 /// One stored result line.
@@ -130,7 +138,7 @@ pub struct Resolution<'a> {
 /// A run as it starts: what is known before its lines are matched.
 pub struct NewRun<'a> {
     pub wallet_id: &'a str,
-    pub facility_id: &'a FacilityId,
+    pub owner: &'a WalletOwner,
     pub business_day: &'a str,
     pub file_id: &'a StatementFileId,
     pub past_grace: bool,
@@ -265,6 +273,7 @@ pub enum RunStart<'a> {
 /// it remains.
 pub struct RunWriter<'a> {
     tx: super::WriteTx,
+    backend: super::Backend,
     run: &'a NewRun<'a>,
     id: RunId,
     new_discrepancies: u64,
@@ -321,7 +330,11 @@ fn run_from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
     Ok(RunRow {
         id: RunId::from_trusted(row.try_get("id")?),
         wallet_id: row.try_get("wallet_id")?,
-        facility_id: FacilityId::from_trusted(row.try_get("facility_id")?),
+        owner: match (row.try_get::<Option<String>, _>("facility_id")?, row.try_get::<Option<String>, _>("programme_id")?) {
+            (Some(facility), None) => WalletOwner::Facility(FacilityId::from_trusted(facility)),
+            (None, Some(programme)) => WalletOwner::Programme(ProgrammeId::from_trusted(programme)),
+            _ => return Err(corrupt("reconciliation_runs.facility_id", "not exactly one owner")),
+        },
         business_day: row.try_get("business_day")?,
         file_id: StatementFileId::from_trusted(row.try_get("file_id")?),
         past_grace: row.try_get::<i64, _>("past_grace")? == 1,
@@ -332,7 +345,7 @@ fn run_from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
 }
 
 const RUN_COLUMNS: &str =
-    "id, wallet_id, facility_id, business_day, file_id, past_grace, summary, started_by, created_at_ms";
+    "id, wallet_id, facility_id, programme_id, business_day, file_id, past_grace, summary, started_by, created_at_ms";
 
 fn split_fields(raw: &str) -> Vec<String> {
     raw.split(',').filter(|field| !field.is_empty()).map(str::to_owned).collect()
@@ -725,83 +738,39 @@ impl Store {
             .transpose()?)
     }
 
-    /// carepay's payments and refunds on `wallet_id` that settled in `[from_ms, to_ms)`,
-    /// payments first. On PostgreSQL they stream as one binary `COPY` on the native pool (a
-    /// million rows decode several times faster than through the portable driver); a read
-    /// needs no transaction, so it may run beside one.
-    pub async fn carepay_side(
-        &self,
-        wallet_id: &str,
-        from_ms: i64,
-        to_ms: i64,
-        fee_rate_ppm: u32,
-    ) -> Result<CarepaySide, StoreError> {
-        // `COPY` takes no parameters: only a plain wallet id is written into its text; any
-        // other (none exists: ids are digits) takes the portable path.
-        let plain =
-            !wallet_id.is_empty() && wallet_id.len() <= 64 && wallet_id.bytes().all(|b| b.is_ascii_alphanumeric());
-        if let (Some(pool), true) = (self.bulk_pool(), plain) {
-            return copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm, SPLIT_COPY_MIN_PAGES).await;
+    /// Whose wallet this is for reconciliation, with the owner's region: the facility whose
+    /// merchant wallet it is, else the first programme funded from it.
+    pub async fn wallet_owner(&self, wallet_id: &str) -> Result<Option<OwnedWallet>, StoreError> {
+        let facility = sqlx::query(
+            "SELECT f.id, r.id AS region_id, r.path FROM facilities f JOIN regions r ON r.id = f.region_id \
+             WHERE f.merchant_wallet_id = $1",
+        )
+        .bind(wallet_id)
+        .fetch_optional(self.pool())
+        .await?;
+        if let Some(row) = facility {
+            return Ok(Some(OwnedWallet {
+                owner: WalletOwner::Facility(FacilityId::from_trusted(row.try_get("id")?)),
+                region_id: RegionId::from_trusted(row.try_get("region_id")?),
+                region_path: RegionPath::from_trusted(row.try_get("path")?),
+            }));
         }
-        self.portable_carepay_side(wallet_id, from_ms, to_ms, fee_rate_ppm).await
-    }
-
-    /// The ways [`Self::carepay_side`] may read the records, for tests that hold them to
-    /// the same answer: the portable query, one `COPY`, and two halves at once.
-    pub async fn carepay_side_every_way(
-        &self,
-        wallet_id: &str,
-        from_ms: i64,
-        to_ms: i64,
-        fee_rate_ppm: u32,
-    ) -> Result<Vec<CarepaySide>, StoreError> {
-        let mut sides = vec![self.portable_carepay_side(wallet_id, from_ms, to_ms, fee_rate_ppm).await?];
-        if let Some(pool) = self.bulk_pool() {
-            sides.push(copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm, i64::MAX).await?);
-            sides.push(copy_carepay_side(pool, wallet_id, from_ms, to_ms, fee_rate_ppm, 0).await?);
-        }
-        Ok(sides)
-    }
-
-    async fn portable_carepay_side(
-        &self,
-        wallet_id: &str,
-        from_ms: i64,
-        to_ms: i64,
-        fee_rate_ppm: u32,
-    ) -> Result<CarepaySide, StoreError> {
-        use futures_util::TryStreamExt as _;
-
-        // Streamed row by row: a million rows fetched whole would hold every row's driver
-        // representation at once, several times the records themselves.
-        let mut side = CarepaySide::default();
-        let mut payments = sqlx::query(PAYMENTS_OF_DAY).bind(wallet_id).bind(from_ms).bind(to_ms).fetch(self.pool());
-        while let Some(row) = payments.try_next().await? {
-            let status: String = row.try_get("status")?;
-            let amount_fen: i64 = row.try_get("amount_fen")?;
-            let out_no: String = row.try_get("out_trade_no")?;
-            let operator_ref: Option<String> = row.try_get("trade_no")?;
-            let settled_at_ms: i64 = row.try_get("paid_at_ms")?;
-            push_payment(
-                &mut side,
-                &out_no,
-                operator_ref.as_deref(),
-                status == "reversed",
-                amount_fen,
-                settled_at_ms,
-                fee_rate_ppm,
-            )?;
-        }
-        drop(payments);
-        let mut refunds = sqlx::query(REFUNDS_OF_DAY).bind(wallet_id).bind(from_ms).bind(to_ms).fetch(self.pool());
-        while let Some(row) = refunds.try_next().await? {
-            let out_no: String = row.try_get("out_refund_no")?;
-            let operator_ref: Option<String> = row.try_get("refund_no")?;
-            let amount_fen: i64 = row.try_get("amount_fen")?;
-            let settled_at_ms: i64 = row.try_get("succeeded_at_ms")?;
-            push_refund(&mut side, &out_no, operator_ref.as_deref(), amount_fen, settled_at_ms)?;
-        }
-        Ok(side)
+        let programme = sqlx::query(
+            "SELECT p.id, r.id AS region_id, r.path FROM subsidy_programmes p JOIN regions r ON r.id = p.region_id \
+             WHERE p.funding_wallet_id = $1 ORDER BY p.created_at_ms, p.id LIMIT 1",
+        )
+        .bind(wallet_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(programme
+            .map(|row| -> Result<_, sqlx::Error> {
+                Ok(OwnedWallet {
+                    owner: WalletOwner::Programme(ProgrammeId::from_trusted(row.try_get("id")?)),
+                    region_id: RegionId::from_trusted(row.try_get("region_id")?),
+                    region_path: RegionPath::from_trusted(row.try_get("path")?),
+                })
+            })
+            .transpose()?)
     }
 
     pub async fn run_for_file(
@@ -861,12 +830,19 @@ impl Store {
         let id = RunId::generate();
         // The summary is known once every line is matched; it is set in this transaction.
         sqlx::query(
-            "INSERT INTO reconciliation_runs (id, wallet_id, facility_id, business_day, file_id, past_grace, summary, \
-             started_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, '', $7, $8)",
+            "INSERT INTO reconciliation_runs (id, wallet_id, facility_id, programme_id, business_day, file_id, \
+             past_grace, summary, started_by, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, '', $8, $9)",
         )
         .bind(id.as_str())
         .bind(run.wallet_id)
-        .bind(run.facility_id.as_str())
+        .bind(match run.owner {
+            WalletOwner::Facility(facility) => Some(facility.as_str()),
+            WalletOwner::Programme(_) => None,
+        })
+        .bind(match run.owner {
+            WalletOwner::Programme(programme) => Some(programme.as_str()),
+            WalletOwner::Facility(_) => None,
+        })
         .bind(run.business_day)
         .bind(run.file_id.as_str())
         .bind(i64::from(run.past_grace))
@@ -891,7 +867,7 @@ impl Store {
             .iter()
             .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
             .collect::<Result<_, sqlx::Error>>()?;
-        Ok(RunStart::New(RunWriter { tx, run, id, new_discrepancies: 0, listed_elsewhere }))
+        Ok(RunStart::New(RunWriter { tx, backend: self.backend(), run, id, new_discrepancies: 0, listed_elsewhere }))
     }
 
     /// Up to `limit` result lines of a run after `after_seq`, in order: decoded from the
@@ -1122,6 +1098,18 @@ impl RunWriter<'_> {
         Ok(())
     }
 
+    /// A funding wallet's day: moves the paid lines its statement says came back to
+    /// `returned`, in the run's transaction (see [`super::disbursement::return_lines_in`]).
+    pub async fn apply_returns(
+        &mut self,
+        returns: &[super::disbursement::SeenReturn],
+    ) -> Result<Vec<super::disbursement::ReturnedLine>, StoreError> {
+        if returns.is_empty() || !matches!(self.run.owner, WalletOwner::Programme(_)) {
+            return Ok(Vec::new());
+        }
+        super::disbursement::return_lines_in(&mut self.tx, self.backend, self.run.wallet_id, returns, self.run.now).await
+    }
+
     /// Merchant numbers of this day's records that a neighbouring day's statement lists.
     pub fn listed_elsewhere(&self) -> std::collections::HashSet<String> {
         self.listed_elsewhere.keys().cloned().collect()
@@ -1182,242 +1170,6 @@ impl RunWriter<'_> {
         append_about_in(tx, end.audit.as_ref(), id.as_str(), counts, run.now).await?;
         self.tx.commit().await?;
         Ok(RunWritten { run: stored, new_discrepancies, created: true })
-    }
-}
-
-/// carepay's payments of a wallet settled in a window (the portable path).
-const PAYMENTS_OF_DAY: &str = "SELECT out_trade_no, trade_no, status, amount_fen, paid_at_ms FROM payments \
-     WHERE merchant_wallet_id = $1 AND paid_at_ms >= $2 AND paid_at_ms < $3 AND status IN ('succeeded', 'reversed')";
-/// carepay's refunds of a wallet settled in a window (the portable path).
-const REFUNDS_OF_DAY: &str = "SELECT r.out_refund_no, r.refund_no, r.amount_fen, r.succeeded_at_ms FROM refunds r \
-     JOIN payments p ON p.id = r.payment_id \
-     WHERE p.merchant_wallet_id = $1 AND r.status = 'succeeded' AND r.succeeded_at_ms >= $2 AND r.succeeded_at_ms < $3";
-
-fn side_error(error: SideError) -> StoreError {
-    StoreError::Database(sqlx::Error::Decode(error.to_string().into()))
-}
-
-fn push_payment(
-    side: &mut CarepaySide,
-    out_no: &str,
-    operator_ref: Option<&str>,
-    reversed: bool,
-    amount_fen: i64,
-    settled_at_ms: i64,
-    fee_rate_ppm: u32,
-) -> Result<(), StoreError> {
-    let status = if reversed { EntryStatus::Reversed } else { EntryStatus::Success };
-    // A reversed payment's fee is given back, as the operator lists it.
-    let fee_fen = if reversed { 0 } else { expected_fee_fen(amount_fen, fee_rate_ppm) };
-    side.push_parts(out_no, operator_ref, EntryKind::Payment, status, amount_fen, fee_fen, settled_at_ms)
-        .map_err(side_error)
-}
-
-fn push_refund(
-    side: &mut CarepaySide,
-    out_no: &str,
-    operator_ref: Option<&str>,
-    amount_fen: i64,
-    settled_at_ms: i64,
-) -> Result<(), StoreError> {
-    side.push_parts(out_no, operator_ref, EntryKind::Refund, EntryStatus::Success, amount_fen, 0, settled_at_ms)
-        .map_err(side_error)
-}
-
-/// `payments` pages from which the PostgreSQL path reads the table in two halves at once.
-const SPLIT_COPY_MIN_PAGES: i64 = 4096;
-
-/// The PostgreSQL path of [`Store::carepay_side`]: payments then refunds as binary `COPY`
-/// (the same rows as [`PAYMENTS_OF_DAY`] and [`REFUNDS_OF_DAY`]), decoded as they arrive.
-/// A large `payments` is read in two halves of its pages (a TID range scan) on two
-/// connections at once, which share one snapshot: a row that moves to another page while
-/// the day is read is seen exactly once.
-async fn copy_carepay_side(
-    pool: &sqlx::PgPool,
-    wallet_id: &str,
-    from_ms: i64,
-    to_ms: i64,
-    fee_rate_ppm: u32,
-    split_min_pages: i64,
-) -> Result<CarepaySide, StoreError> {
-    let payments = |pages: &str| {
-        format!(
-            "SELECT TRUE, out_trade_no, trade_no, status = 'reversed', amount_fen, paid_at_ms FROM payments \
-             WHERE {pages} merchant_wallet_id = '{wallet_id}' AND paid_at_ms >= {from_ms} AND paid_at_ms < {to_ms} \
-             AND status IN ('succeeded', 'reversed')"
-        )
-    };
-    let refunds = format!(
-        "SELECT FALSE, r.out_refund_no, r.refund_no, FALSE, r.amount_fen, r.succeeded_at_ms FROM refunds r \
-         JOIN payments p ON p.id = r.payment_id WHERE p.merchant_wallet_id = '{wallet_id}' AND r.status = 'succeeded' \
-         AND r.succeeded_at_ms >= {from_ms} AND r.succeeded_at_ms < {to_ms}"
-    );
-    let copy = |select: String| format!("COPY ({select}) TO STDOUT (FORMAT binary)");
-    let pages: i64 = sqlx::query_scalar(
-        "SELECT CAST(pg_relation_size('payments') / current_setting('block_size')::bigint AS BIGINT)",
-    )
-    .fetch_one(pool)
-    .await?;
-    if pages < split_min_pages || pool.options().get_max_connections() < 2 {
-        let mut conn = pool.acquire().await?;
-        return copy_into_side(&mut conn, &copy(format!("{} UNION ALL {refunds}", payments(""))), fee_rate_ppm).await;
-    }
-    let half = pages / 2;
-    const READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
-    let mut first = pool.begin_with(READ_ONLY).await?;
-    let snapshot: String = sqlx::query_scalar("SELECT pg_export_snapshot()").fetch_one(&mut *first).await?;
-    if !snapshot.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return Err(copy_corrupt("an exported snapshot id"));
-    }
-    let mut second = pool.begin_with(READ_ONLY).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("SET TRANSACTION SNAPSHOT '{snapshot}'"))).execute(&mut *second).await?;
-    let first_half = copy(payments(&format!("ctid < '({half},0)'::tid AND")));
-    let second_half = copy(format!("{} UNION ALL {refunds}", payments(&format!("ctid >= '({half},0)'::tid AND"))));
-    let (mut side, rest) = tokio::try_join!(
-        copy_into_side(&mut first, &first_half, fee_rate_ppm),
-        copy_into_side(&mut second, &second_half, fee_rate_ppm),
-    )?;
-    first.commit().await?;
-    second.commit().await?;
-    side.append(&rest).map_err(side_error)?;
-    Ok(side)
-}
-
-async fn copy_into_side(
-    conn: &mut sqlx::PgConnection,
-    statement: &str,
-    fee_rate_ppm: u32,
-) -> Result<CarepaySide, StoreError> {
-    use futures_util::TryStreamExt as _;
-
-    let mut stream = conn.copy_out_raw(statement).await?;
-    let mut side = CarepaySide::default();
-    let mut decoder = CopyDecoder::default();
-    while let Some(message) = stream.try_next().await? {
-        decoder.feed(&message, |row| {
-            let (is_payment, out_no, operator_ref, reversed, amount_fen, settled_at_ms) = row;
-            if is_payment {
-                push_payment(&mut side, out_no, operator_ref, reversed, amount_fen, settled_at_ms, fee_rate_ppm)
-            } else {
-                push_refund(&mut side, out_no, operator_ref, amount_fen, settled_at_ms)
-            }
-        })?;
-    }
-    decoder.finish()?;
-    Ok(side)
-}
-
-/// One row of the carepay `COPY`: is a payment, merchant number, operator reference,
-/// reversed, amount, settled at.
-type CopyRow<'a> = (bool, &'a str, Option<&'a str>, bool, i64, i64);
-
-/// PostgreSQL's binary `COPY` format (signature, flags, header extension, then tuples of
-/// length-prefixed fields, then -1), read from messages that need not end on a row.
-#[derive(Default)]
-struct CopyDecoder {
-    /// Bytes of a row split across messages.
-    pending: Vec<u8>,
-    header_read: bool,
-    finished: bool,
-}
-
-const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
-
-fn copy_text(value: &[u8]) -> Result<&str, StoreError> {
-    std::str::from_utf8(value).map_err(|_| copy_corrupt("a text column"))
-}
-
-fn copy_corrupt(what: &str) -> StoreError {
-    StoreError::Database(corrupt("COPY of carepay's records", what))
-}
-
-impl CopyDecoder {
-    fn feed(
-        &mut self,
-        message: &[u8],
-        mut row: impl FnMut(CopyRow<'_>) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        if self.pending.is_empty() {
-            let used = self.rows(message, &mut row)?;
-            self.pending.extend_from_slice(&message[used..]);
-        } else {
-            let mut pending = std::mem::take(&mut self.pending);
-            pending.extend_from_slice(message);
-            let used = self.rows(&pending, &mut row)?;
-            pending.drain(..used);
-            self.pending = pending;
-        }
-        Ok(())
-    }
-
-    /// Reads every whole row of `data`; returns how many bytes that took.
-    fn rows(
-        &mut self,
-        data: &[u8],
-        row: &mut impl FnMut(CopyRow<'_>) -> Result<(), StoreError>,
-    ) -> Result<usize, StoreError> {
-        let mut at = 0;
-        if !self.header_read {
-            let Some(extension) = data.get(COPY_SIGNATURE.len() + 4..COPY_SIGNATURE.len() + 8) else { return Ok(0) };
-            if !data.starts_with(COPY_SIGNATURE) {
-                return Err(copy_corrupt("no COPY signature"));
-            }
-            let extension =
-                usize::try_from(u32::from_be_bytes(extension.try_into().unwrap_or_default())).unwrap_or(usize::MAX);
-            let header = COPY_SIGNATURE.len() + 8 + extension;
-            if data.len() < header {
-                return Ok(0);
-            }
-            self.header_read = true;
-            at = header;
-        }
-        loop {
-            if self.finished {
-                return if at == data.len() { Ok(at) } else { Err(copy_corrupt("bytes after the end")) };
-            }
-            let Some(count) = data.get(at..at + 2) else { return Ok(at) };
-            let count = i16::from_be_bytes([count[0], count[1]]);
-            if count == -1 {
-                self.finished = true;
-                at += 2;
-                continue;
-            }
-            if count != 6 {
-                return Err(copy_corrupt("a row without six columns"));
-            }
-            let mut fields: [Option<&[u8]>; 6] = [None; 6];
-            let mut cursor = at + 2;
-            for field in &mut fields {
-                let Some(length) = data.get(cursor..cursor + 4) else { return Ok(at) };
-                let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
-                cursor += 4;
-                if length < 0 {
-                    continue;
-                }
-                let length = usize::try_from(length).unwrap_or(usize::MAX);
-                let Some(value) = data.get(cursor..cursor + length) else { return Ok(at) };
-                *field = Some(value);
-                cursor += length;
-            }
-            let flag = |value: Option<&[u8]>| match value {
-                Some([byte]) => Ok(*byte != 0),
-                _ => Err(copy_corrupt("a flag column")),
-            };
-            let number = |value: Option<&[u8]>| {
-                value
-                    .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
-                    .map(i64::from_be_bytes)
-                    .ok_or_else(|| copy_corrupt("a number column"))
-            };
-            let out_no = copy_text(fields[1].ok_or_else(|| copy_corrupt("no merchant number"))?)?;
-            let operator_ref = fields[2].map(copy_text).transpose()?;
-            row((flag(fields[0])?, out_no, operator_ref, flag(fields[3])?, number(fields[4])?, number(fields[5])?))?;
-            at = cursor;
-        }
-    }
-
-    fn finish(&self) -> Result<(), StoreError> {
-        if self.finished && self.pending.is_empty() { Ok(()) } else { Err(copy_corrupt("cut short")) }
     }
 }
 

@@ -644,7 +644,15 @@ async fn carepay_s_records_read_alike_by_query_by_one_copy_and_by_two_halves(app
         }
     }
     let (from_ms, to_ms) = carepay::domain::reconciliation::neighbourhood_ms(&today()).unwrap();
-    let sides = app.app.store.carepay_side_every_way(WALLET, from_ms, to_ms, 6_000).await.unwrap();
+    let owned = app.app.store.wallet_owner(WALLET).await.unwrap().unwrap();
+    let day = carepay::store::reconciliation::CarepayDay {
+        wallet_id: WALLET,
+        owner: &owned.owner,
+        from_ms,
+        to_ms,
+        tariff: carepay::domain::fees::Tariff::flat(6_000),
+    };
+    let sides = app.app.store.carepay_side_every_way(&day).await.unwrap();
     let items = |index: usize| {
         let side = &sides[index];
         let mut items: Vec<String> = (0..side.len() as u32).map(|i| format!("{:?}", side.item(i))).collect();
@@ -859,9 +867,9 @@ async fn assert_one_timing_difference(app: &TestApp, token: &str, out_no: &str) 
 /// Runs a day as the scheduler would once the grace period is over.
 async fn run_past_grace(app: &TestApp, date: &str) {
     use carepay::reconciliation::Initiator;
-    let (facility, _) = app.app.store.facility_by_wallet(WALLET).await.unwrap().unwrap();
+    let owned = app.app.store.wallet_owner(WALLET).await.unwrap().unwrap();
     let later = UnixMs(UnixMs::now().0 + 5 * MS_PER_DAY);
-    let run = app.app.run_day(&facility, WALLET, date, Initiator::Carepay("scheduler"), later, None).await.unwrap();
+    let run = app.app.run_day(&owned, WALLET, date, Initiator::Carepay("scheduler"), later, None).await.unwrap();
     assert!(run.past_grace);
 }
 

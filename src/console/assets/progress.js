@@ -8,7 +8,7 @@
   var url = box.getAttribute("data-progress-url");
   var statusBox = document.getElementById("batch-status");
   var pollMs = 1000;
-  var states = ["pending", "sending", "succeeded", "failed"];
+  var states = ["pending", "sending", "succeeded", "failed", "returned"];
   function show(progress) {
     states.forEach(function (state) {
       var lines = box.querySelector('[data-progress="' + state + '-lines"]');
