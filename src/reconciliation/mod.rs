@@ -36,9 +36,9 @@ use crate::store::StoreError;
 use crate::store::audit::{Actor, AuditEntry};
 use crate::store::disbursement::{ReturnedLine, SeenReturn};
 use crate::store::reconciliation::{
-    CHUNKS_PER_INSERT, CarepayDay, Discrepancy, NewFile, NewRun, OwnedWallet, OperatorBooking, RaisedDiscrepancy, Resolution, ResultEncoder,
-    ResultLine, RunEnd, RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile, TimingReport,
-    TimingResolution,
+    CHUNKS_PER_INSERT, CarepayDay, Discrepancy, NewFile, NewRun, OperatorBooking, OwnedWallet, RaisedDiscrepancy,
+    Resolution, ResultEncoder, ResultLine, RunEnd, RunPiece, RunRow, RunSides, RunStart, RunStoreError, StoredFile,
+    TimingReport, TimingResolution,
 };
 
 const MS_PER_DAY: i64 = 86_400_000;
@@ -57,11 +57,7 @@ pub struct ReconciliationSettings {
 
 impl Default for ReconciliationSettings {
     fn default() -> Self {
-        ReconciliationSettings {
-            tariffs: Default::default(),
-            grace_days: 2,
-            max_statement_bytes: 256 * 1024 * 1024,
-        }
+        ReconciliationSettings { tariffs: Default::default(), grace_days: 2, max_statement_bytes: 256 * 1024 * 1024 }
     }
 }
 

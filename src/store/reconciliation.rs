@@ -18,7 +18,9 @@ use super::ledger::{EntryRef, KnownAccounts, post_in};
 use super::{Store, StoreError};
 use crate::callbacks::NewEvent;
 use crate::domain::directory::{RegionPath, WalletId};
-use crate::domain::ids::{DiscrepancyId, FacilityId, ProgrammeId, ReconciliationActionId, RegionId, RunId, StatementFileId};
+use crate::domain::ids::{
+    DiscrepancyId, FacilityId, ProgrammeId, ReconciliationActionId, RegionId, RunId, StatementFileId,
+};
 use crate::domain::ledger::{Account, AccountCode, JournalEntry, LedgerError, OverdraftPolicy};
 use crate::domain::reconciliation::{CarepaySide, Category, Fields, Outcome, StatementSide, WalletOwner};
 use crate::domain::statement::{EntryKind, EntryStatus, StatementTotals};
@@ -330,7 +332,10 @@ fn run_from_row(row: &AnyRow) -> Result<RunRow, sqlx::Error> {
     Ok(RunRow {
         id: RunId::from_trusted(row.try_get("id")?),
         wallet_id: row.try_get("wallet_id")?,
-        owner: match (row.try_get::<Option<String>, _>("facility_id")?, row.try_get::<Option<String>, _>("programme_id")?) {
+        owner: match (
+            row.try_get::<Option<String>, _>("facility_id")?,
+            row.try_get::<Option<String>, _>("programme_id")?,
+        ) {
             (Some(facility), None) => WalletOwner::Facility(FacilityId::from_trusted(facility)),
             (None, Some(programme)) => WalletOwner::Programme(ProgrammeId::from_trusted(programme)),
             _ => return Err(corrupt("reconciliation_runs.facility_id", "not exactly one owner")),
@@ -1107,7 +1112,8 @@ impl RunWriter<'_> {
         if returns.is_empty() || !matches!(self.run.owner, WalletOwner::Programme(_)) {
             return Ok(Vec::new());
         }
-        super::disbursement::return_lines_in(&mut self.tx, self.backend, self.run.wallet_id, returns, self.run.now).await
+        super::disbursement::return_lines_in(&mut self.tx, self.backend, self.run.wallet_id, returns, self.run.now)
+            .await
     }
 
     /// Merchant numbers of this day's records that a neighbouring day's statement lists.
@@ -1363,13 +1369,15 @@ pub struct DueFetch {
 }
 
 impl Store {
-    /// Plans a fetch of every facility wallet's `business_day` (idempotent: planned once).
+    /// Plans a fetch of `business_day` for every facility's merchant wallet and every
+    /// programme's funding wallet (idempotent: planned once).
     /// `WHERE true` lets SQLite tell the upsert's ON CONFLICT from a join's ON.
     pub async fn plan_statement_fetches(&self, business_day: &str, now: UnixMs) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
         let planned = sqlx::query(
             "INSERT INTO statement_fetches (wallet_id, business_day, status, attempts, next_attempt_ms) \
-             SELECT merchant_wallet_id, $1, 'pending', 0, $2 FROM facilities WHERE true \
+             SELECT w.wallet_id, $1, 'pending', 0, $2 FROM (SELECT merchant_wallet_id AS wallet_id FROM facilities \
+             UNION SELECT funding_wallet_id FROM subsidy_programmes) AS w WHERE true \
              ON CONFLICT (wallet_id, business_day) DO NOTHING",
         )
         .bind(business_day)

@@ -157,13 +157,21 @@ pub async fn spawn_app_with(db: TestDatabase, settings: HttpSettings) -> TestApp
 }
 
 pub async fn spawn_app_with_limits(db: TestDatabase, settings: HttpSettings, limits: Limits) -> TestApp {
-    spawn_app_configured(db, settings, limits, test_callback_networks(), ED25519_BOTH).await
+    spawn_app_configured(db, settings, limits, test_callback_networks(), ED25519_BOTH, |_| {}).await
+}
+
+/// A test server whose app settings `configure` changes before it serves (reconciliation's
+/// tariffs, say).
+pub async fn spawn_app_configured_by(backend: Backend, configure: impl FnOnce(&mut App)) -> TestApp {
+    let db = TestDatabase::new(backend).await;
+    spawn_app_configured(db, test_http_settings(), test_limits(), test_callback_networks(), ED25519_BOTH, configure)
+        .await
 }
 
 /// A test server whose callbacks may reach only public addresses and `allowed`, as a
 /// production server with `CAREPAY_CALLBACK_ALLOWED_NETWORKS` would.
 pub async fn spawn_app_allowing(db: TestDatabase, settings: HttpSettings, allowed: Vec<Network>) -> TestApp {
-    spawn_app_configured(db, settings, test_limits(), allowed, ED25519_BOTH).await
+    spawn_app_configured(db, settings, test_limits(), allowed, ED25519_BOTH, |_| {}).await
 }
 
 /// Both sides of the operator contract sign with Ed25519, as the spec has it.
@@ -178,8 +186,8 @@ pub async fn spawn_app_signing_with(
     carepay_algorithm: SignatureAlgorithm,
     operator_algorithm: SignatureAlgorithm,
 ) -> TestApp {
-    spawn_app_configured(db, settings, test_limits(), test_callback_networks(), (carepay_algorithm, operator_algorithm))
-        .await
+    let algorithms = (carepay_algorithm, operator_algorithm);
+    spawn_app_configured(db, settings, test_limits(), test_callback_networks(), algorithms, |_| {}).await
 }
 
 /// `algorithms`: what carepay signs its operator requests with, and what the in-process
@@ -190,6 +198,7 @@ async fn spawn_app_configured(
     limits: Limits,
     allowed: Vec<Network>,
     (carepay_algorithm, operator_algorithm): (SignatureAlgorithm, SignatureAlgorithm),
+    configure: impl FnOnce(&mut App),
 ) -> TestApp {
     let store = db.store().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
@@ -218,6 +227,7 @@ async fn spawn_app_configured(
     app.payments = test_payment_settings();
     let own = vec![listener.local_addr().expect("local addr"), setup.sandbox_address.expect("sandbox address")];
     app.callback_egress = std::sync::Arc::new(EgressPolicy::new(allowed, own));
+    configure(&mut app);
     let worker_settings = WorkerSettings { poll_interval_ms: 50, ..WorkerSettings::default() };
     let (worker_stop, worker_stop_rx) = oneshot::channel::<()>();
     tokio::spawn(carepay::payments::worker::run(app.clone(), worker_settings, async move {

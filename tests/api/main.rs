@@ -13,6 +13,7 @@ mod demo;
 mod directory;
 mod disbursement;
 mod disbursement_crash;
+mod funding_reconciliation;
 mod generated_client;
 mod group_commit;
 mod hostile_input;

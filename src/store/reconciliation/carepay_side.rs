@@ -359,7 +359,14 @@ impl CopyDecoder {
             };
             let out_no = copy_text(fields[1].ok_or_else(|| copy_corrupt("no merchant number"))?)?;
             let operator_ref = fields[2].map(copy_text).transpose()?;
-            row((number(fields[0])?, out_no, operator_ref, number(fields[3])?, number(fields[4])?, number(fields[5])?))?;
+            row((
+                number(fields[0])?,
+                out_no,
+                operator_ref,
+                number(fields[3])?,
+                number(fields[4])?,
+                number(fields[5])?,
+            ))?;
             at = cursor;
         }
     }
