@@ -11,6 +11,20 @@ use crate::domain::statement::{StatementHeader, StatementLine, open_statement, w
 
 const DAY: &str = "2026-11-28";
 const FEE_RATE_PPM: u32 = 6_000;
+/// A funding wallet's fee per transfer.
+const TRANSFER_FEE_FEN: i64 = 10;
+
+/// What one generated item of activity is. A returned transfer is two items with one
+/// merchant number: the transfer and, later that day, its return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Movement {
+    Payment,
+    Refund,
+    Transfer,
+    ReturnedTransfer,
+}
+
+const ACTIVITIES: [Movement; 4] = [Movement::Payment, Movement::Refund, Movement::Transfer, Movement::ReturnedTransfer];
 
 #[derive(Clone, Copy, Debug)]
 enum Injection {
@@ -42,8 +56,8 @@ const INJECTIONS: [Injection; 10] = [
 
 #[derive(Clone, Debug)]
 struct Activity {
-    /// (is a payment, amount in fen, reversed same day, second of the day, injection).
-    entries: Vec<(bool, i64, bool, i64, Injection)>,
+    /// (what it is, amount in fen, reversed same day (payments), second of the day, injection).
+    entries: Vec<(Movement, i64, bool, i64, Injection)>,
     /// Lines only the operator knows of with a merchant number.
     strangers: usize,
     /// Fees and adjustments (amount, is an adjustment).
@@ -55,7 +69,7 @@ struct Activity {
 
 fn arb_activity() -> impl Strategy<Value = Activity> {
     let entry = (
-        any::<bool>(),
+        prop::sample::select(ACTIVITIES.to_vec()),
         1i64..5_000_000,
         prop::bool::weighted(0.1),
         0i64..86_400,
@@ -97,15 +111,51 @@ fn generate(activity: &Activity) -> Generated {
     let mut expected: Expected = Vec::new();
     let line_id = |operator_ref: &str, occurrence: usize| format!("{operator_ref}#{occurrence}");
 
-    for (i, &(is_payment, amount_fen, reversed, second, injection)) in activity.entries.iter().enumerate() {
-        let kind = if is_payment { EntryKind::Payment } else { EntryKind::Refund };
-        let status = if is_payment && reversed { EntryStatus::Reversed } else { EntryStatus::Success };
-        let fee_fen = if kind == EntryKind::Payment && status == EntryStatus::Success {
-            expected_fee_fen(amount_fen, FEE_RATE_PPM)
-        } else {
-            0
+    for (i, &(what, amount_fen, reversed, second, injection)) in activity.entries.iter().enumerate() {
+        let is_payment = what == Movement::Payment;
+        let kind = match what {
+            Movement::Payment => EntryKind::Payment,
+            Movement::Refund => EntryKind::Refund,
+            Movement::Transfer | Movement::ReturnedTransfer => EntryKind::Transfer,
         };
-        let out_no = format!("{}-{i:05}", if is_payment { "P" } else { "R" });
+        let status = if is_payment && reversed { EntryStatus::Reversed } else { EntryStatus::Success };
+        let fee_fen = match kind {
+            EntryKind::Payment if status == EntryStatus::Success => expected_fee_fen(amount_fen, FEE_RATE_PPM),
+            EntryKind::Transfer => TRANSFER_FEE_FEN.min(amount_fen),
+            _ => 0,
+        };
+        let prefix = match kind {
+            EntryKind::Payment => "P",
+            EntryKind::Refund => "R",
+            _ => "T",
+        };
+        let out_no = format!("{prefix}-{i:05}");
+        if what == Movement::ReturnedTransfer {
+            // The money came back: a credit on the same number, which carepay recorded from
+            // an earlier statement and matches whatever befell the transfer itself.
+            let operator_ref = format!("OPRET{i:06}");
+            expected.push((line_id(&operator_ref, 0), Category::Matched, vec![]));
+            carepay.push(CarepayEntry {
+                out_no: out_no.clone(),
+                operator_ref: Some(operator_ref.clone()),
+                kind: EntryKind::TransferReturn,
+                status: EntryStatus::Success,
+                amount_fen,
+                expected_fee_fen: 0,
+                settled_at_ms: day_start + 86_399_000,
+            });
+            lines.push(StatementLine {
+                settled_at: time_of_day(86_399),
+                operator_ref,
+                out_no: out_no.clone(),
+                kind: EntryKind::TransferReturn,
+                status: EntryStatus::Success,
+                amount_fen,
+                fee_fen: 0,
+                counterparty: String::from("0021****9002"),
+                memo: String::from("钱包已冻结，退回"),
+            });
+        }
         let operator_ref = format!("OP{i:06}");
         let settled_at_ms = day_start + second * 1000;
         let mut record = CarepayEntry {
@@ -350,10 +400,52 @@ fn fields_are_listed_in_a_fixed_order_and_stored_as_one_byte() {
     assert_eq!(Fields::NONE.joined(), "");
 }
 
+/// A funding wallet's day with every injection on a transfer and on a transfer that came
+/// back, in a fixed order and in one shuffled by a fixed seed: each case in its category.
+#[test]
+fn a_funding_wallets_day_reports_every_injected_case_in_its_category() {
+    let mut entries = Vec::new();
+    for (n, injection) in INJECTIONS.iter().enumerate() {
+        for (m, movement) in [Movement::Transfer, Movement::ReturnedTransfer].into_iter().enumerate() {
+            let second = 60 * (2 * n as i64 + m as i64) + 1;
+            entries.push((movement, 30_000 + 100 * n as i64, false, second, *injection));
+        }
+    }
+    let mut shuffled = entries.clone();
+    let mut seed: u64 = 0x5eed_2026_1128;
+    for i in (1..shuffled.len()).rev() {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        shuffled.swap(i, (seed >> 33) as usize % (i + 1));
+    }
+    for entries in [entries, shuffled] {
+        for past_grace in [false, true] {
+            let activity = Activity {
+                entries: entries.clone(),
+                strangers: 2,
+                operator_entries: vec![(61, false)],
+                next_day_records: 0,
+                past_grace,
+            };
+            let generated = generate(&activity);
+            let mut actual = run(&generated, past_grace);
+            let mut expected = generated.expected.clone();
+            actual.sort();
+            expected.sort();
+            assert_eq!(actual, expected);
+            let returns =
+                actual.iter().filter(|(id, category, _)| id.starts_with("OPRET") && *category == Category::Matched);
+            assert_eq!(returns.count(), INJECTIONS.len(), "every return matched, whatever befell its transfer");
+        }
+    }
+}
+
 #[test]
 fn a_summary_counts_each_category_and_nets_the_statement() {
     let generated = generate(&Activity {
-        entries: vec![(true, 10_000, false, 10, Injection::None), (false, 2_500, false, 20, Injection::Amount)],
+        entries: vec![
+            (Movement::Payment, 10_000, false, 10, Injection::None),
+            (Movement::Refund, 2_500, false, 20, Injection::Amount),
+        ],
         strangers: 1,
         operator_entries: vec![(-100, true)],
         next_day_records: 0,
