@@ -689,7 +689,9 @@ fn compare(statement: &StatementSide, carepay: &CarepaySide, line: u32, entry: u
     if item.amount_fen != record.amount_fen {
         fields.insert(Fields::AMOUNT);
     }
-    if item.fee_fen != record.expected_fee_fen {
+    // A REVERSED line's fee is given back with it (it is in no total), so it is not compared.
+    let both_reversed = item.status == EntryStatus::Reversed && record.status == EntryStatus::Reversed;
+    if item.fee_fen != record.expected_fee_fen && !both_reversed {
         fields.insert(Fields::FEE);
     }
     if !entry_of_day {
@@ -727,6 +729,10 @@ pub struct Summary {
     /// What the operator settles into the wallet: statement net minus fees.
     pub net_settlement_fen: i64,
     pub open_discrepancies: u64,
+    /// What the file does that the spec allows two readings of, in words (e.g. a `fee_total`
+    /// counting REVERSED lines' fees).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -109,6 +109,8 @@ pub struct RunView {
     pub carepay_net: String,
     pub net_settlement: String,
     pub discrepancies_found: u64,
+    /// Where the file took one of two readings the spec allows, in words.
+    pub warnings: Vec<String>,
     pub started_by: String,
     pub created_at: String,
 }
@@ -142,6 +144,7 @@ fn run_view(run: RunRow, day_status: String) -> Result<RunView, Error> {
         carepay_net: Yuan(summary.carepay_net_fen).to_string(),
         net_settlement: Yuan(summary.net_settlement_fen).to_string(),
         discrepancies_found: summary.open_discrepancies,
+        warnings: summary.warnings,
         started_by: run.started_by,
         created_at: run.created_at.to_rfc3339_shanghai(),
     })

@@ -28,7 +28,9 @@ use crate::domain::reconciliation::{
     neighbourhood_ms, reconcile, settled_at_ms,
 };
 use crate::domain::role::Action;
-use crate::domain::statement::{EntryKind, EntryStatus, ReadError, StatementHeader, StatementTotals, open_statement};
+use crate::domain::statement::{
+    EntryKind, EntryStatus, ReadError, StatementHeader, StatementTotals, Yuan, open_statement,
+};
 use crate::domain::text::FreeText;
 use crate::domain::time::UnixMs;
 use crate::error::{Error, Result};
@@ -459,7 +461,17 @@ impl App {
         }
         let matched = matcher.await.map_err(join_error)?;
         let matched_ms = started.elapsed().as_millis();
-        let summary = matched.summary;
+        let mut summary = matched.summary;
+        if file.totals.fee_fen != summary.statement_fee_fen {
+            // The reader took the trailer only if it adds up one of the two ways.
+            summary.warnings.push(format!(
+                "the trailer's fee_total ({}) counts the fees of REVERSED lines; carepay reads the spec as leaving \
+                 them out of every total ({}) and holds no REVERSED line's fee as withheld",
+                Yuan(file.totals.fee_fen),
+                Yuan(summary.statement_fee_fen)
+            ));
+            tracing::warn!(%wallet_id, %business_day, "statement fee_total counts REVERSED lines' fees");
+        }
         let summary_json = serde_json::to_string(&summary).map_err(|error| Error::Internal(error.into()))?;
 
         let region = self.wallet_region(by, wallet_id).await?;
@@ -659,7 +671,11 @@ fn match_day(
         outcomes += 1;
         summary.add(&outcome, statement, carepay);
         if let (Some(line), Some(_)) = (outcome.line, outcome.entry) {
-            withheld_fee_fen = withheld_fee_fen.saturating_add(statement.item(line).fee_fen);
+            let item = statement.item(line);
+            // A REVERSED line's fee is given back with it.
+            if item.status == EntryStatus::Success {
+                withheld_fee_fen = withheld_fee_fen.saturating_add(item.fee_fen);
+            }
         }
         if let Some(chunk) = encoder.push(statement, carepay, &outcome) {
             chunks.push(chunk);

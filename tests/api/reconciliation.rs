@@ -31,6 +31,7 @@ backend_tests!(
     a_statement_of_another_facilitys_wallet_is_refused_with_its_reason,
     a_late_payment_is_one_timing_difference_when_today_runs_first,
     a_late_payment_is_one_timing_difference_when_tomorrow_runs_first,
+    a_fee_total_counting_reversed_lines_is_taken_with_a_warning,
 );
 
 pub(crate) const WALLET: &str = "0021000000000001";
@@ -947,4 +948,42 @@ async fn a_late_payment_is_one_timing_difference_when_tomorrow_runs_first(app: T
         let close = format!("/v1/reconciliation/days/{WALLET}/{date}/close");
         app.post(&close, &accountant, json!({})).await.expect(StatusCode::NO_CONTENT);
     }
+}
+
+/// The spec's two readings of `fee_total`: a file whose trailer counts a REVERSED line's fee
+/// is taken, and its run says so; that fee is neither compared nor booked as withheld.
+async fn a_fee_total_counting_reversed_lines_is_taken_with_a_warning(app: TestApp) {
+    use carepay::domain::statement::{EntryKind, EntryStatus, StatementHeader, StatementLine, StatementTotals};
+    let till = terminal(&app, WALLET).await;
+    let paid = till.pay("r-1", "12.50", "013412345678900000").await.unwrap();
+    assert_eq!(paid.status, PaymentStatus::Succeeded as i32);
+    let region = district(&app).await;
+    let accountant = app.issue_token(&app.root_token, "accountant", Some(&region)).await;
+    let day = today();
+    let mut lines: Vec<StatementLine> = {
+        let statement = sandbox_statement(&app);
+        let mut reader = carepay::domain::statement::open_statement(statement.as_slice()).unwrap();
+        reader.by_ref().collect::<Result<Vec<_>, _>>().unwrap()
+    };
+    assert_eq!(lines.len(), 1);
+    let mut reversed = lines[0].clone();
+    reversed.operator_ref = String::from("OP-REVERSED-1");
+    reversed.out_no = String::from("P-reversed-elsewhere");
+    reversed.status = EntryStatus::Reversed;
+    reversed.fee_fen = 4;
+    lines.push(reversed);
+    let header = StatementHeader {
+        wallet_id: WALLET.to_owned(),
+        date: day.clone(),
+        generated_at: format!("{day}T23:59:59+08:00"),
+    };
+    let totals = StatementTotals { line_count: 2, credit_fen: 1_250, debit_fen: 0, fee_fen: lines[0].fee_fen + 4 };
+    let bytes = carepay::domain::statement::write_statement_with_totals(&header, &lines, &totals);
+    upload(&app, &accountant, bytes).await.expect(StatusCode::CREATED);
+    let run = app.post(&format!("/v1/reconciliation/days/{WALLET}/{day}/run"), &accountant, json!({})).await;
+    let run = run.expect(StatusCode::OK);
+    let warnings = run.body["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{}", run.text);
+    assert!(warnings[0].as_str().unwrap().contains("REVERSED"), "{}", run.text);
+    assert_eq!(run.body["statement_fees"], carepay::domain::statement::Yuan(lines[0].fee_fen).to_string());
 }

@@ -125,6 +125,9 @@ pub struct StatementReader<R> {
     /// Physical lines consumed so far.
     line_no: u64,
     computed: StatementTotals,
+    /// Fees listed on REVERSED lines, which the spec's totals leave out; a trailer whose
+    /// `fee_total` counts them is read too (see [`check_trailer`]).
+    reversed_fee_fen: i64,
     stated: Option<StatementTotals>,
     raw: Vec<u8>,
     /// The current record's fields when quoting or decoding changed their bytes.
@@ -189,6 +192,7 @@ impl<R: BufRead> StatementReader<R> {
             header: StatementHeader { wallet_id: String::new(), date: String::new(), generated_at: String::new() },
             line_no: 0,
             computed: StatementTotals::default(),
+            reversed_fee_fen: 0,
             stated: None,
             raw: Vec::with_capacity(512),
             text: String::with_capacity(512),
@@ -279,7 +283,7 @@ impl<R: BufRead> StatementReader<R> {
                 let fields: Vec<&str> = self.fields.iter().map(|&(start, end)| &text[start..end]).collect();
                 parse_trailer(&fields).ok_or_else(|| fail(Reason::Trailer))?
             };
-            check_trailer(&stated, &self.computed).map_err(fail)?;
+            check_trailer(&stated, &self.computed, self.reversed_fee_fen).map_err(fail)?;
             self.stated = Some(stated);
             if self.read_raw_line_or_eof()?.is_some() {
                 return Err(ReadError { line_no: self.line_no, reason: Reason::AfterTrailer });
@@ -309,6 +313,9 @@ impl<R: BufRead> StatementReader<R> {
         self.computed
             .add_entry(index, line.kind, line.status, line.amount_fen, line.fee_fen)
             .map_err(|err| fail(Reason::Line(err.to_string())))?;
+        if line.status == EntryStatus::Reversed {
+            self.reversed_fee_fen = self.reversed_fee_fen.saturating_add(line.fee_fen);
+        }
         Ok(Some(line))
     }
 
@@ -597,8 +604,16 @@ fn parse_trailer(fields: &[&str]) -> Option<StatementTotals> {
     })
 }
 
-fn check_trailer(stated: &StatementTotals, computed: &StatementTotals) -> Result<(), Reason> {
+/// The trailer against the lines. `fee_total` may be read two ways: the spec leaves REVERSED
+/// lines out of every total, yet says `fee_total` "sums the fee column". Both forms are taken
+/// (`reversed_fee_fen` is what tells them apart); a run over a file of the second form says so
+/// in its warnings.
+fn check_trailer(stated: &StatementTotals, computed: &StatementTotals, reversed_fee_fen: i64) -> Result<(), Reason> {
     use super::write::Yuan;
+    if reversed_fee_fen > 0 && stated.fee_fen == computed.fee_fen.saturating_add(reversed_fee_fen) {
+        let counted = StatementTotals { fee_fen: stated.fee_fen, ..*computed };
+        return check_trailer(stated, &counted, 0);
+    }
     let mismatch = |field, stated: String, computed: String| Err(Reason::TrailerMismatch { field, stated, computed });
     if stated.line_count != computed.line_count {
         return mismatch("line_count", stated.line_count.to_string(), computed.line_count.to_string());

@@ -435,3 +435,22 @@ proptest! {
         prop_assert_eq!(actual, expected);
     }
 }
+
+/// The spec leaves REVERSED lines out of every total but says `fee_total` "sums the fee
+/// column": a file of either reading is taken, and one that fits neither is still corrupt.
+#[test]
+fn a_fee_total_with_or_without_reversed_lines_fees_is_taken_and_any_other_refused() {
+    let (header, mut lines, _) = read_all(EXAMPLE_UTF8).unwrap();
+    assert_eq!(lines[2].status, EntryStatus::Reversed);
+    lines[2].fee_fen = 4;
+    let spec = StatementTotals { line_count: 9, credit_fen: 232_750, debit_fen: 30_661, fee_fen: 57 };
+    for fee_fen in [57, 61] {
+        let bytes = write_statement_with_totals(&header, &lines, &StatementTotals { fee_fen, ..spec });
+        let (_, read, totals) = read_all(&bytes).unwrap();
+        assert_eq!(totals.fee_fen, fee_fen);
+        assert_eq!(read[2].fee_fen, 4);
+    }
+    let bytes = write_statement_with_totals(&header, &lines, &StatementTotals { fee_fen: 60, ..spec });
+    let error = read_all(&bytes).unwrap_err();
+    assert!(error.to_string().contains("fee_total is 0.60, the lines add up to 0.57"), "{error}");
+}
