@@ -430,7 +430,7 @@ fn stable_order<K: Ord>(len: usize, key: impl Fn(u32) -> K) -> Vec<u32> {
     if aside.is_empty() {
         return in_order;
     }
-    aside.sort_by(|a, b| key(*a).cmp(&key(*b)));
+    aside.sort_by_key(|index| key(*index));
     // Both runs are ordered by (key, index); so is their merge.
     let mut merged = Vec::with_capacity(len as usize);
     let (mut left, mut right) = (in_order.iter().peekable(), aside.iter().peekable());

@@ -953,7 +953,7 @@ async fn a_late_payment_is_one_timing_difference_when_tomorrow_runs_first(app: T
 /// The spec's two readings of `fee_total`: a file whose trailer counts a REVERSED line's fee
 /// is taken, and its run says so; that fee is neither compared nor booked as withheld.
 async fn a_fee_total_counting_reversed_lines_is_taken_with_a_warning(app: TestApp) {
-    use carepay::domain::statement::{EntryKind, EntryStatus, StatementHeader, StatementLine, StatementTotals};
+    use carepay::domain::statement::{EntryStatus, StatementHeader, StatementLine, StatementTotals};
     let till = terminal(&app, WALLET).await;
     let paid = till.pay("r-1", "12.50", "013412345678900000").await.unwrap();
     assert_eq!(paid.status, PaymentStatus::Succeeded as i32);
