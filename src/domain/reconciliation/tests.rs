@@ -221,6 +221,11 @@ fn generate(activity: &Activity) -> Generated {
                 record.settled_at_ms += shift;
                 expect(Category::WrongDay, vec!["business_day"]);
             }
+            Injection::Fee if status == EntryStatus::Reversed => {
+                // A REVERSED line's fee is given back with it: not compared.
+                line.fee_fen += 1 + (amount_fen % 89);
+                expect(Category::Matched, vec![]);
+            }
             Injection::Fee => {
                 line.fee_fen += 1 + (amount_fen % 89);
                 expect(Category::FeeMismatch, vec!["fee"]);
